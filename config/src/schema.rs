@@ -1,0 +1,609 @@
+//! The file and API format of a proxy's configuration: what users write, in YAML or JSON with
+//! camelCase field names. These types only describe; [`crate::validate`] checks them and
+//! [`crate::table::RoutingTable::compile`] turns the routes into what the hot path uses.
+//!
+//! `config/examples/` holds complete documents; `canary-weight.yaml` is the reference.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Serialize, Serializer};
+use serde_yaml_ng::Value;
+
+use crate::error::Problems;
+use crate::read::{Fields, FromTree, describe, lenient_list};
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[serde(transparent)]
+        pub struct $name(Arc<str>);
+
+        impl $name {
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self(Arc::from(s))
+            }
+        }
+
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromTree for $name {
+            fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+                String::from_tree(v, path, p).map(|s| Self(Arc::from(s)))
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The name of a route, unique in a table (`checkout`).
+    RouteName
+);
+name_type!(
+    /// The name of a track, unique in its route (`stable`, `canary`, `blue`, `green`).
+    TrackName
+);
+
+/// The default downstream listener.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The default admin API listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// The default name of the header that carries the chosen track.
+pub const DEFAULT_TRACK_HEADER: &str = "x-switchyard-track";
+
+/// A whole proxy configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyConfig {
+    /// Downstream listeners; `listen: ADDR` or a list of addresses or `{address, tls}`.
+    /// Default: one plain listener on [`DEFAULT_LISTEN`].
+    pub listen: Vec<ListenerSpec>,
+    /// The admin API.
+    pub admin: AdminSpec,
+    /// Routes, tried in order; the first whose match holds takes the request.
+    pub routes: Vec<RouteSpec>,
+    /// The header naming the chosen track on the response and on the upstream request;
+    /// `trackHeader: false` turns it off. Default [`DEFAULT_TRACK_HEADER`].
+    pub track_header: Option<String>,
+    /// Timeouts, each with a default.
+    pub timeouts: Timeouts,
+    /// Limits, each with a default.
+    pub limits: Limits,
+}
+
+/// One downstream listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerSpec {
+    /// `IP:PORT` to bind.
+    pub address: String,
+    /// TLS termination; plain HTTP (HTTP/1.1 and h2c) without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsSpec>,
+}
+
+/// Certificate and key for a TLS listener (PEM files, reloaded when they change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TlsSpec {
+    /// PEM certificate chain.
+    pub cert_file: String,
+    /// PEM private key.
+    pub key_file: String,
+}
+
+/// The admin API listener.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminSpec {
+    /// `IP:PORT`; default [`DEFAULT_ADMIN_LISTEN`].
+    pub listen: String,
+    /// A file holding a bearer token that `PUT` calls must present; none by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<String>,
+}
+
+/// Timeouts the proxy applies. Defaults follow what Envoy and nginx users expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    /// Connecting to an upstream endpoint. Default 5s.
+    #[serde(with = "human")]
+    pub connect: Duration,
+    /// From sending the request upstream to the response headers (→ 504). Default 15s.
+    #[serde(with = "human")]
+    pub request: Duration,
+    /// Reading a downstream request's headers. Default 10s.
+    #[serde(with = "human")]
+    pub header_read: Duration,
+    /// A downstream keep-alive connection with no request. Default 60s.
+    #[serde(with = "human")]
+    pub idle: Duration,
+    /// An idle pooled upstream connection before it is closed. Default 90s.
+    #[serde(with = "human")]
+    pub upstream_idle: Duration,
+    /// How long shutdown waits for in-flight requests. Default 30s.
+    #[serde(with = "human")]
+    pub drain: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(5),
+            request: Duration::from_secs(15),
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+            upstream_idle: Duration::from_secs(90),
+            drain: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Limits the proxy enforces on downstream traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Limits {
+    /// Total size of a request's header section, bytes (→ 431). Default 32768.
+    pub max_header_bytes: usize,
+    /// Number of request headers (→ 431). Default 100.
+    pub max_headers: usize,
+    /// Open downstream connections; more wait to be accepted. Default 10000.
+    pub max_connections: usize,
+    /// Idle pooled connections kept per upstream endpoint. Default 128.
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_headers: 100,
+            max_connections: 10_000,
+            max_idle_per_endpoint: 128,
+        }
+    }
+}
+
+/// A route: what requests it takes, the tracks behind it and how a request picks one.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteSpec {
+    /// Unique name, used in stats and metric labels.
+    pub name: RouteName,
+    /// Conditions a request must meet; all given ones must hold. Empty matches everything.
+    #[serde(rename = "match")]
+    pub matches: RequestMatch,
+    /// The versions behind the route.
+    pub tracks: Vec<TrackSpec>,
+    /// Explicit track choices, checked in order before stickiness and weights.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<RuleSpec>,
+    /// Where a user's key comes from, to keep the user on one track.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<StickySpec>,
+    /// Overrides `timeouts.request` for this route.
+    #[serde(with = "human_opt", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+}
+
+/// Request conditions; every given condition must hold.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMatch {
+    /// Host, exact (`shop.example.com`) or with a leading wildcard label (`*.example.com`, which
+    /// matches any name ending in `.example.com`). Compared without case and port.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    /// Exact path (the query string is not part of the path).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// Path prefix on segment boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_prefix: Option<String>,
+    /// Regular expression that must match the whole path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path_regex: Option<String>,
+    /// Allowed methods (`method: GET` or `method: [GET, HEAD]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub method: Vec<String>,
+    /// Header conditions (names compared without case).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<ValueMatch>,
+    /// Query parameter conditions (values compared after percent-decoding).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<ValueMatch>,
+    /// Cookie conditions.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cookies: Vec<ValueMatch>,
+}
+
+impl RequestMatch {
+    /// Whether no condition is given (the match holds for every request).
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// A condition on a named value (header, query parameter or cookie). At most one of `value`,
+/// `oneOf`, `regex` and `present` may be given; with none, the value must be present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueMatch {
+    /// The header, parameter or cookie name.
+    pub name: String,
+    /// The value must equal this (case-sensitive).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// The value must equal one of these (`x-user-group` in `[internal, beta]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<String>>,
+    /// A regular expression the whole value must match.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    /// `true`: the name must be present; `false`: it must be absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+/// One version of the service behind a route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackSpec {
+    /// Unique in its route.
+    pub name: TrackName,
+    /// Upstream addresses; `HOST:PORT` or `{address, weight}`.
+    pub endpoints: Vec<EndpointSpec>,
+    /// Relative share of weighted traffic: 95 and 5 give 95% / 5%. Default 0.
+    pub weight: f64,
+    /// How the proxy speaks to this track's endpoints. Default `http1`.
+    pub protocol: UpstreamProtocol,
+}
+
+/// One upstream address of a track.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSpec {
+    /// `IP:PORT` or `HOSTNAME:PORT`.
+    pub address: String,
+    /// Relative share of the track's traffic. Default 1.
+    pub weight: f64,
+}
+
+/// The upstream protocol of a track.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext, prior knowledge.
+    H2c,
+}
+
+/// An explicit choice: requests matching `match` go to `track`, whatever the weights.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RuleSpec {
+    /// Conditions, as for routes.
+    #[serde(rename = "match")]
+    pub matches: RequestMatch,
+    /// The track that takes matching requests.
+    pub track: TrackName,
+}
+
+/// Where a user's identity comes from. Exactly one of the two is given.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StickySpec {
+    /// A request header (`x-user-id`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// A cookie (`uid`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+}
+
+/// Durations as humans write them: `500ms`, `5s`, `2m`.
+mod human {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+mod human_opt {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => human::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+// ---- reading from a tree -------------------------------------------------------------------
+
+impl ProxyConfig {
+    /// Reads a whole configuration. Routes are read one by one: the ones that read are returned
+    /// with their positions in the document, so that their problems can still be reported at the
+    /// right paths when another route could not be read.
+    pub(crate) fn read(v: &Value, p: &mut Problems) -> Option<(Self, Vec<usize>)> {
+        let mut f = Fields::of(v, "", p)?;
+        let listen = match f.raw("listen") {
+            None => vec![ListenerSpec {
+                address: DEFAULT_LISTEN.to_owned(),
+                tls: None,
+            }],
+            Some(Value::Sequence(_)) => f.or("listen", Vec::new(), p),
+            Some(_) => f.optional::<ListenerSpec>("listen", p).into_iter().collect(),
+        };
+        let admin = f.optional("admin", p).unwrap_or_default();
+        let (positions, routes) = f
+            .raw("routes")
+            .map(|v| lenient_list::<RouteSpec>(v, "routes", p))
+            .unwrap_or_default()
+            .into_iter()
+            .unzip();
+        let track_header = match f.raw("trackHeader") {
+            None => Some(DEFAULT_TRACK_HEADER.to_owned()),
+            Some(Value::Bool(false)) => None,
+            Some(Value::String(name)) => Some(name.clone()),
+            Some(other) => {
+                p.push(
+                    f.path_of("trackHeader"),
+                    format!(
+                        "expected a header name, or false to turn the header off, found {}",
+                        describe(other)
+                    ),
+                );
+                None
+            }
+        };
+        let timeouts = f.optional("timeouts", p).unwrap_or_default();
+        let limits = f.optional("limits", p).unwrap_or_default();
+        f.finish(p);
+        let config = Self {
+            listen,
+            admin,
+            routes,
+            track_header,
+            timeouts,
+            limits,
+        };
+        Some((config, positions))
+    }
+}
+
+impl FromTree for ListenerSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        if let Value::String(s) = v {
+            return Some(Self {
+                address: s.clone(),
+                tls: None,
+            });
+        }
+        let mut f = Fields::of(v, path, p)?;
+        let address = f.required("address", p);
+        let tls = f.optional("tls", p);
+        f.finish(p);
+        Some(Self { address: address?, tls })
+    }
+}
+
+impl FromTree for TlsSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let cert_file = f.required("certFile", p);
+        let key_file = f.required("keyFile", p);
+        f.finish(p);
+        Some(Self {
+            cert_file: cert_file?,
+            key_file: key_file?,
+        })
+    }
+}
+
+impl Default for AdminSpec {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_ADMIN_LISTEN.to_owned(),
+            token_file: None,
+        }
+    }
+}
+
+impl FromTree for AdminSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let listen = f.or("listen", DEFAULT_ADMIN_LISTEN.to_owned(), p);
+        let token_file = f.optional("tokenFile", p);
+        f.finish(p);
+        Some(Self { listen, token_file })
+    }
+}
+
+impl FromTree for Timeouts {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let d = Self::default();
+        let mut f = Fields::of(v, path, p)?;
+        let t = Self {
+            connect: f.or("connect", d.connect, p),
+            request: f.or("request", d.request, p),
+            header_read: f.or("headerRead", d.header_read, p),
+            idle: f.or("idle", d.idle, p),
+            upstream_idle: f.or("upstreamIdle", d.upstream_idle, p),
+            drain: f.or("drain", d.drain, p),
+        };
+        f.finish(p);
+        Some(t)
+    }
+}
+
+impl FromTree for Limits {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let d = Self::default();
+        let mut f = Fields::of(v, path, p)?;
+        let l = Self {
+            max_header_bytes: f.or("maxHeaderBytes", d.max_header_bytes, p),
+            max_headers: f.or("maxHeaders", d.max_headers, p),
+            max_connections: f.or("maxConnections", d.max_connections, p),
+            max_idle_per_endpoint: f.or("maxIdlePerEndpoint", d.max_idle_per_endpoint, p),
+        };
+        f.finish(p);
+        Some(l)
+    }
+}
+
+impl FromTree for RouteSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let name = f.required("name", p);
+        let matches = f.optional("match", p).unwrap_or_default();
+        let tracks = f.required("tracks", p);
+        let rules = f.or("rules", Vec::new(), p);
+        let sticky = f.optional("sticky", p);
+        let timeout = f.optional("timeout", p);
+        f.finish(p);
+        Some(Self {
+            name: name?,
+            matches,
+            tracks: tracks?,
+            rules,
+            sticky,
+            timeout,
+        })
+    }
+}
+
+impl FromTree for RequestMatch {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let method = match f.raw("method") {
+            Some(Value::Sequence(_)) => f.optional("method", p).unwrap_or_default(),
+            Some(_) => f.optional::<String>("method", p).into_iter().collect(),
+            None => Vec::new(),
+        };
+        let m = Self {
+            host: f.optional("host", p),
+            path: f.optional("path", p),
+            path_prefix: f.optional("pathPrefix", p),
+            path_regex: f.optional("pathRegex", p),
+            method,
+            headers: f.or("headers", Vec::new(), p),
+            query_params: f.or("queryParams", Vec::new(), p),
+            cookies: f.or("cookies", Vec::new(), p),
+        };
+        f.finish(p);
+        Some(m)
+    }
+}
+
+impl FromTree for ValueMatch {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let name = f.required("name", p);
+        let value = f.optional("value", p);
+        let one_of = f.optional("oneOf", p);
+        let regex = f.optional("regex", p);
+        let present = f.optional("present", p);
+        f.finish(p);
+        Some(Self {
+            name: name?,
+            value,
+            one_of,
+            regex,
+            present,
+        })
+    }
+}
+
+impl FromTree for TrackSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let name = f.required("name", p);
+        let endpoints = f.required("endpoints", p);
+        let weight = f.or("weight", 0.0, p);
+        let protocol = f.or("protocol", UpstreamProtocol::default(), p);
+        f.finish(p);
+        Some(Self {
+            name: name?,
+            endpoints: endpoints?,
+            weight,
+            protocol,
+        })
+    }
+}
+
+impl FromTree for EndpointSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        if let Value::String(s) = v {
+            return Some(Self {
+                address: s.clone(),
+                weight: 1.0,
+            });
+        }
+        let mut f = Fields::of(v, path, p)?;
+        let address = f.required("address", p);
+        let weight = f.or("weight", 1.0, p);
+        f.finish(p);
+        Some(Self {
+            address: address?,
+            weight,
+        })
+    }
+}
+
+impl FromTree for UpstreamProtocol {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        match v.as_str() {
+            Some("http1") => Some(Self::Http1),
+            Some("h2c") => Some(Self::H2c),
+            _ => {
+                p.push(path, format!("expected http1 or h2c, found {}", describe(v)));
+                None
+            }
+        }
+    }
+}
+
+impl FromTree for RuleSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let matches = f.optional("match", p).unwrap_or_default();
+        let track = f.required("track", p);
+        f.finish(p);
+        Some(Self { matches, track: track? })
+    }
+}
+
+impl FromTree for StickySpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let header = f.optional("header", p);
+        let cookie = f.optional("cookie", p);
+        f.finish(p);
+        Some(Self { header, cookie })
+    }
+}

@@ -1,0 +1,211 @@
+//! Every file in `config/examples/` and every configuration block in the README validates, and
+//! each example routes the way its comments say.
+
+use std::path::Path;
+
+use http::{HeaderMap, Method};
+use switchyard_config::{DecidedBy, Format, RequestView, RoutingTable, load_config};
+
+fn load(name: &str) -> RoutingTable {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples").join(name);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let format = if name.ends_with(".json") {
+        Format::Json
+    } else {
+        Format::Yaml
+    };
+    load_config(&text, format, 1)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .table
+}
+
+/// `(route, track)` for a request; `random` drives the weighted pick.
+fn route_track(
+    t: &RoutingTable,
+    method: Method,
+    host: &str,
+    path_and_query: &str,
+    headers: &[(&'static str, &str)],
+    random: u64,
+) -> Option<(String, String, DecidedBy)> {
+    let (path, query) = path_and_query.split_once('?').unwrap_or((path_and_query, ""));
+    let mut h = HeaderMap::new();
+    for (name, value) in headers {
+        h.append(*name, value.parse().unwrap());
+    }
+    let view = RequestView {
+        method: &method,
+        host,
+        path,
+        query,
+        headers: &h,
+        random,
+    };
+    t.decide(&view)
+        .map(|d| (d.route.name().to_string(), d.track.name().to_string(), d.by))
+}
+
+fn track(t: &RoutingTable, host: &str, path: &str, headers: &[(&'static str, &str)], random: u64) -> Option<String> {
+    route_track(t, Method::GET, host, path, headers, random).map(|d| d.1)
+}
+
+/// The share of `n` evenly spread random numbers that land on `name`.
+fn share(t: &RoutingTable, host: &str, name: &str) -> f64 {
+    let n = 10_000u64;
+    let step = u64::MAX / n;
+    let hits = (0..n)
+        .filter(|i| track(t, host, "/", &[], i * step).as_deref() == Some(name))
+        .count();
+    hits as f64 / n as f64
+}
+
+#[test]
+fn every_example_file_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "blue-green.yaml",
+            "canary-weight.json",
+            "canary-weight.yaml",
+            "rings.yaml",
+            "sticky-canary.yaml"
+        ],
+        "a new example needs its own test below"
+    );
+    for name in &names {
+        load(name);
+    }
+}
+
+#[test]
+fn canary_by_weight_means_what_its_comments_say() {
+    let t = load("canary-weight.yaml");
+    let host = "shop.example.com";
+    let canary = share(&t, host, "canary");
+    assert!((canary - 0.05).abs() < 0.001, "canary share {canary}");
+    assert_eq!(
+        track(&t, host, "/", &[("x-canary", "true")], 0).as_deref(),
+        Some("canary")
+    );
+    assert_eq!(
+        track(&t, host, "/", &[("x-environment", "stable")], u64::MAX).as_deref(),
+        Some("stable")
+    );
+    // Sticky by x-user-id: the same user, the same track, whatever the random number.
+    for user in ["alice", "bob", "carol"] {
+        let first = track(&t, host, "/", &[("x-user-id", user)], 0);
+        assert_eq!(track(&t, host, "/", &[("x-user-id", user)], u64::MAX), first);
+    }
+    // The host condition: a leading wildcard, not the bare domain.
+    assert!(track(&t, "example.com", "/", &[], 0).is_none());
+    assert!(track(&t, "a.b.example.com", "/", &[], 0).is_some());
+}
+
+#[test]
+fn canary_by_weight_in_json_splits_999_to_1() {
+    let t = load("canary-weight.json");
+    let canary = share(&t, "x.example.com", "canary");
+    assert!((canary - 0.001).abs() < 0.0005, "canary share {canary}");
+    assert_eq!(
+        track(&t, "x.example.com", "/", &[("x-canary", "true")], 0).as_deref(),
+        Some("canary")
+    );
+}
+
+#[test]
+fn blue_green_sends_everything_to_blue_and_previews_green_by_header() {
+    let t = load("blue-green.yaml");
+    let host = "shop.example.com";
+    assert_eq!(share(&t, host, "blue"), 1.0);
+    assert_eq!(
+        track(&t, host, "/", &[("x-environment", "green")], 0).as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        track(&t, host, "/", &[("x-environment", "blue")], 0).as_deref(),
+        Some("blue")
+    );
+    assert!(track(&t, "other.example.com", "/", &[], 0).is_none());
+    let blue = t.route("storefront").unwrap().track("blue").unwrap();
+    assert_eq!(
+        blue.endpoints().iter().map(|e| e.weight()).collect::<Vec<_>>(),
+        [1.0, 2.0]
+    );
+}
+
+#[test]
+fn sticky_canary_keeps_users_by_cookie_and_takes_a_query_override() {
+    let t = load("sticky-canary.yaml");
+    for uid in ["u1", "u2", "u3", "u4"] {
+        let cookie = format!("uid={uid}");
+        let first = route_track(&t, Method::POST, "any", "/api/orders", &[("cookie", &cookie)], 0).unwrap();
+        assert_eq!(first.2, DecidedBy::Sticky);
+        let again = route_track(&t, Method::POST, "any", "/api/orders", &[("cookie", &cookie)], u64::MAX).unwrap();
+        assert_eq!(again, first);
+    }
+    let forced = route_track(&t, Method::GET, "any", "/api/x?canary=1", &[("cookie", "uid=u1")], 0).unwrap();
+    assert_eq!((forced.1.as_str(), forced.2), ("canary", DecidedBy::Rule(0)));
+    // PATCH is not among the route's methods, and /apix is not under /api.
+    assert!(route_track(&t, Method::PATCH, "any", "/api/x", &[], 0).is_none());
+    assert!(route_track(&t, Method::GET, "any", "/apix", &[], 0).is_none());
+    assert_eq!(
+        route_track(&t, Method::GET, "any", "/img/logo.svg", &[], 0).unwrap().0,
+        "static"
+    );
+    assert!(route_track(&t, Method::GET, "any", "/img/logo.gif", &[], 0).is_none());
+    assert_eq!(
+        t.route("api").unwrap().track("canary").unwrap().protocol(),
+        switchyard_config::schema::UpstreamProtocol::H2c
+    );
+}
+
+#[test]
+fn rings_open_to_internal_and_beta_users_and_respect_opt_out() {
+    let t = load("rings.yaml");
+    let host = "search.example.com";
+    for group in ["internal", "beta"] {
+        assert_eq!(
+            track(&t, host, "/", &[("x-user-group", group)], 0).as_deref(),
+            Some("canary")
+        );
+    }
+    assert_eq!(
+        track(&t, host, "/", &[("x-user-group", "public")], 0).as_deref(),
+        Some("stable")
+    );
+    let opted_out = track(
+        &t,
+        host,
+        "/",
+        &[("x-user-group", "internal"), ("cookie", "canary_optout=1")],
+        u64::MAX,
+    );
+    assert_eq!(opted_out.as_deref(), Some("stable"));
+    let everyone = share(&t, host, "canary");
+    assert!((everyone - 0.01).abs() < 0.002, "canary share {everyone}");
+}
+
+#[test]
+fn every_configuration_block_in_the_readme_validates() {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let mut blocks = 0;
+    let mut lines = readme.lines();
+    while let Some(line) = lines.next() {
+        let format = match line.trim() {
+            "```yaml" => Format::Yaml,
+            "```json" => Format::Json,
+            _ => continue,
+        };
+        let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+        let text = block.join("\n");
+        load_config(&text, format, 1).unwrap_or_else(|e| panic!("README block:\n{text}\n{e}"));
+        blocks += 1;
+    }
+    assert!(blocks >= 1, "the README shows at least one configuration");
+}

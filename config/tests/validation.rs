@@ -1,0 +1,163 @@
+//! Loading whole configurations: defaults, every problem named by path, JSON and YAML alike,
+//! and what is served back reads in again unchanged.
+
+use std::time::Duration;
+
+use switchyard_config::schema::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, Limits, Timeouts};
+use switchyard_config::{Format, load_config, load_routes};
+
+fn problems(text: &str, format: Format) -> Vec<String> {
+    match load_config(text, format, 1) {
+        Ok(_) => Vec::new(),
+        Err(e) => e.errors().iter().map(ToString::to_string).collect(),
+    }
+}
+
+const MINIMAL: &str = "routes: [{ name: app, tracks: [{ name: stable, endpoints: ['127.0.0.1:9001'], weight: 1 }] }]";
+
+#[test]
+fn a_minimal_file_gets_every_default() {
+    let c = load_config(MINIMAL, Format::Yaml, 1).unwrap().config;
+    assert_eq!(c.listen.len(), 1);
+    assert_eq!(c.listen[0].address, DEFAULT_LISTEN);
+    assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN);
+    assert_eq!(c.track_header.as_deref(), Some(DEFAULT_TRACK_HEADER));
+    assert_eq!(c.timeouts, Timeouts::default());
+    assert_eq!(c.limits, Limits::default());
+    assert_eq!(c.timeouts.request, Duration::from_secs(15));
+}
+
+#[test]
+fn settings_override_defaults_and_the_track_header_can_be_turned_off() {
+    let text = r#"
+listen:
+  - 127.0.0.1:8080
+  - { address: "127.0.0.1:8443", tls: { certFile: cert.pem, keyFile: key.pem } }
+admin: { listen: 127.0.0.1:9999, tokenFile: /run/token }
+trackHeader: false
+timeouts: { connect: 250ms, drain: 1m }
+limits: { maxHeaders: 50 }
+routes: []
+"#;
+    let c = load_config(text, Format::Yaml, 1).unwrap().config;
+    assert_eq!(c.listen[1].tls.as_ref().unwrap().key_file, "key.pem");
+    assert_eq!(c.admin.token_file.as_deref(), Some("/run/token"));
+    assert_eq!(c.track_header, None);
+    assert_eq!(c.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(c.timeouts.drain, Duration::from_secs(60));
+    assert_eq!(c.timeouts.idle, Timeouts::default().idle);
+    assert_eq!(c.limits.max_headers, 50);
+    assert_eq!(c.limits.max_connections, Limits::default().max_connections);
+}
+
+#[test]
+fn typos_and_wrong_types_are_named_with_the_rest() {
+    let text = r#"
+listen: nonsense
+admin: { listen: 127.0.0.1:9901, tokenfile: x }
+timeouts: { connect: soon, request: 0s }
+limits: { maxHeaders: -1 }
+trackHeader: 7
+routes:
+  - name: checkout
+    tracks:
+      - { name: stable, endpoints: ["127.0.0.1:9001"], weight: heavy }
+      - { name: canary, endpoints: ["127.0.0.1:9002"], weight: 5, protocol: h3 }
+  - name: 42
+    tracks: { name: x }
+  - name: search
+    tracks: [{ name: stable, endpoints: ["127.0.0.1:9003"], weight: 1 }]
+    rules: [{ match: { headers: [{ name: x-canary, value: "true" }] }, track: canary }]
+routez: []
+"#;
+    let got = problems(text, Format::Yaml);
+    let want = [
+        "admin.tokenfile: unknown field `tokenfile`; did you mean `tokenFile`?",
+        "routes[0].tracks[0].weight: expected a number, found a string",
+        "routes[0].tracks[1].protocol: expected http1 or h2c, found \"h3\"",
+        "routes[1].tracks: expected a list, found a mapping",
+        "trackHeader: expected a header name, or false to turn the header off, found 7",
+        "timeouts.connect: invalid duration \"soon\"",
+        "limits.maxHeaders: expected a whole number from 0 to",
+        "routez: unknown field `routez`; did you mean `routes`?",
+        "listen[0].address: invalid listen address \"nonsense\"",
+        "timeouts.request: timeout must be longer than 0s",
+        "routes[2].rules[0].track: unknown track \"canary\" in route \"search\"; its tracks are: stable",
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for w in want {
+        assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+    }
+}
+
+#[test]
+fn listeners_must_be_distinct_and_valid() {
+    let text = "listen: [127.0.0.1:8080, 127.0.0.1:8080, '[::1]:80']\nadmin: { listen: '[::1]:80' }\nroutes: []";
+    assert_eq!(
+        problems(text, Format::Yaml),
+        [
+            "listen[1].address: address 127.0.0.1:8080 is already used by listen[0].address",
+            "admin.listen: address [::1]:80 is already used by listen[2].address",
+        ]
+    );
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let got = problems("routes: [ {name: a", Format::Yaml);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("invalid YAML:") && got[0].contains("line"),
+        "{got:?}"
+    );
+    let got = problems("{\"routes\": [}", Format::Json);
+    assert!(
+        got[0].starts_with("invalid JSON:") && got[0].contains("line 1"),
+        "{got:?}"
+    );
+    let got = problems("- just\n- a list", Format::Yaml);
+    assert_eq!(got, ["expected a mapping, found a list"]);
+}
+
+#[test]
+fn json_and_yaml_read_the_same_and_what_is_served_back_reads_again() {
+    let yaml = include_str!("../examples/sticky-canary.yaml");
+    let from_yaml = load_config(yaml, Format::Yaml, 1).unwrap().config;
+    let json = serde_json::to_string_pretty(&from_yaml).unwrap();
+    let from_json = load_config(&json, Format::Json, 1).unwrap().config;
+    assert_eq!(from_json, from_yaml);
+    assert!(
+        json.contains("\"pathPrefix\": \"/api\""),
+        "camelCase on the wire:\n{json}"
+    );
+    assert!(json.contains("\"timeout\": \"5s\""), "durations as written:\n{json}");
+
+    // `GET /routes` serves `{"version", "routes"}`; the same document can be `PUT` back.
+    let table = load_config(yaml, Format::Yaml, 4).unwrap().table;
+    let served = serde_json::json!({ "version": table.version(), "routes": table.spec() }).to_string();
+    let again = load_routes(&served, Format::Json, 5).unwrap();
+    assert_eq!(again.spec(), table.spec());
+    assert_eq!(again.version(), 5);
+}
+
+#[test]
+fn a_routes_document_takes_only_routes_and_version() {
+    let err = load_routes("{\"routes\": [], \"listen\": \"127.0.0.1:1\"}", Format::Json, 1).unwrap_err();
+    assert!(err.to_string().contains("listen: unknown field `listen`"), "{err}");
+    let err = load_routes("{}", Format::Json, 1).unwrap_err();
+    assert_eq!(err.errors()[0].to_string(), "routes: required field is missing");
+}
+
+#[test]
+fn problems_print_one_per_line_with_a_count() {
+    let err = load_routes(
+        "routes: [{ name: a, tracks: [] }, { name: a, tracks: [] }]",
+        Format::Yaml,
+        1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "3 problems:\n  routes[0].tracks: list at least one track\n  routes[1].name: duplicate route name \"a\"\n  routes[1].tracks: list at least one track"
+    );
+}
