@@ -107,6 +107,8 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
             path,
             format!("invalid listen address {address:?}: write IP:PORT such as 127.0.0.1:8080"),
         ),
+        // Port 0 asks the system for a free port, so several such addresses never collide.
+        Ok(addr) if addr.port() == 0 => {}
         Ok(addr) => {
             if let Some(first) = bound.get(&addr) {
                 p.push(path, format!("address {addr} is already used by {first}"));

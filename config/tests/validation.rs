@@ -103,6 +103,12 @@ fn listeners_must_be_distinct_and_valid() {
 }
 
 #[test]
+fn port_zero_listeners_never_collide() {
+    let text = "listen: [127.0.0.1:0, 127.0.0.1:0]\nadmin: { listen: 127.0.0.1:0 }\nroutes: []";
+    assert_eq!(problems(text, Format::Yaml), Vec::<String>::new());
+}
+
+#[test]
 fn syntax_errors_say_where() {
     let got = problems("routes: [ {name: a", Format::Yaml);
     assert_eq!(got.len(), 1);
