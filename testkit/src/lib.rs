@@ -1,0 +1,51 @@
+//! Test helpers for Switchyard's integration tests: in-process mock upstreams whose status,
+//! latency and failure mode can change while they serve, a builder for routing tables, a small
+//! HTTP client that keeps connections alive, and [`assert_eventually!`].
+//!
+//! ```no_run
+//! # async fn demo() {
+//! use switchyard_testkit::{MockUpstream, Table};
+//! let stable = MockUpstream::start("stable").await;
+//! let canary = MockUpstream::start("canary").await;
+//! canary.set_status(503);
+//! let yaml = Table::new()
+//!     .route("checkout")
+//!     .track("stable", &[stable.addr()], 95.0)
+//!     .track("canary", &[canary.addr()], 5.0)
+//!     .header_rule("x-canary", "true", "canary")
+//!     .sticky_header("x-user-id")
+//!     .yaml();
+//! # let _ = yaml;
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod client;
+mod table;
+mod upstream;
+
+pub use client::{Client, Reply};
+pub use table::Table;
+pub use upstream::{Behaviour, MockUpstream, Seen};
+
+/// Polls `$cond` until it holds, failing after `$within` (default 10 s). Each poll yields to
+/// the runtime briefly; the condition is the synchronisation, never the wait itself.
+#[macro_export]
+macro_rules! assert_eventually {
+    ($cond:expr) => {
+        $crate::assert_eventually!($cond, ::std::time::Duration::from_secs(10))
+    };
+    ($cond:expr, $within:expr) => {{
+        let deadline = ::std::time::Instant::now() + $within;
+        loop {
+            if $cond {
+                break;
+            }
+            if ::std::time::Instant::now() > deadline {
+                panic!("condition did not hold within {:?}: {}", $within, stringify!($cond));
+            }
+            ::tokio::time::sleep(::std::time::Duration::from_millis(5)).await;
+        }
+    }};
+}
