@@ -1,7 +1,9 @@
 //! `switchyard-proxy`: the data plane binary.
 //!
-//! `switchyard-proxy validate FILE...` checks configuration files: it prints every problem with
-//! its field path and exits 1, or prints what each file routes where and exits 0.
+//! `switchyard-proxy --config FILE [--workers N]` serves the configuration until SIGTERM or
+//! SIGINT, then drains in-flight requests and exits 0. `switchyard-proxy validate FILE...`
+//! checks configuration files: it prints every problem with its field path and exits 1, or
+//! prints what each file routes where and exits 0.
 
 #![forbid(unsafe_code)]
 
@@ -10,14 +12,24 @@ mod validate;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use switchyard_config::{Format, load_config};
+use switchyard_proxy::{Options, start};
 
 /// Switchyard's proxy: splits a service's traffic between its tracks.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// The configuration file (YAML or JSON) to serve; it is watched and its routes reloaded
+    /// when it changes.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Worker threads (default: one per core). With 1, everything runs on one thread.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -32,7 +44,76 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Validate { files } => validate::run(&files),
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::Validate { files }), _) => validate::run(&files),
+        (None, Some(config)) => match serve(config, cli.workers) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("switchyard-proxy: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+        (None, None) => {
+            eprintln!("switchyard-proxy: give --config FILE to serve, or `validate FILE...`");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn serve(file: PathBuf, workers: usize) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+    let format = match file.extension().and_then(|e| e.to_str()) {
+        Some("json") => Format::Json,
+        Some("yaml" | "yml") => Format::Yaml,
+        _ => Format::sniff(&text),
+    };
+    let loaded = load_config(&text, format, 1).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let workers = if workers == 0 {
+        std::thread::available_parallelism().map_or(1, usize::from)
+    } else {
+        workers
+    };
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    runtime.block_on(async {
+        let running = start(
+            loaded,
+            Options {
+                config_file: Some(file.clone()),
+                workers,
+            },
+        )
+        .await?;
+        tracing::info!(listen = ?running.listen, admin = %running.admin, workers, "switchyard-proxy serving");
+        shutdown_signal().await?;
+        tracing::info!("shutting down: draining in-flight requests");
+        if running.shutdown().await {
+            tracing::info!("drained");
+        } else {
+            tracing::warn!("drain bound reached with requests still in flight");
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
 }

@@ -25,9 +25,19 @@ fn validate(files: &[&str]) -> (i32, String, String) {
 fn valid_files_print_a_summary_and_exit_0() {
     let (code, stdout, stderr) = validate(&["config/examples/canary-weight.yaml", "config/examples/blue-green.yaml"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(stdout.contains("config/examples/canary-weight.yaml: valid; listen 127.0.0.1:8080; admin 127.0.0.1:9901; 1 route"));
-    assert!(stdout.contains("    track stable      95.0000%  127.0.0.1:9001"), "{stdout}");
-    assert!(stdout.contains("    rule 0: header x-canary = \"true\" -> canary"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "config/examples/canary-weight.yaml: valid; listen 127.0.0.1:8080; admin 127.0.0.1:9901; 1 route"
+        )
+    );
+    assert!(
+        stdout.contains("    track stable      95.0000%  127.0.0.1:9001"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("    rule 0: header x-canary = \"true\" -> canary"),
+        "{stdout}"
+    );
     assert!(stdout.contains("    sticky by header x-user-id"), "{stdout}");
     assert!(stdout.contains("  route storefront  host shop.example.com"), "{stdout}");
 }

@@ -1,0 +1,373 @@
+//! One request's way through the proxy: load the table snapshot once, decide, rewrite the
+//! request for the upstream, forward it with the route's timeout, and hand back the response
+//! with a body that records the request when it ends.
+
+use std::cell::Cell;
+use std::hash::{BuildHasher, RandomState};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use switchyard_config::RequestView;
+use switchyard_config::schema::{Timeouts, UpstreamProtocol};
+use tokio::time::Instant;
+
+use crate::publish::Publisher;
+use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
+use crate::upstream::{Failure, Upstreams};
+
+/// What the proxy knows of a downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Downstream {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether the connection is TLS (`x-forwarded-proto: https`).
+    pub tls: bool,
+}
+
+/// Forwards requests; shared by every connection of every listener.
+#[derive(Debug)]
+pub struct Forwarder {
+    publisher: Arc<Publisher>,
+    upstreams: Upstreams,
+    timeouts: Timeouts,
+    track_header: Option<HeaderName>,
+    no_route: AtomicU64,
+}
+
+impl Forwarder {
+    /// A forwarder deciding on `publisher`'s tables.
+    pub fn new(
+        publisher: Arc<Publisher>,
+        upstreams: Upstreams,
+        timeouts: Timeouts,
+        track_header: Option<HeaderName>,
+    ) -> Self {
+        Self {
+            publisher,
+            upstreams,
+            timeouts,
+            track_header,
+            no_route: AtomicU64::new(0),
+        }
+    }
+
+    /// Requests that matched no route (answered 404) since start.
+    pub fn no_route_count(&self) -> u64 {
+        self.no_route.load(Ordering::Relaxed)
+    }
+
+    /// Handles one downstream request.
+    pub async fn handle(&self, req: Request<Incoming>, downstream: Downstream) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let (mut parts, body) = req.into_parts();
+
+        // One snapshot decides everything about this request; it is released before any await.
+        let (slot, track_value, authority, protocol, timeout) = {
+            let snapshot = self.publisher.load();
+            let Some(d) = snapshot.table.decide(&RequestView::of(&parts, random())) else {
+                self.no_route.fetch_add(1, Ordering::Relaxed);
+                return local(StatusCode::NOT_FOUND, "no route matches this request\n", None);
+            };
+            let plan = snapshot.plan(d.route.index(), d.track.index());
+            (
+                plan.slot,
+                plan.header.clone(),
+                plan.authorities[d.endpoint.index()].clone(),
+                d.track.protocol(),
+                d.route.timeout().unwrap_or(self.timeouts.request),
+            )
+        };
+        let track_header = self.track_header.as_ref().map(|name| (name, &track_value));
+
+        // The upstream request: same method, path, query and body; rewritten URI and headers.
+        let downstream_host = parts.uri.authority().cloned();
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority);
+        uri.path_and_query = Some(path_and_query);
+        parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+        parts.version = match protocol {
+            UpstreamProtocol::Http1 => Version::HTTP_11,
+            UpstreamProtocol::H2c => Version::HTTP_2,
+        };
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        headers.remove(header::EXPECT); // answered here already: hyper sends 100 Continue when the body is read
+        if !headers.contains_key(header::HOST)
+            && let Some(host) = downstream_host.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, host);
+        }
+        forwarded_for(headers, downstream);
+        if let Some((name, value)) = track_header {
+            headers.insert(name.clone(), value.clone());
+        }
+
+        let recorder = self.publisher.recorder();
+        let sent = self
+            .upstreams
+            .client(protocol)
+            .request(Request::from_parts(parts, body));
+        let failure = match tokio::time::timeout(timeout, sent).await {
+            Ok(Ok(response)) => {
+                let (mut parts, body) = response.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                if let Some((name, value)) = track_header {
+                    parts.headers.insert(name.clone(), value.clone());
+                }
+                let pending = Pending {
+                    recorder: Arc::clone(recorder),
+                    slot,
+                    status: parts.status.as_u16(),
+                    start,
+                    error: None,
+                };
+                return Response::from_parts(
+                    parts,
+                    ProxyBody::Upstream {
+                        body,
+                        pending: Some(pending),
+                    },
+                );
+            }
+            Ok(Err(e)) => {
+                let failure = Failure::of(&e);
+                tracing::debug!(error = %e, ?failure, "upstream request failed");
+                failure
+            }
+            Err(_) => Failure::Timeout,
+        };
+        let status = failure.status();
+        let outcome = Outcome {
+            status: status.as_u16(),
+            latency: start.elapsed(),
+            upstream_error: Some(failure.kind()),
+        };
+        recorder.record(slot, &outcome, Instant::now());
+        local(status, failure.message(), track_header)
+    }
+}
+
+/// A response the proxy makes itself, with a short body naming the cause.
+pub fn local(
+    status: StatusCode,
+    message: &'static str,
+    track: Option<(&HeaderName, &HeaderValue)>,
+) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(message.as_bytes()))));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if let Some((name, value)) = track {
+        headers.insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1):
+/// `Connection` and every header it names, and the well-known hop-by-hop ones.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        headers.remove(header::CONNECTION);
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in [
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+        header::TRAILER,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    // `TE: trailers` is end-to-end in practice (gRPC needs it); any other TE is hop-by-hop.
+    if headers.get(header::TE).is_some_and(|v| v != "trailers") {
+        headers.remove(header::TE);
+    }
+}
+
+fn forwarded_for(headers: &mut HeaderMap, downstream: Downstream) {
+    let ip = downstream.peer.ip().to_string();
+    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {ip}"),
+        None => ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    let proto = if downstream.tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+}
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Fresh 64 bits for a request's weighted pick: a per-thread wyrand stream seeded from the
+/// process's random hasher keys. Not cryptographic; it only has to be uniform.
+fn random() -> u64 {
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
+    }
+    STATE.with(|s| {
+        let next = s.get().wrapping_add(0xa076_1d64_78bd_642f);
+        s.set(next);
+        let t = u128::from(next) * u128::from(next ^ 0xe703_7ed1_a0b4_28db);
+        (t as u64) ^ ((t >> 64) as u64)
+    })
+}
+
+/// A response body: the upstream's, measured when it ends, or one the proxy made.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Streams the upstream's body; the request is recorded when it ends, fails or is dropped.
+    Upstream {
+        /// The upstream response body.
+        body: Incoming,
+        /// Recorded once, then `None`.
+        pending: Option<Pending>,
+    },
+    /// A body made by the proxy (errors, 404).
+    Local(Full<Bytes>),
+}
+
+/// A request waiting to be recorded; recording happens on drop, so no path can skip it.
+#[derive(Debug)]
+pub struct Pending {
+    recorder: Arc<Recorder>,
+    slot: SlotId,
+    status: u16,
+    start: Instant,
+    error: Option<UpstreamError>,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let outcome = Outcome {
+            status: self.status,
+            latency: now.saturating_duration_since(self.start),
+            upstream_error: self.error,
+        };
+        self.recorder.record(self.slot, &outcome, now);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            Self::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
+            Self::Upstream { body, pending } => {
+                let polled = Pin::new(body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => drop(pending.take()),
+                    Poll::Ready(Some(Err(_))) => {
+                        if let Some(mut p) = pending.take() {
+                            p.error = Some(UpstreamError::Reset);
+                        }
+                    }
+                    _ => {}
+                }
+                polled
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Local(full) => full.is_end_stream(),
+            Self::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Local(full) => full.size_hint(),
+            Self::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_and_those_named_by_connection_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, x-secret"));
+        h.append("connection", HeaderValue::from_static("x-other"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("te", HeaderValue::from_static("gzip"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut grpc = HeaderMap::new();
+        grpc.insert("te", HeaderValue::from_static("trailers"));
+        strip_hop_by_hop(&mut grpc);
+        assert_eq!(grpc.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_append_the_client_and_name_the_scheme() {
+        let mut h = HeaderMap::new();
+        let peer = Downstream {
+            peer: "10.1.2.3:5555".parse().unwrap(),
+            tls: true,
+        };
+        forwarded_for(&mut h, peer);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        forwarded_for(&mut h, Downstream { tls: false, ..peer });
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.1, 10.1.2.3");
+        assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+    }
+
+    #[test]
+    fn random_numbers_differ_and_cover_both_halves() {
+        let xs: Vec<u64> = (0..1000).map(|_| random()).collect();
+        let high = xs.iter().filter(|x| **x > u64::MAX / 2).count();
+        assert!((400..600).contains(&high), "{high}");
+        let mut sorted = xs.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), xs.len());
+    }
+}

@@ -1,0 +1,201 @@
+//! Switchyard's data plane: listeners (HTTP/1.1, HTTP/2, TLS), route → track → endpoint
+//! decisions on one table snapshot per request, forwarding, inline per-track measurement, the
+//! admin API, and hot swaps of the routing table.
+//!
+//! The binary is `switchyard-proxy --config FILE`; `config/examples/canary-weight.yaml` is a
+//! complete configuration. [`start`] runs the same proxy inside a process (tests do).
+//!
+//! The request path, by module: [`listen`] → [`forward`] (decide on the [`publish`]ed snapshot,
+//! forward through [`upstream`]) → [`record`]. Around it: [`admin`], [`watch`], [`tls`].
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod forward;
+pub mod listen;
+pub mod publish;
+pub mod record;
+pub mod tls;
+pub mod upstream;
+pub mod watch;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context as _;
+use http::HeaderName;
+use switchyard_config::Loaded;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch as signal};
+use tokio::task::JoinHandle;
+
+use crate::admin::{AdminState, Health};
+use crate::forward::Forwarder;
+use crate::listen::ConnSettings;
+use crate::publish::Publisher;
+use crate::record::Recorder;
+use crate::tls::CertStore;
+use crate::upstream::Upstreams;
+
+/// How to run a proxy beyond its configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The file the configuration came from, watched for changes; `None` disables the watch.
+    pub config_file: Option<PathBuf>,
+    /// Worker threads serving requests; the stats keep one shard per thread (two per thread
+    /// when 0 is given, for an unknown count).
+    pub workers: usize,
+}
+
+/// A running proxy.
+#[derive(Debug)]
+pub struct Running {
+    /// The bound downstream listeners, in configuration order.
+    pub listen: Vec<SocketAddr>,
+    /// The bound admin listener.
+    pub admin: SocketAddr,
+    /// Publishes new tables (the admin API and the file watch use it too).
+    pub publisher: Arc<Publisher>,
+    /// Reload and readiness counters.
+    pub health: Arc<Health>,
+    stop: signal::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    connections: Arc<Semaphore>,
+    max_connections: u32,
+    drain: std::time::Duration,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+/// Binds every listener of `loaded` and starts serving.
+pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> {
+    let Loaded { config, table } = loaded;
+    let shards = if options.workers == 0 {
+        2 * std::thread::available_parallelism().map_or(2, usize::from)
+    } else {
+        options.workers + 1
+    };
+    let recorder = Arc::new(Recorder::new(shards, tokio::time::Instant::now()));
+    let publisher = Arc::new(Publisher::new(table, recorder));
+    let track_header = config
+        .track_header
+        .as_deref()
+        .map(|h| HeaderName::from_bytes(h.as_bytes()))
+        .transpose()
+        .context("trackHeader")?;
+    let forwarder = Arc::new(Forwarder::new(
+        Arc::clone(&publisher),
+        Upstreams::new(&config.timeouts, &config.limits),
+        config.timeouts,
+        track_header,
+    ));
+    let token = match &config.admin.token_file {
+        Some(file) => {
+            let token = std::fs::read_to_string(file).with_context(|| format!("admin.tokenFile {file}"))?;
+            let token = token.trim().to_owned();
+            anyhow::ensure!(!token.is_empty(), "admin.tokenFile {file} is empty");
+            Some(token)
+        }
+        None => None,
+    };
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = signal::channel(false);
+    let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    let connections = Arc::new(Semaphore::new(max_connections as usize));
+    let settings = Arc::new(ConnSettings {
+        timeouts: config.timeouts,
+        limits: config.limits,
+    });
+
+    let mut tasks = Vec::new();
+    let mut listen = Vec::new();
+    let mut certs = Vec::new();
+    for (i, spec) in config.listen.iter().enumerate() {
+        let listener = TcpListener::bind(&spec.address)
+            .await
+            .with_context(|| format!("listen[{i}]: cannot bind {}", spec.address))?;
+        listen.push(listener.local_addr()?);
+        let acceptor = match &spec.tls {
+            Some(tls) => {
+                let store = Arc::new(
+                    CertStore::load(tls.cert_file.as_ref(), tls.key_file.as_ref())
+                        .with_context(|| format!("listen[{i}].tls"))?,
+                );
+                let acceptor = store.acceptor();
+                certs.push(store);
+                Some(acceptor)
+            }
+            None => None,
+        };
+        tasks.push(tokio::spawn(listen::serve(
+            listener,
+            acceptor,
+            Arc::clone(&forwarder),
+            Arc::clone(&settings),
+            Arc::clone(&connections),
+            stopped.clone(),
+        )));
+    }
+    let admin_listener = TcpListener::bind(&config.admin.listen)
+        .await
+        .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
+    let admin = admin_listener.local_addr()?;
+    let state = Arc::new(AdminState {
+        publisher: Arc::clone(&publisher),
+        forwarder,
+        health: Arc::clone(&health),
+        token,
+    });
+    tasks.push(tokio::spawn(admin::serve(admin_listener, state, stopped.clone())));
+
+    let drain = config.timeouts.drain;
+    let watcher = match &options.config_file {
+        Some(file) => Some(
+            watch::spawn(
+                file,
+                config,
+                certs,
+                Arc::clone(&publisher),
+                Arc::clone(&health),
+                stopped,
+            )
+            .context("cannot watch the config file")?,
+        ),
+        None => None,
+    };
+    health.ready.store(true, Ordering::Relaxed);
+    Ok(Running {
+        listen,
+        admin,
+        publisher,
+        health,
+        stop,
+        tasks,
+        connections,
+        max_connections,
+        drain,
+        _watcher: watcher,
+    })
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish within the drain bound, and returns
+    /// whether every connection closed in time.
+    pub async fn shutdown(self) -> bool {
+        self.health.ready.store(false, Ordering::Relaxed);
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        // Every open connection holds a permit until it closes.
+        let drained = tokio::time::timeout(self.drain, self.connections.acquire_many(self.max_connections)).await;
+        matches!(drained, Ok(Ok(_)))
+    }
+}
+
+/// Waits until `stop` turns true (or its sender is gone).
+pub(crate) async fn until_stopped(stop: &mut signal::Receiver<bool>) {
+    // The `Ref` that `wait_for` returns must not live across an await.
+    let _ = stop.wait_for(|s| *s).await.map(|_| ());
+}

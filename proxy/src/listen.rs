@@ -1,0 +1,215 @@
+//! Downstream listeners: accept within the connection limit, terminate TLS, pick HTTP/1.1 or
+//! HTTP/2 (ALPN over TLS, the connection preface on plain TCP), apply the header limits and
+//! timeouts, and drain gracefully on shutdown.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
+use switchyard_config::schema::{Limits, Timeouts};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::forward::{Downstream, Forwarder};
+
+/// How every downstream connection is served.
+#[derive(Debug, Clone)]
+pub struct ConnSettings {
+    /// Timeouts from the configuration.
+    pub timeouts: Timeouts,
+    /// Limits from the configuration.
+    pub limits: Limits,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Accepts connections on `listener` until `stop` turns true, serving each with `forwarder`.
+/// `connections` bounds the open connections of all listeners together: each holds a permit
+/// until it closes, so shutdown drains by waiting for every permit to come back.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    forwarder: Arc<Forwarder>,
+    settings: Arc<ConnSettings>,
+    connections: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+            () = crate::until_stopped(&mut stop) => return,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait a moment rather than spin.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = crate::until_stopped(&mut stop) => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let forwarder = Arc::clone(&forwarder);
+        let settings = Arc::clone(&settings);
+        let stop = stop.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let downstream = Downstream {
+                peer,
+                tls: tls.is_some(),
+            };
+            match tls {
+                None => {
+                    let h2 = starts_with_h2_preface(&stream, settings.timeouts.header_read).await;
+                    connection(stream, h2, downstream, forwarder, &settings, stop).await;
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(settings.timeouts.header_read, acceptor.accept(stream)).await;
+                    match handshake {
+                        Ok(Ok(tls_stream)) => {
+                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                            connection(tls_stream, h2, downstream, forwarder, &settings, stop).await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Whether a plain connection opens with the HTTP/2 preface (h2c with prior knowledge). Reads
+/// nothing: it peeks until the bytes so far decide, or the header timeout passes.
+async fn starts_with_h2_preface(stream: &TcpStream, limit: Duration) -> bool {
+    let mut buf = [0u8; H2_PREFACE.len()];
+    let peek = async {
+        loop {
+            match stream.peek(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) if buf[..n] != H2_PREFACE[..n] => return false,
+                Ok(n) if n == H2_PREFACE.len() => return true,
+                // A prefix of the preface: wait for more bytes.
+                Ok(_) => {
+                    if stream.readable().await.is_err() {
+                        return false;
+                    }
+                    tokio::task::yield_now().await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(limit, peek).await.unwrap_or(false)
+}
+
+/// Per-connection activity, read by the idle watchdog.
+#[derive(Debug, Default)]
+struct Activity {
+    in_flight: AtomicUsize,
+    started: AtomicU64,
+}
+
+async fn connection<I>(
+    io: I,
+    h2: bool,
+    downstream: Downstream,
+    forwarder: Arc<Forwarder>,
+    settings: &ConnSettings,
+    stop: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity::default());
+    let service = {
+        let activity = Arc::clone(&activity);
+        service_fn(move |req: hyper::Request<Incoming>| {
+            let forwarder = Arc::clone(&forwarder);
+            let activity = Arc::clone(&activity);
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            activity.started.fetch_add(1, Ordering::Relaxed);
+            async move {
+                let response = forwarder.handle(req, downstream).await;
+                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let io = TokioIo::new(io);
+    let served = if h2 {
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX));
+        supervise(
+            builder.serve_connection(io, service),
+            &activity,
+            settings.timeouts.idle,
+            stop,
+        )
+        .await
+    } else {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.timeouts.header_read)
+            .max_headers(settings.limits.max_headers)
+            .max_header_size(settings.limits.max_header_bytes)
+            .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
+        supervise(
+            builder.serve_connection(io, service),
+            &activity,
+            settings.timeouts.idle,
+            stop,
+        )
+        .await
+    };
+    if let Err(e) = served {
+        tracing::debug!(peer = %downstream.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Runs a connection to its end, asking it to finish gracefully (complete in-flight requests,
+/// then close; GOAWAY on HTTP/2) when the proxy stops or when no request was in flight or
+/// started for a whole `idle` period (checked every `idle`, so an idle connection lives one to
+/// two periods).
+async fn supervise<C>(conn: C, activity: &Activity, idle: Duration, mut stop: watch::Receiver<bool>) -> C::Output
+where
+    C: GracefulConnection,
+{
+    tokio::pin!(conn);
+    let mut seen = activity.started.load(Ordering::Relaxed);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            output = &mut conn => return output,
+            () = crate::until_stopped(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = tokio::time::sleep(idle), if !closing => {
+                let started = activity.started.load(Ordering::Relaxed);
+                if started == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!("closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                seen = started;
+            }
+        }
+    }
+}

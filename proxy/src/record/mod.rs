@@ -1,0 +1,283 @@
+//! Inline per-track measurement: the last stage of the request path. Every finished request is
+//! counted and its latency recorded per (route, track), so the rollout controller can compare a
+//! canary with its stable track.
+//!
+//! - [`Recorder::slot`] (cold, at table publish) turns names into a [`SlotId`].
+//! - [`Recorder::record`] (hot, once per request) takes one uncontended lock: each thread always
+//!   uses the same shard.
+//! - [`Recorder::window`] merges the last seconds for the admin API's `GET /stats`
+//!   ([`WindowStats::to_json`]); [`Recorder::totals`] gives lifetime totals for `/metrics`
+//!   ([`metric_families`]).
+//!
+//! ```
+//! use std::time::Duration;
+//! use switchyard_config::{RouteName, TrackName};
+//! use switchyard_proxy::record::{Outcome, Recorder};
+//! use tokio::time::Instant;
+//!
+//! let start = Instant::now();
+//! let recorder = Recorder::new(8, start);
+//! let (route, track) = (RouteName::from("checkout"), TrackName::from("canary"));
+//! let slot = recorder.slot(&route, &track);
+//! let ok = Outcome { status: 200, latency: Duration::from_millis(3), upstream_error: None };
+//! recorder.record(slot, &ok, start + Duration::from_millis(1500));
+//!
+//! let stats = recorder.window(&[(route, track, slot)], Duration::from_secs(10), start + Duration::from_secs(2));
+//! assert_eq!(stats.routes["checkout"]["canary"].requests, 1);
+//! ```
+
+mod json;
+mod metrics;
+mod shard;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use switchyard_config::{RouteName, TrackName};
+use tokio::time::Instant;
+
+pub use json::{DecodeHistogramError, decode_histogram, encode_histogram};
+pub use metrics::metric_families;
+
+use shard::{Shard, SlotState, SparseHistogram};
+
+/// The lowest latency the histograms distinguish: 1 µs.
+pub const LOWEST_LATENCY_US: u64 = 1;
+/// The highest latency the histograms track: 60 s, in µs. Longer latencies are recorded as this.
+pub const HIGHEST_LATENCY_US: u64 = 60_000_000;
+/// Significant decimal digits the histograms keep (relative error ≤ 0.1 %).
+pub const SIGNIFICANT_DIGITS: u8 = 3;
+/// The longest window [`Recorder::window`] merges, in seconds.
+pub const MAX_WINDOW_SECONDS: u64 = 300;
+
+/// An empty latency histogram in µs with the recorder's bounds.
+fn new_histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(LOWEST_LATENCY_US, HIGHEST_LATENCY_US, SIGNIFICANT_DIGITS) {
+        Ok(h) => h,
+        Err(e) => unreachable!("constant histogram bounds are valid: {e:?}"),
+    }
+}
+
+/// Measures finished requests per (route, track). `Send + Sync`: share it through an `Arc`.
+///
+/// State is sharded so that no lock is shared by worker threads: a thread is assigned a shard on
+/// its first record (round-robin) and always locks that one. Readers lock each shard briefly to
+/// merge.
+///
+/// Memory, per slot and per shard that recorded it: two dense histograms (current second and
+/// lifetime, 17 408 buckets × 8 bytes = 136 KiB each) plus, for each of the last 301 seconds with
+/// traffic, ≈ 100 bytes and ≈ 2 bytes per non-empty histogram bucket (≈ 1.8 KB for a second of
+/// 1 000 requests). When a record arrives for a later second than its slot's current one, the
+/// current second is sealed into that compact form, seconds more than 301 s old are dropped and
+/// the dense histogram is cleared.
+pub struct Recorder {
+    /// Seconds are counted from here: a one-second slice is `[start + k s, start + (k+1) s)`.
+    start: Instant,
+    shards: Box<[PaddedShard]>,
+    /// Cold path only.
+    slots: Mutex<HashMap<(RouteName, TrackName), SlotId>>,
+}
+
+/// A shard on its own cache lines (128 bytes covers adjacent-line prefetching), so that two
+/// threads' shards never share a line.
+#[repr(align(128))]
+#[derive(Default)]
+struct PaddedShard(Mutex<Shard>);
+
+impl PaddedShard {
+    /// A panic while a shard was locked leaves at most one request half-counted; keep measuring
+    /// rather than fail every later request.
+    fn lock(&self) -> MutexGuard<'_, Shard> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Which shard the current thread uses: its number, in order of first record, modulo the shard
+/// count.
+fn thread_shard(shards: usize) -> usize {
+    static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static THREAD: usize = NEXT_THREAD.fetch_add(1, Ordering::Relaxed);
+    }
+    THREAD.with(|n| *n) % shards
+}
+
+/// A (route, track) pair's index in a [`Recorder`], from [`Recorder::slot`]. Only meaningful for
+/// the recorder that issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SlotId(u32);
+
+/// Why the proxy got no response from an upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// The connection could not be established (refused, unreachable, TLS handshake failed).
+    Connect,
+    /// No response in time.
+    Timeout,
+    /// The connection closed or reset before a complete response.
+    Reset,
+}
+
+/// How one request ended.
+#[derive(Clone, Copy, Debug)]
+pub struct Outcome {
+    /// The status sent downstream, including the proxy's own (502 for connect or reset errors,
+    /// 504 for timeouts, 503 when no endpoint is available): 5xx count as errors.
+    pub status: u16,
+    /// From the request's arrival to the end of the response, as the proxy saw it. Recorded in
+    /// µs; above 60 s it is recorded as 60 s.
+    pub latency: Duration,
+    /// Set when the status was generated by the proxy because the upstream failed.
+    pub upstream_error: Option<UpstreamError>,
+}
+
+/// Merged measurements of some slots, by route then track.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WindowStats {
+    /// The window's length in whole seconds (1..=300); 0 for lifetime totals.
+    pub window_seconds: u64,
+    /// Every requested slot, with zeros if it saw no request.
+    pub routes: BTreeMap<RouteName, BTreeMap<TrackName, TrackStats>>,
+}
+
+/// Merged measurements of one (route, track).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrackStats {
+    /// Finished requests, whatever their status.
+    pub requests: u64,
+    /// Requests answered with a 5xx status, the proxy's own included.
+    pub errors: u64,
+    /// Requests by status class: `[2xx, 3xx, 4xx, 5xx]`. 1xx (and out-of-range statuses) count
+    /// only in `requests`.
+    pub status_classes: [u64; 4],
+    /// Upstream failures by kind: `[connect, timeout, reset]`.
+    pub upstream_errors: [u64; 3],
+    /// Latency in µs, 1 µs to 60 s, 3 significant digits; one count per request.
+    pub histogram: Histogram<u64>,
+}
+
+impl TrackStats {
+    /// No requests, and an empty histogram with the recorder's bounds.
+    pub fn empty() -> Self {
+        Self {
+            requests: 0,
+            errors: 0,
+            status_classes: [0; 4],
+            upstream_errors: [0; 3],
+            histogram: new_histogram(),
+        }
+    }
+}
+
+impl Recorder {
+    /// A recorder with `shards` shards (at least 1; `2 ×` worker threads keeps shards uncontended),
+    /// counting seconds from `start`.
+    pub fn new(shards: usize, start: Instant) -> Self {
+        Self {
+            start,
+            shards: (0..shards.max(1)).map(|_| PaddedShard::default()).collect(),
+            slots: Mutex::default(),
+        }
+    }
+
+    /// Cold path (at table publish): the slot for (route, track). The same names always get the
+    /// same slot, for the life of the recorder.
+    pub fn slot(&self, route: &RouteName, track: &TrackName) -> SlotId {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = slots.len();
+        *slots.entry((route.clone(), track.clone())).or_insert_with(|| {
+            SlotId(u32::try_from(next).unwrap_or_else(|_| unreachable!("more than 2^32 (route, track) pairs")))
+        })
+    }
+
+    /// Hot path: counts `outcome` in the second of `at` (the instant the request finished).
+    /// Allocation-free unless the second changed since this thread's last record of the slot, or
+    /// this is the thread's first record of the slot.
+    pub fn record(&self, slot: SlotId, outcome: &Outcome, at: Instant) {
+        let second = self.second(at);
+        let latency_us = u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX);
+        let shard = &self.shards[thread_shard(self.shards.len())];
+        shard.lock().slot_mut(slot.index()).record(outcome, latency_us, second);
+    }
+
+    /// Merged stats of the last `window` whole seconds up to and including the second of `now`,
+    /// for the given slots, over all shards. `window` is rounded down to whole seconds and
+    /// clamped to 1..=300 s. Every slot appears in the result, with zeros if it saw nothing; a
+    /// (route, track) listed twice is counted once.
+    pub fn window(&self, slots: &[(RouteName, TrackName, SlotId)], window: Duration, now: Instant) -> WindowStats {
+        let window_seconds = window.as_secs().clamp(1, MAX_WINDOW_SECONDS);
+        let last = self.second(now);
+        let seconds = (last + 1).saturating_sub(window_seconds)..=last;
+        self.merge(window_seconds, slots, |state, stats, sealed| {
+            state.merge_window(&seconds, stats, sealed)
+        })
+    }
+
+    /// Lifetime totals for the given slots (for `/metrics`), with `window_seconds` 0. Every slot
+    /// appears in the result, with zeros if it saw nothing; a (route, track) listed twice is
+    /// counted once.
+    pub fn totals(&self, slots: &[(RouteName, TrackName, SlotId)]) -> WindowStats {
+        self.merge(0, slots, |state, stats, _| state.merge_lifetime(stats))
+    }
+
+    /// Whole seconds from start to `at` (0 before start).
+    fn second(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.start).as_secs()
+    }
+
+    /// Merges every requested slot of every shard. A shard is locked once per slot, and sealed
+    /// seconds are decoded after unlocking, so that a worker thread waits at most for one slot's
+    /// copy (one dense histogram addition), never for a whole merge.
+    fn merge(
+        &self,
+        window_seconds: u64,
+        slots: &[(RouteName, TrackName, SlotId)],
+        merge: impl Fn(&SlotState, &mut TrackStats, &mut Vec<SparseHistogram>),
+    ) -> WindowStats {
+        let mut seen = HashSet::new();
+        let slots: Vec<_> = slots
+            .iter()
+            .filter(|(route, track, _)| seen.insert((route, track)))
+            .collect();
+        let mut merged: Vec<TrackStats> = slots.iter().map(|_| TrackStats::empty()).collect();
+        let mut sealed = Vec::new();
+        for shard in &self.shards {
+            for ((_, _, slot), stats) in slots.iter().zip(&mut merged) {
+                if let Some(state) = shard.lock().slot(slot.index()) {
+                    merge(state, stats, &mut sealed);
+                }
+                for slice in sealed.drain(..) {
+                    slice.add_to(&mut stats.histogram);
+                }
+            }
+        }
+        let mut routes: BTreeMap<RouteName, BTreeMap<TrackName, TrackStats>> = BTreeMap::new();
+        for ((route, track, _), stats) in slots.into_iter().zip(merged) {
+            routes.entry(route.clone()).or_default().insert(track.clone(), stats);
+        }
+        WindowStats { window_seconds, routes }
+    }
+}
+
+impl fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner).len();
+        f.debug_struct("Recorder")
+            .field("start", &self.start)
+            .field("shards", &self.shards.len())
+            .field("slots", &slots)
+            .finish()
+    }
+}
+
+impl SlotId {
+    fn index(self) -> usize {
+        self.0 as usize
+    }
+}
