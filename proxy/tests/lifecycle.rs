@@ -1,0 +1,303 @@
+//! The proxy's life and its edges: a graceful drain in-process, the real binary from start to
+//! SIGTERM, and what the downstream listener does with oversized, malformed, ambiguous and
+//! stalled requests (spoken byte by byte over raw TCP).
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{start_proxy, start_yaml};
+use switchyard_testkit::{Client, MockUpstream, Table, assert_eventually};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A directory of its own for one test, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("switchyard-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the scratch directory");
+        Self(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// A current-thread runtime (the default of `#[tokio::test]`): the proxy makes no progress
+// while this test blocks its thread, which the end of the test relies on.
+#[tokio::test]
+async fn shutdown_drains_the_request_in_flight_then_refuses_connections() {
+    let stable = MockUpstream::start("stable").await;
+    stable.set_latency(Duration::from_millis(500));
+    let p = start_proxy(Table::new().route("app").track("stable", &[stable.addr()], 1.0)).await;
+    let listener = p.listen[0];
+    let mut downstream = TcpStream::connect(listener).await.expect("connect to the proxy");
+    downstream
+        .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send the request");
+    assert_eventually!(stable.requests() == 1);
+
+    assert!(p.shutdown().await, "shutdown reports connections still open");
+    // Read with a blocking socket: had shutdown returned before the response was written, the
+    // proxy could not write it now (this thread is its runtime) and the read would time out.
+    let mut downstream = downstream.into_std().expect("a std socket");
+    downstream.set_nonblocking(false).expect("blocking mode");
+    downstream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut downstream, &mut response).expect("the whole response, then the end");
+    assert!(response.starts_with("HTTP/1.1 200 "), "{response}");
+    assert!(response.ends_with("\r\n\r\nstable"), "{response}");
+
+    // The listener is gone: a new connection is refused, or closed without an answer.
+    if let Ok(mut stream) = TcpStream::connect(listener).await {
+        let answer = exchange_on(
+            &mut stream,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(answer.bytes.is_empty() && answer.closed, "{answer:?}");
+    }
+    assert_eq!(stable.requests(), 1);
+}
+
+/// A free loopback port: bound, then released for the binary to take.
+fn free_port() -> StdListener {
+    StdListener::bind("127.0.0.1:0").expect("bind a loopback port")
+}
+
+/// Kills the child if the test ends before it exits.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_binary_serves_until_sigterm_then_exits_0() {
+    let dir = Scratch::new("lifecycle-binary");
+    let stable = MockUpstream::start("stable").await;
+    // Both ports are held at once so that they differ, then released together.
+    let (listen, admin) = {
+        let (a, b) = (free_port(), free_port());
+        (
+            a.local_addr().expect("bound address"),
+            b.local_addr().expect("bound address"),
+        )
+    };
+    let config = Table::new()
+        .setting(&format!("listen: {listen}"))
+        .setting(&format!("admin: {{ listen: {admin} }}"))
+        .route("app")
+        .track("stable", &[stable.addr()], 1.0)
+        .yaml();
+    let config_file = dir.0.join("proxy.yaml");
+    std::fs::write(&config_file, config).expect("write the config file");
+    let log = std::fs::File::create(dir.0.join("proxy.log")).expect("create the log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_switchyard-proxy"))
+        .arg("--config")
+        .arg(&config_file)
+        .args(["--workers", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn switchyard-proxy");
+    let mut child = Reaped(child);
+    let log = || std::fs::read_to_string(dir.0.join("proxy.log")).unwrap_or_default();
+
+    let readyz = format!("http://{admin}/readyz");
+    let client = Client::http1();
+    assert_eventually!(
+        {
+            assert!(matches!(child.0.try_wait(), Ok(None)), "the proxy exited:\n{}", log());
+            client.get(&readyz, &[]).await.is_ok_and(|r| r.status == 200)
+        },
+        Duration::from_secs(30)
+    );
+    let reply = Client::http1()
+        .get(&format!("http://{listen}/through"), &[])
+        .await
+        .expect("the proxy answers");
+    assert_eq!((reply.status.as_u16(), reply.body.as_str()), (200, "stable"));
+    assert_eq!(stable.seen()[0].uri.path(), "/through");
+
+    let term = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(term.success());
+    assert_eventually!(!matches!(child.0.try_wait(), Ok(None)), Duration::from_secs(30));
+    let exit = child.0.wait().expect("the proxy's exit status");
+    assert_eq!(exit.code(), Some(0), "{exit}\n{}", log());
+}
+
+/// What came back on a raw connection.
+#[derive(Debug)]
+struct Answer {
+    /// Every byte read.
+    bytes: Vec<u8>,
+    /// Whether the proxy closed the connection (end of stream or reset) before the deadline.
+    closed: bool,
+}
+
+impl Answer {
+    /// The status code of the first status line, if one arrived.
+    fn status(&self) -> Option<u16> {
+        let text = String::from_utf8_lossy(&self.bytes);
+        text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+/// Writes `request` and reads until the proxy closes the connection or `deadline` passes (the
+/// deadline only bounds a failing test).
+async fn exchange_on(stream: &mut TcpStream, request: &[u8], deadline: Duration) -> Answer {
+    // The proxy may answer and close before taking all of an oversized request; what it
+    // answered is still there to read.
+    let _ = stream.write_all(request).await;
+    let mut bytes = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => bytes.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let closed = tokio::time::timeout(deadline, read).await.is_ok();
+    Answer { bytes, closed }
+}
+
+/// `request` on a new connection to `addr`.
+async fn exchange(addr: SocketAddr, request: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.expect("connect to the proxy");
+    exchange_on(&mut stream, request, Duration::from_secs(10)).await
+}
+
+/// A proxy with extra `settings` lines in front of one upstream.
+async fn hardened(settings: &[&str]) -> (MockUpstream, switchyard_proxy::Running) {
+    let stable = MockUpstream::start("stable").await;
+    let yaml = settings
+        .iter()
+        .fold(Table::new().on_free_ports(), |table, line| table.setting(line))
+        .route("app")
+        .track("stable", &[stable.addr()], 1.0)
+        .yaml();
+    (stable, start_yaml(&yaml).await)
+}
+
+#[tokio::test]
+async fn more_headers_than_the_limit_is_431() {
+    let (stable, p) = hardened(&["limits: { maxHeaders: 20 }"]).await;
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..30 {
+        request.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    assert_eq!(answer.status(), Some(431), "{}", answer.text());
+    assert!(answer.closed);
+    assert_eq!(stable.requests(), 0);
+
+    // Within the limit the same shape passes.
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..10 {
+        request.push_str(&format!("x-h{i}: v\r\n"));
+    }
+    request.push_str("\r\n");
+    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    assert_eq!(answer.status(), Some(200), "{}", answer.text());
+}
+
+#[tokio::test]
+async fn a_header_section_over_the_byte_limit_is_431() {
+    let (stable, p) = hardened(&["limits: { maxHeaderBytes: 8192 }"]).await;
+    // 12 headers of 1 KiB: few headers, many bytes.
+    let value = "v".repeat(1024);
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    for i in 0..12 {
+        request.push_str(&format!("x-h{i}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    assert_eq!(answer.status(), Some(431), "{}", answer.text());
+    assert!(answer.closed);
+    assert_eq!(stable.requests(), 0);
+
+    // 6 KiB passes.
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for i in 0..6 {
+        request.push_str(&format!("x-h{i}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    assert_eq!(answer.status(), Some(200), "{}", answer.text());
+}
+
+#[tokio::test]
+async fn a_malformed_request_is_400_and_the_connection_closes() {
+    let (stable, p) = hardened(&[]).await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n"[..],
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: x\r\nx-bad\x01: v\r\n\r\n",
+    ] {
+        let answer = exchange(p.listen[0], request).await;
+        let shown = String::from_utf8_lossy(request);
+        assert_eq!(answer.status(), Some(400), "{shown:?} → {}", answer.text());
+        assert!(answer.closed, "{shown:?}: the connection stays open");
+    }
+    assert_eq!(stable.requests(), 0);
+}
+
+#[tokio::test]
+#[ignore = "hyper accepts Content-Length + Transfer-Encoding: it drops Content-Length, forwards the \
+            chunked body upstream, answers 200 and closes; the requirement is 400, close, nothing \
+            forwarded (RFC 9112 §6.3 allows hyper's way for an intermediary; the owner decides)"]
+async fn content_length_with_transfer_encoding_is_400_and_nothing_is_forwarded() {
+    let (stable, p) = hardened(&[]).await;
+    let request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+                    5\r\nhello\r\n0\r\n\r\n";
+    let answer = exchange(p.listen[0], request).await;
+    assert_eq!(answer.status(), Some(400), "{}", answer.text());
+    assert!(answer.closed);
+    assert_eq!(stable.requests(), 0, "{:?}", stable.seen());
+}
+
+#[tokio::test]
+async fn a_stalled_header_section_is_closed_after_the_header_read_timeout() {
+    let (stable, p) = hardened(&["timeouts: { headerRead: 300ms }"]).await;
+    let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    // The deadline sits well above the configured 300ms and below the 10s default, so that a
+    // listener ignoring the setting fails here rather than passing late.
+    let answer = exchange_on(&mut stream, b"GET / HTTP/1.1\r\n", Duration::from_secs(5)).await;
+    assert!(answer.closed, "the connection stays open: {}", answer.text());
+    assert!(
+        answer.bytes.is_empty() || answer.status() == Some(408),
+        "{}",
+        answer.text()
+    );
+    assert_eq!((stable.requests(), stable.connections()), (0, 0));
+}
