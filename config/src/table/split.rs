@@ -46,6 +46,9 @@ struct Item {
 #[derive(Debug, Clone)]
 pub(crate) struct Split {
     items: Box<[Item]>,
+    /// All positive weights are equal: the smallest score is then the largest draw, so the
+    /// logarithm can be skipped without changing any choice.
+    equal: bool,
 }
 
 impl Split {
@@ -62,6 +65,7 @@ impl Split {
         if positive.is_empty() || !total.is_finite() {
             return None;
         }
+        let equal = positive.iter().all(|(_, w, _)| *w == positive[0].1);
         let mut cumulative = 0.0;
         let last = positive.len() - 1;
         let items = positive
@@ -83,7 +87,7 @@ impl Split {
                 }
             })
             .collect();
-        Some(Self { items })
+        Some(Self { items, equal })
     }
 
     /// The item a request without a key takes, from a uniform random `r`.
@@ -102,6 +106,21 @@ impl Split {
     pub(crate) fn by_key(&self, key: u64) -> usize {
         if let [only] = &*self.items {
             return only.index as usize;
+        }
+        if self.equal {
+            // −ln(u)/w is smallest where u is largest, and u rises with the draw's top bits.
+            // The same 52 bits `unit_open` uses, so ties fall to the first item as they would.
+            let draw = |item: &Item| mix(key ^ item.seed) >> 12;
+            let mut chosen = &self.items[0];
+            let mut best = draw(chosen);
+            for item in &self.items[1..] {
+                let d = draw(item);
+                if d > best {
+                    best = d;
+                    chosen = item;
+                }
+            }
+            return chosen.index as usize;
         }
         let mut best = f64::INFINITY;
         let mut chosen = 0;
@@ -183,6 +202,21 @@ mod tests {
         for k in 0..1000 {
             assert_eq!(s.by_key(k), 1);
         }
+    }
+
+    #[test]
+    fn equal_weights_choose_exactly_as_the_logarithm_would() {
+        let fast = split(&[2.0, 2.0, 2.0]);
+        assert!(fast.equal);
+        let slow = Split {
+            equal: false,
+            ..fast.clone()
+        };
+        for key in 0..20_000u64 {
+            let k = mix(key);
+            assert_eq!(fast.by_key(k), slow.by_key(k), "key {k}");
+        }
+        assert!(!split(&[95.0, 5.0]).equal);
     }
 
     #[test]
