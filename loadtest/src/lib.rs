@@ -1,7 +1,9 @@
-//! Switchyard's load generator (open-loop with coordinated-omission correction, and closed-loop
-//! maximum throughput) and the scenarios that compare Switchyard with other proxies.
+//! Switchyard's load-test tooling: a fast upstream for benchmarks ([`upstream`]) and, run by
+//! `loadtest/scenarios/`, side-by-side measurements of Switchyard and other proxies.
 //!
-//! The generator arrives with the demo-and-benchmarks issue; until then this crate only fixes the
-//! workspace's shape.
+//! `switchyard-loadtest upstream --listen 127.0.0.1:9001` serves a small fixed answer on one
+//! thread, so that a benchmark measures the proxy in front of it rather than the upstream.
 
 #![forbid(unsafe_code)]
+
+pub mod upstream;

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# CPU time per proxied request: Switchyard against nginx, measured in one run with interleaved
+# repetitions. Each proxy gets one worker, 64 keep-alive connections from wrk, small responses,
+# and the same routing work: a sticky key (x-user-id, 1,000 users), a header rule (x-canary)
+# and a 95/5 split between two upstreams. The upstream alone is measured too.
+#
+#   loadtest/scenarios/proxy-cpu.sh            # DURATION=10 REPS=3 CONNS=64 by default
+#
+# CPU time is read from /proc (user + system) of the proxy's processes before and after each
+# wrk run and divided by the requests wrk completed. RSS is read idle and with 1,000 open
+# keep-alive connections. Results go to stdout and loadtest/results/proxy-cpu.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+DURATION=${DURATION:-10}
+REPS=${REPS:-3}
+CONNS=${CONNS:-64}
+BASE=${BASE_PORT:-19100}
+UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90)) NG=$((BASE + 81))
+
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+command -v nginx >/dev/null || missing+=(nginx-light)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
+BIN=target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+"$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_STABLE" --name stable &
+pids+=($!)
+"$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_CANARY" --name canary &
+pids+=($!)
+UPSTREAM_PID=${pids[0]}
+
+cat >"$work/switchyard.yaml" <<EOF
+listen: 127.0.0.1:$SY
+admin: { listen: 127.0.0.1:$SY_ADMIN }
+routes:
+  - name: bench
+    match: { pathPrefix: / }
+    tracks:
+      - { name: stable, endpoints: ["127.0.0.1:$UP_STABLE"], weight: 95 }
+      - { name: canary, endpoints: ["127.0.0.1:$UP_CANARY"], weight: 5 }
+    rules:
+      - match: { headers: [{ name: x-canary, value: "true" }] }
+        track: canary
+      - match: { headers: [{ name: x-environment, value: stable }] }
+        track: stable
+    sticky: { header: x-user-id }
+EOF
+RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/switchyard.yaml" --workers 1 &
+SY_PID=$!
+pids+=($SY_PID)
+
+mkdir -p "$work/nginx"
+cat >"$work/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $work/nginx;
+  proxy_temp_path $work/nginx;
+  fastcgi_temp_path $work/nginx;
+  uwsgi_temp_path $work/nginx;
+  scgi_temp_path $work/nginx;
+  upstream stable { server 127.0.0.1:$UP_STABLE; keepalive 64; }
+  upstream canary { server 127.0.0.1:$UP_CANARY; keepalive 64; }
+  # The same decisions: a header rule first, then a 95/5 split keyed by the user.
+  split_clients "\${http_x_user_id}" \$split { 95% stable; * canary; }
+  map \$http_x_canary \$pick { "true" canary; default \$split; }
+  server {
+    listen 127.0.0.1:$NG;
+    keepalive_requests 1000000;
+    location / {
+      proxy_pass http://\$pick;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      add_header x-switchyard-track \$pick;
+    }
+  }
+}
+EOF
+nginx -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+for port in $UP_STABLE $UP_CANARY $SY $NG; do wait_port "$port"; done
+sleep 0.5
+NG_PIDS=$(pgrep -f "nginx.*$work/nginx.conf" | tr '\n' ' ')
+# The worker is the child of the master.
+NG_PIDS="$NG_PIDS $(for p in $NG_PIDS; do pgrep -P "$p"; done | tr '\n' ' ')"
+
+cat >"$work/users.lua" <<'EOF'
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/", { ["x-user-id"] = "user-" .. math.random(1, 1000) })
+end
+EOF
+
+ticks() { # user+system clock ticks of the given pids
+  local total=0
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    set -- $(sed 's/^.*) //' "/proc/$p/stat")
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+rss_kb() {
+  local total=0
+  for p in "$@"; do
+    [ -r "/proc/$p/status" ] || continue
+    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+declare -A idle_rss
+idle_rss[switchyard]=$(rss_kb $SY_PID)
+idle_rss[nginx]=$(rss_kb $NG_PIDS)
+idle_rss[upstream]=$(rss_kb $UPSTREAM_PID)
+
+run() { # name port pids... -> "requests cpu_us_per_request rps"
+  local port=$1
+  shift
+  local before after out reqs
+  before=$(ticks "$@")
+  out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$work/users.lua" "http://127.0.0.1:$port/")
+  after=$(ticks "$@")
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$reqs $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}') \
+$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')"
+}
+
+# Warm up (pools, caches), then interleave.
+wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$SY/" >/dev/null
+wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$NG/" >/dev/null
+declare -A cpu rps
+for rep in $(seq 1 "$REPS"); do
+  for target in upstream switchyard nginx; do
+    case $target in
+      upstream) r=$(run "$UP_STABLE" "$UPSTREAM_PID") ;;
+      switchyard) r=$(run "$SY" $SY_PID) ;;
+      nginx) r=$(run "$NG" $NG_PIDS) ;;
+    esac
+    set -- $r
+    cpu[$target]="${cpu[$target]:-} $2"
+    rps[$target]="${rps[$target]:-} $3"
+    echo "rep $rep $target: $1 requests, $2 µs CPU/request, $3 req/s" >&2
+  done
+done
+
+# RSS with 1,000 open keep-alive connections (each has served one request).
+with_conns_rss() { # port pids...
+  local port=$1
+  shift
+  python3 - "$port" <<'EOF' &
+import socket, sys, time
+port = int(sys.argv[1])
+conns = []
+for i in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nx-user-id: u%d\r\n\r\n" % i)
+    s.recv(4096)
+    conns.append(s)
+open("/dev/shm/switchyard-conns-%d" % port, "w").close()
+time.sleep(30)
+EOF
+  local holder=$!
+  for _ in $(seq 1 600); do [ -e "/dev/shm/switchyard-conns-$port" ] && break; sleep 0.05; done
+  rss_kb "$@"
+  kill "$holder" 2>/dev/null || true
+  wait "$holder" 2>/dev/null || true
+  rm -f "/dev/shm/switchyard-conns-$port"
+}
+declare -A busy_rss
+busy_rss[switchyard]=$(with_conns_rss "$SY" $SY_PID)
+busy_rss[nginx]=$(with_conns_rss "$NG" $NG_PIDS)
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+mkdir -p loadtest/results
+{
+  echo "| system | CPU µs / request (median of $REPS) | runs | req/s (median) | RSS idle | RSS, 1,000 connections |"
+  echo "|---|---|---|---|---|---|"
+  for target in upstream switchyard nginx; do
+    busy=${busy_rss[$target]:-}
+    printf '| %s | %s | %s | %s | %s MiB | %s |\n' "$target" \
+      "$(echo "${cpu[$target]}" | median)" "$(echo "${cpu[$target]}" | sed 's/^ //; s/ /, /g')" \
+      "$(echo "${rps[$target]}" | median)" "$((idle_rss[$target] / 1024))" \
+      "${busy:+$((busy / 1024)) MiB}"
+  done
+  echo
+  echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread)."
+  echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
+} | tee loadtest/results/proxy-cpu.md
