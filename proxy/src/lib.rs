@@ -5,13 +5,15 @@
 //! The binary is `switchyard-proxy --config FILE`; `config/examples/canary-weight.yaml` is a
 //! complete configuration. [`start`] runs the same proxy inside a process (tests do).
 //!
-//! The request path, by module: [`listen`] → [`forward`] (decide on the [`publish`]ed snapshot,
-//! forward through [`upstream`]) → [`record`]. Around it: [`admin`], [`watch`], [`tls`].
+//! The request path, by module: [`listen`] (with [`frame_guard`] on HTTP/1 connections) →
+//! [`forward`] (decide on the [`publish`]ed snapshot, forward through [`upstream`]) → [`record`].
+//! Around it: [`admin`], [`watch`], [`tls`].
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod forward;
+pub mod frame_guard;
 pub mod listen;
 pub mod publish;
 pub mod record;

@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::forward::{Downstream, Forwarder};
+use crate::frame_guard::FrameGuard;
 
 /// How every downstream connection is served.
 #[derive(Debug, Clone)]
@@ -149,8 +150,8 @@ async fn connection<I>(
             }
         })
     };
-    let io = TokioIo::new(io);
     let served = if h2 {
+        let io = TokioIo::new(io);
         let mut builder = http2::Builder::new(TokioExecutor::new());
         builder
             .timer(TokioTimer::new())
@@ -163,6 +164,9 @@ async fn connection<I>(
         )
         .await
     } else {
+        // hyper takes Content-Length + Transfer-Encoding by dropping Content-Length; the guard
+        // makes hyper answer 400 and close instead, so nothing ambiguous is forwarded.
+        let io = TokioIo::new(FrameGuard::new(io, settings.limits.max_header_bytes));
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())

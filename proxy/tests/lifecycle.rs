@@ -273,9 +273,6 @@ async fn a_malformed_request_is_400_and_the_connection_closes() {
 }
 
 #[tokio::test]
-#[ignore = "hyper accepts Content-Length + Transfer-Encoding: it drops Content-Length, forwards the \
-            chunked body upstream, answers 200 and closes; the requirement is 400, close, nothing \
-            forwarded (RFC 9112 §6.3 allows hyper's way for an intermediary; the owner decides)"]
 async fn content_length_with_transfer_encoding_is_400_and_nothing_is_forwarded() {
     let (stable, p) = hardened(&[]).await;
     let request = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
