@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::publish::Publisher;
 use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
-use crate::upstream::{Failure, Upstreams};
+use crate::upstream::{Failure, Lease, Upstreams};
 
 /// What the proxy knows of a downstream connection.
 #[derive(Debug, Clone, Copy)]
@@ -72,7 +72,7 @@ impl Forwarder {
         let (mut parts, body) = req.into_parts();
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track_value, authority, protocol, timeout) = {
+        let (slot, track_value, (authority, key), protocol, timeout) = {
             let snapshot = self.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of(&parts, random())) else {
                 self.no_route.fetch_add(1, Ordering::Relaxed);
@@ -82,29 +82,20 @@ impl Forwarder {
             (
                 plan.slot,
                 plan.header.clone(),
-                plan.authorities[d.endpoint.index()].clone(),
+                plan.endpoints[d.endpoint.index()].clone(),
                 d.track.protocol(),
                 d.route.timeout().unwrap_or(self.timeouts.request),
             )
         };
         let track_header = self.track_header.as_ref().map(|name| (name, &track_value));
 
-        // The upstream request: same method, path, query and body; rewritten URI and headers.
+        // The upstream request: same method, path, query and body; rewritten target and headers.
         let downstream_host = parts.uri.authority().cloned();
         let path_and_query = parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(authority);
-        uri.path_and_query = Some(path_and_query);
-        parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
-        parts.version = match protocol {
-            UpstreamProtocol::Http1 => Version::HTTP_11,
-            UpstreamProtocol::H2c => Version::HTTP_2,
-        };
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
         headers.remove(header::EXPECT); // answered here already: hyper sends 100 Continue when the body is read
@@ -118,13 +109,33 @@ impl Forwarder {
             headers.insert(name.clone(), value.clone());
         }
 
+        let exchange = async {
+            match protocol {
+                UpstreamProtocol::Http1 => {
+                    // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`.
+                    parts.uri = Uri::from(path_and_query);
+                    parts.version = Version::HTTP_11;
+                    let (response, lease) = self
+                        .upstreams
+                        .send_http1(key, &authority, Request::from_parts(parts, body))
+                        .await?;
+                    Ok((response, Some(lease)))
+                }
+                UpstreamProtocol::H2c => {
+                    let mut uri = http::uri::Parts::default();
+                    uri.scheme = Some(Scheme::HTTP);
+                    uri.authority = Some(authority.clone());
+                    uri.path_and_query = Some(path_and_query);
+                    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+                    parts.version = Version::HTTP_2;
+                    let response = self.upstreams.send_h2c(Request::from_parts(parts, body)).await?;
+                    Ok((response, None))
+                }
+            }
+        };
         let recorder = self.publisher.recorder();
-        let sent = self
-            .upstreams
-            .client(protocol)
-            .request(Request::from_parts(parts, body));
-        let failure = match tokio::time::timeout(timeout, sent).await {
-            Ok(Ok(response)) => {
+        let failure = match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok((response, lease))) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let Some((name, value)) = track_header {
@@ -137,19 +148,14 @@ impl Forwarder {
                     start,
                     error: None,
                 };
-                return Response::from_parts(
-                    parts,
-                    ProxyBody::Upstream {
-                        body,
-                        pending: Some(pending),
-                    },
-                );
+                let body = ProxyBody::Upstream {
+                    body,
+                    pending: Some(pending),
+                    lease,
+                };
+                return Response::from_parts(parts, body);
             }
-            Ok(Err(e)) => {
-                let failure = Failure::of(&e);
-                tracing::debug!(error = %e, ?failure, "upstream request failed");
-                failure
-            }
+            Ok(Err(failure)) => failure,
             Err(_) => Failure::Timeout,
         };
         let status = failure.status();
@@ -254,6 +260,9 @@ pub enum ProxyBody {
         body: Incoming,
         /// Recorded once, then `None`.
         pending: Option<Pending>,
+        /// The HTTP/1.1 connection the body comes over, given back to the pool when the body
+        /// ends cleanly and dropped (closed) otherwise.
+        lease: Option<Lease>,
     },
     /// A body made by the proxy (errors, 404).
     Local(Full<Bytes>),
@@ -281,6 +290,25 @@ impl Drop for Pending {
     }
 }
 
+/// The body ended cleanly: record the request and give the connection back.
+fn finish(pending: &mut Option<Pending>, lease: &mut Option<Lease>) {
+    drop(pending.take());
+    if let Some(l) = lease.take() {
+        l.give_back();
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // A body that was empty from the start is never polled.
+        if let Self::Upstream { body, pending, lease } = self
+            && body.is_end_stream()
+        {
+            finish(pending, lease);
+        }
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -288,11 +316,15 @@ impl Body for ProxyBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
             Self::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
-            Self::Upstream { body, pending } => {
-                let polled = Pin::new(body).poll_frame(cx);
+            Self::Upstream { body, pending, lease } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
                 match &polled {
-                    Poll::Ready(None) => drop(pending.take()),
+                    // hyper stops polling once `is_end_stream` says so, so the end is seen either
+                    // as `None` or right after the last frame.
+                    Poll::Ready(None) => finish(pending, lease),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => finish(pending, lease),
                     Poll::Ready(Some(Err(_))) => {
+                        lease.take();
                         if let Some(mut p) = pending.take() {
                             p.error = Some(UpstreamError::Reset);
                         }

@@ -14,6 +14,7 @@ use switchyard_config::schema::RouteSpec;
 use switchyard_config::{ConfigErrors, Format, RouteName, RoutingTable, TrackName, load_routes};
 
 use crate::record::{Recorder, SlotId};
+use crate::upstream::EndpointKey;
 
 /// A compiled table plus what the hot path needs precomputed for each of its tracks.
 #[derive(Debug)]
@@ -31,8 +32,8 @@ pub struct TrackPlan {
     pub slot: SlotId,
     /// The track's name as a header value (`x-switchyard-track: canary`).
     pub header: HeaderValue,
-    /// `authorities[endpoint]`: the upstream authority of each endpoint.
-    pub authorities: Box<[Authority]>,
+    /// `endpoints[endpoint]`: the upstream address of each endpoint and its pool key.
+    pub endpoints: Box<[(Authority, EndpointKey)]>,
 }
 
 impl Snapshot {
@@ -48,10 +49,15 @@ impl Snapshot {
                         slot: recorder.slot(route.name(), track.name()),
                         header: HeaderValue::from_str(track.name().as_str())
                             .expect("track names are validated to header-safe characters"),
-                        authorities: track
+                        endpoints: track
                             .endpoints()
                             .iter()
-                            .map(|e| Authority::try_from(e.address()).expect("endpoints are validated as HOST:PORT"))
+                            .map(|e| {
+                                let authority =
+                                    Authority::try_from(e.address()).expect("endpoints are validated as HOST:PORT");
+                                let key = EndpointKey::of(&authority);
+                                (authority, key)
+                            })
                             .collect(),
                     })
                     .collect()

@@ -1,23 +1,76 @@
-//! Connections to upstream endpoints: one keep-alive pool per endpoint for HTTP/1.1 tracks, one
+//! Connections to upstream endpoints: a keep-alive pool per endpoint for HTTP/1.1 tracks, one
 //! multiplexed connection per endpoint for h2c tracks, and the classification of what can go
 //! wrong on the way (connect, timeout, reset).
+//!
+//! The HTTP/1.1 pool is per thread: a request takes an idle connection of its endpoint from the
+//! thread it runs on and the response body, when it ends cleanly, gives it back to the thread
+//! that finished it. No lock and no hashing on the way: endpoints are numbered once, when a
+//! table is published ([`EndpointKey`]).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::error::Error as _;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
+use http::uri::Authority;
+use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use switchyard_config::schema::{Limits, Timeouts, UpstreamProtocol};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use switchyard_config::schema::{Limits, Timeouts};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use crate::record::UpstreamError;
 
-/// The upstream clients, one per protocol; each pools connections per endpoint.
+/// A process-wide number for an upstream address, the index of its idle connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EndpointKey(u32);
+
+impl EndpointKey {
+    /// The key of `authority`; the same address always gets the same key. Cold path (publish).
+    pub fn of(authority: &Authority) -> Self {
+        static KEYS: OnceLock<Mutex<HashMap<String, u32>>> = OnceLock::new();
+        let mut keys = KEYS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let next = u32::try_from(keys.len()).unwrap_or(u32::MAX);
+        Self(*keys.entry(authority.as_str().to_owned()).or_insert(next))
+    }
+}
+
+/// The upstream clients: the HTTP/1.1 pool, and a pooled h2c client.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
-    http1: Client<HttpConnector, Incoming>,
+    /// Connect timeout for new HTTP/1.1 connections.
+    connect: Duration,
+    /// How long an idle HTTP/1.1 connection may wait in the pool.
+    idle: Duration,
+    /// Idle HTTP/1.1 connections kept per endpoint and thread.
+    max_idle: usize,
     h2c: Client<HttpConnector, Incoming>,
+}
+
+/// An HTTP/1.1 connection lent to one request; [`Lease::give_back`] returns it to the pool.
+#[derive(Debug)]
+pub struct Lease {
+    key: EndpointKey,
+    sender: SendRequest<Incoming>,
+    max_idle: usize,
+}
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+thread_local! {
+    /// Idle HTTP/1.1 connections of this thread, by endpoint key.
+    static IDLE: RefCell<Vec<Vec<Idle>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Upstreams {
@@ -27,28 +80,128 @@ impl Upstreams {
         connector.set_connect_timeout(Some(timeouts.connect));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let build = |h2: bool| {
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(timeouts.upstream_idle)
-                .pool_max_idle_per_host(limits.max_idle_per_endpoint)
-                .http2_only(h2)
-                .build(connector.clone())
-        };
+        let h2c = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(timeouts.upstream_idle)
+            .pool_max_idle_per_host(limits.max_idle_per_endpoint)
+            .http2_only(true)
+            .build(connector);
         Self {
-            http1: build(false),
-            h2c: build(true),
+            connect: timeouts.connect,
+            idle: timeouts.upstream_idle,
+            max_idle: limits.max_idle_per_endpoint,
+            h2c,
         }
     }
 
-    /// The client for a track's protocol.
-    #[inline]
-    pub fn client(&self, protocol: UpstreamProtocol) -> &Client<HttpConnector, Incoming> {
-        match protocol {
-            UpstreamProtocol::Http1 => &self.http1,
-            UpstreamProtocol::H2c => &self.h2c,
+    /// Sends `req` (origin-form URI, `Host` set) over HTTP/1.1 to the endpoint, on an idle
+    /// connection of this thread when there is one. A pooled connection that turns out closed
+    /// before the request was written is replaced by a new one.
+    pub async fn send_http1(
+        &self,
+        key: EndpointKey,
+        authority: &Authority,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, Lease), Failure> {
+        while let Some(mut sender) = self.take_idle(key) {
+            // Given back when its last response ended; the connection may need one more poll
+            // to be ready for the next request.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok((response, self.lease(key, sender))),
+                Err(mut e) => match e.take_message() {
+                    // Not written: the connection had closed; try the next one.
+                    Some(unsent) => req = unsent,
+                    None => return Err(Failure::of_hyper(e.error())),
+                },
+            }
         }
+        let mut sender = self.connect(authority).await?;
+        match sender.send_request(req).await {
+            Ok(response) => Ok((response, self.lease(key, sender))),
+            Err(e) => Err(Failure::of_hyper(&e)),
+        }
+    }
+
+    /// Sends `req` (absolute URI) over h2c.
+    pub async fn send_h2c(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Failure> {
+        self.h2c.request(req).await.map_err(|e| {
+            let failure = Failure::of(&e);
+            tracing::debug!(error = %e, ?failure, "h2c upstream request failed");
+            failure
+        })
+    }
+
+    fn lease(&self, key: EndpointKey, sender: SendRequest<Incoming>) -> Lease {
+        Lease {
+            key,
+            sender,
+            max_idle: self.max_idle,
+        }
+    }
+
+    fn take_idle(&self, key: EndpointKey) -> Option<SendRequest<Incoming>> {
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let list = idle.get_mut(key.0 as usize)?;
+            while let Some(conn) = list.pop() {
+                if !conn.sender.is_closed() && conn.since.elapsed() < self.idle {
+                    return Some(conn.sender);
+                }
+            }
+            None
+        })
+    }
+
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Incoming>, Failure> {
+        let stream = match tokio::time::timeout(self.connect, TcpStream::connect(authority.as_str())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(%authority, error = %e, "upstream connect failed");
+                return Err(Failure::Connect);
+            }
+            Err(_) => {
+                tracing::debug!(%authority, "upstream connect timed out");
+                return Err(Failure::Connect);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| {
+            tracing::debug!(%authority, error = %e, "upstream handshake failed");
+            Failure::Connect
+        })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+impl Lease {
+    /// Returns the connection to this thread's pool, once its response has been read whole.
+    pub fn give_back(self) {
+        if self.sender.is_closed() {
+            return;
+        }
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let at = self.key.0 as usize;
+            if idle.len() <= at {
+                idle.resize_with(at + 1, Vec::new);
+            }
+            let list = &mut idle[at];
+            if list.len() < self.max_idle {
+                list.push(Idle {
+                    sender: self.sender,
+                    since: Instant::now(),
+                });
+            }
+        });
     }
 }
 
@@ -64,7 +217,12 @@ pub enum Failure {
 }
 
 impl Failure {
-    /// Classifies a client error.
+    /// Classifies an error of an exchange on an established connection.
+    pub fn of_hyper(e: &hyper::Error) -> Self {
+        if e.is_timeout() { Self::Timeout } else { Self::Reset }
+    }
+
+    /// Classifies a pooled client error.
     pub fn of(e: &hyper_util::client::legacy::Error) -> Self {
         if e.is_connect() {
             return Self::Connect;
