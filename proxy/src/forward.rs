@@ -25,13 +25,23 @@ use crate::publish::Publisher;
 use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
 use crate::upstream::{Failure, Lease, Upstreams};
 
-/// What the proxy knows of a downstream connection.
-#[derive(Debug, Clone, Copy)]
+/// What the proxy knows of a downstream connection, computed once per connection.
+#[derive(Debug, Clone)]
 pub struct Downstream {
     /// The client's address.
     pub peer: SocketAddr,
     /// Whether the connection is TLS (`x-forwarded-proto: https`).
     pub tls: bool,
+    /// The client's IP as a header value, for `x-forwarded-for`.
+    client: HeaderValue,
+}
+
+impl Downstream {
+    /// A connection from `peer`, over TLS or not.
+    pub fn new(peer: SocketAddr, tls: bool) -> Self {
+        let client = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
+        Self { peer, tls, client }
+    }
 }
 
 /// Forwards requests; shared by every connection of every listener.
@@ -67,7 +77,7 @@ impl Forwarder {
     }
 
     /// Handles one downstream request.
-    pub async fn handle(&self, req: Request<Incoming>, downstream: Downstream) -> Response<ProxyBody> {
+    pub async fn handle(&self, req: Request<Incoming>, downstream: &Downstream) -> Response<ProxyBody> {
         let start = Instant::now();
         let (mut parts, body) = req.into_parts();
 
@@ -221,13 +231,12 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn forwarded_for(headers: &mut HeaderMap, downstream: Downstream) {
-    let ip = downstream.peer.ip().to_string();
+fn forwarded_for(headers: &mut HeaderMap, downstream: &Downstream) {
     let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {ip}"),
-        None => ip,
+        Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", downstream.peer.ip())).ok(),
+        None => Some(downstream.client.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR, v);
     }
     let proto = if downstream.tls { "https" } else { "http" };
@@ -379,15 +388,12 @@ mod tests {
     #[test]
     fn forwarded_headers_append_the_client_and_name_the_scheme() {
         let mut h = HeaderMap::new();
-        let peer = Downstream {
-            peer: "10.1.2.3:5555".parse().unwrap(),
-            tls: true,
-        };
-        forwarded_for(&mut h, peer);
+        let peer = Downstream::new("10.1.2.3:5555".parse().unwrap(), true);
+        forwarded_for(&mut h, &peer);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
-        forwarded_for(&mut h, Downstream { tls: false, ..peer });
+        forwarded_for(&mut h, &Downstream::new(peer.peer, false));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.1, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }

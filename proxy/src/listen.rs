@@ -69,10 +69,7 @@ pub async fn serve(
         let stop = stop.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let downstream = Downstream {
-                peer,
-                tls: tls.is_some(),
-            };
+            let downstream = Downstream::new(peer, tls.is_some());
             match tls {
                 None => {
                     let h2 = starts_with_h2_preface(&stream, settings.timeouts.header_read).await;
@@ -118,6 +115,14 @@ async fn starts_with_h2_preface(stream: &TcpStream, limit: Duration) -> bool {
     tokio::time::timeout(limit, peek).await.unwrap_or(false)
 }
 
+/// What a connection's requests share.
+#[derive(Debug)]
+struct Shared {
+    forwarder: Arc<Forwarder>,
+    downstream: Downstream,
+    activity: Activity,
+}
+
 /// Per-connection activity, read by the idle watchdog.
 #[derive(Debug, Default)]
 struct Activity {
@@ -135,21 +140,26 @@ async fn connection<I>(
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::default());
+    // Everything a request needs from its connection, behind one reference count.
+    let shared = Arc::new(Shared {
+        forwarder,
+        downstream,
+        activity: Activity::default(),
+    });
     let service = {
-        let activity = Arc::clone(&activity);
+        let shared = Arc::clone(&shared);
         service_fn(move |req: hyper::Request<Incoming>| {
-            let forwarder = Arc::clone(&forwarder);
-            let activity = Arc::clone(&activity);
-            activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            activity.started.fetch_add(1, Ordering::Relaxed);
+            let shared = Arc::clone(&shared);
+            shared.activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            shared.activity.started.fetch_add(1, Ordering::Relaxed);
             async move {
-                let response = forwarder.handle(req, downstream).await;
-                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let response = shared.forwarder.handle(req, &shared.downstream).await;
+                shared.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
             }
         })
     };
+    let activity = &shared.activity;
     let served = if h2 {
         let io = TokioIo::new(io);
         let mut builder = http2::Builder::new(TokioExecutor::new());
@@ -158,7 +168,7 @@ async fn connection<I>(
             .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX));
         supervise(
             builder.serve_connection(io, service),
-            &activity,
+            activity,
             settings.timeouts.idle,
             stop,
         )
@@ -176,14 +186,14 @@ async fn connection<I>(
             .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
         supervise(
             builder.serve_connection(io, service),
-            &activity,
+            activity,
             settings.timeouts.idle,
             stop,
         )
         .await
     };
     if let Err(e) = served {
-        tracing::debug!(peer = %downstream.peer, error = %e, "connection ended with an error");
+        tracing::debug!(peer = %shared.downstream.peer, error = %e, "connection ended with an error");
     }
 }
 

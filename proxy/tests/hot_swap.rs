@@ -100,6 +100,12 @@ async fn a_thousand_swaps_under_load_lose_and_misroute_nothing() {
     assert_eq!(never.requests(), 0);
     assert_eq!(stable.requests() + canary.requests(), REQUESTS);
     assert!(stable.requests() > 0 && canary.requests() > 0);
-    // Keep-alive held: connections stay far below requests.
-    assert!(stable.connections() + canary.connections() < 200);
+    // Keep-alive held: connections stay far below requests. Idle upstream connections are kept
+    // per worker thread (as Envoy keeps them per worker), and a request can finish on another
+    // thread than it started on, so each thread's pool fills up to its own need first.
+    let connections = stable.connections() + canary.connections();
+    assert!(
+        connections < REQUESTS / 20,
+        "{connections} upstream connections for {REQUESTS} requests"
+    );
 }
