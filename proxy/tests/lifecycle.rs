@@ -298,3 +298,50 @@ async fn a_stalled_header_section_is_closed_after_the_header_read_timeout() {
     );
     assert_eq!((stable.requests(), stable.connections()), (0, 0));
 }
+
+#[tokio::test]
+async fn a_keep_alive_connection_without_requests_is_closed_after_the_idle_timeout() {
+    let (stable, p) = hardened(&["timeouts: { idle: 200ms, headerRead: 30s }"]).await;
+    let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    // One request, then silence: the idle watchdog (not the 30 s header timer) closes it.
+    let answer = exchange_on(
+        &mut stream,
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(answer.status(), Some(200), "{}", answer.text());
+    assert!(answer.closed, "the idle connection stayed open");
+    assert_eq!(stable.requests(), 1);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let (_stable, p) = hardened(&["limits: { maxConnections: 1 }"]).await;
+    let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = TcpStream::connect(p.listen[0]).await.expect("connect");
+    first.write_all(request).await.expect("send");
+    let mut buf = [0u8; 1024];
+    let n = first.read(&mut buf).await.expect("the first connection is served");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+
+    // The second connection is queued by the kernel but not accepted while the first is open.
+    let mut second = TcpStream::connect(p.listen[0]).await.expect("connect");
+    second.write_all(request).await.expect("send");
+    let waited = tokio::time::timeout(Duration::from_millis(300), second.read(&mut buf)).await;
+    assert!(
+        waited.is_err(),
+        "the second connection was served while the first was open"
+    );
+
+    drop(first);
+    let n = tokio::time::timeout(Duration::from_secs(10), second.read(&mut buf))
+        .await
+        .expect("served once the first connection closed")
+        .expect("read");
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
