@@ -5,32 +5,13 @@
 mod common;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{start_proxy, start_yaml};
-use switchyard_testkit::{Client, MockUpstream, Table, assert_eventually};
+use switchyard_testkit::{Client, MockUpstream, Scratch, Table, assert_eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A directory of its own for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("switchyard-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 // A current-thread runtime (the default of `#[tokio::test]`): the proxy makes no progress
 // while this test blocks its thread, which the end of the test relies on.
@@ -108,9 +89,9 @@ async fn the_binary_serves_until_sigterm_then_exits_0() {
         .route("app")
         .track("stable", &[stable.addr()], 1.0)
         .yaml();
-    let config_file = dir.0.join("proxy.yaml");
+    let config_file = dir.path().join("proxy.yaml");
     std::fs::write(&config_file, config).expect("write the config file");
-    let log = std::fs::File::create(dir.0.join("proxy.log")).expect("create the log file");
+    let log = std::fs::File::create(dir.path().join("proxy.log")).expect("create the log file");
     let child = Command::new(env!("CARGO_BIN_EXE_switchyard-proxy"))
         .arg("--config")
         .arg(&config_file)
@@ -121,7 +102,7 @@ async fn the_binary_serves_until_sigterm_then_exits_0() {
         .spawn()
         .expect("spawn switchyard-proxy");
     let mut child = Reaped(child);
-    let log = || std::fs::read_to_string(dir.0.join("proxy.log")).unwrap_or_default();
+    let log = || std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
 
     let readyz = format!("http://{admin}/readyz");
     let client = Client::http1();

@@ -4,34 +4,10 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use common::{admin_url, url};
 use switchyard_config::{Format, load_config};
 use switchyard_proxy::{Options, Running, start};
-use switchyard_testkit::{Client, MockUpstream, Table, assert_eventually};
-
-/// A directory of its own for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("switchyard-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Self(dir)
-    }
-
-    fn config_file(&self) -> PathBuf {
-        self.0.join("proxy.yaml")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use switchyard_testkit::{Client, MockUpstream, Scratch, Table, assert_eventually};
 
 /// One route splitting between `stable` and `canary`, `canary_percent` to canary.
 fn config(stable: &MockUpstream, canary: &MockUpstream, canary_percent: f64) -> String {
@@ -45,10 +21,10 @@ fn config(stable: &MockUpstream, canary: &MockUpstream, canary_percent: f64) -> 
 
 /// Writes the config file and starts a proxy from it, watching it.
 async fn start_watched(dir: &Scratch, yaml: &str) -> Running {
-    std::fs::write(dir.config_file(), yaml).expect("write the config file");
+    std::fs::write(dir.join("proxy.yaml"), yaml).expect("write the config file");
     let loaded = load_config(yaml, Format::Yaml, 1).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let options = Options {
-        config_file: Some(dir.config_file()),
+        config_file: Some(dir.join("proxy.yaml")),
         workers: 0,
     };
     start(loaded, options).await.expect("proxy starts")
@@ -95,7 +71,7 @@ async fn saving_the_file_publishes_and_an_invalid_save_keeps_the_table() {
     assert_eq!(version(&p).await, 1);
     assert!(all(&tracks(&p, 20).await, "stable"));
 
-    std::fs::write(dir.config_file(), config(&stable, &canary, 100.0)).expect("rewrite");
+    std::fs::write(dir.join("proxy.yaml"), config(&stable, &canary, 100.0)).expect("rewrite");
     assert_eventually!(version(&p).await == 2);
     assert!(all(&tracks(&p, 20).await, "canary"));
     assert!(metrics_show(&p, "switchyard_config_reloads_total 1").await);
@@ -108,12 +84,12 @@ async fn saving_the_file_publishes_and_an_invalid_save_keeps_the_table() {
         .track("canary", &[canary.addr()], 0.0)
         .header_rule("x-canary", "true", "no-such-track")
         .yaml();
-    std::fs::write(dir.config_file(), invalid).expect("rewrite");
+    std::fs::write(dir.join("proxy.yaml"), invalid).expect("rewrite");
     assert_eventually!(metrics_show(&p, "switchyard_config_reload_failures_total 1").await);
     assert_eq!(version(&p).await, 2);
     assert!(all(&tracks(&p, 20).await, "canary"));
 
-    std::fs::write(dir.config_file(), config(&stable, &canary, 0.0)).expect("rewrite");
+    std::fs::write(dir.join("proxy.yaml"), config(&stable, &canary, 0.0)).expect("rewrite");
     assert_eventually!(version(&p).await == 3);
     assert!(all(&tracks(&p, 20).await, "stable"));
     assert!(metrics_show(&p, "switchyard_config_reloads_total 2").await);
@@ -129,9 +105,9 @@ async fn a_rename_into_place_save_is_picked_up() {
     assert_eq!(version(&p).await, 1);
 
     // What editors and `kubectl` do: write a new file beside the old one, rename it over.
-    let staged = dir.0.join(".proxy.yaml.swp");
+    let staged = dir.path().join(".proxy.yaml.swp");
     std::fs::write(&staged, config(&stable, &canary, 100.0)).expect("write the staged file");
-    std::fs::rename(&staged, dir.config_file()).expect("rename into place");
+    std::fs::rename(&staged, dir.join("proxy.yaml")).expect("rename into place");
     assert_eventually!(version(&p).await == 2);
     assert!(all(&tracks(&p, 20).await, "canary"));
     assert!(metrics_show(&p, "switchyard_config_reload_failures_total 0").await);

@@ -5,7 +5,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -18,40 +17,10 @@ use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
 use switchyard_config::{Format, load_config};
 use switchyard_proxy::{Options, Running, start};
-use switchyard_testkit::{MockUpstream, Table, assert_eventually};
+use switchyard_testkit::{MockUpstream, Scratch, Table, assert_eventually};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-
-/// A directory of its own for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("switchyard-{}-{test}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the scratch directory");
-        Self(dir)
-    }
-
-    fn cert_file(&self) -> PathBuf {
-        self.0.join("cert.pem")
-    }
-
-    fn key_file(&self) -> PathBuf {
-        self.0.join("key.pem")
-    }
-
-    fn config_file(&self) -> PathBuf {
-        self.0.join("proxy.yaml")
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, with its key.
 struct Cert {
@@ -77,8 +46,8 @@ impl Cert {
 
     /// Writes the certificate, then the key, over the scratch directory's files.
     fn write(&self, dir: &Scratch) {
-        std::fs::write(dir.cert_file(), &self.cert_pem).expect("write the certificate");
-        std::fs::write(dir.key_file(), &self.key_pem).expect("write the key");
+        std::fs::write(dir.join("cert.pem"), &self.cert_pem).expect("write the certificate");
+        std::fs::write(dir.join("key.pem"), &self.key_pem).expect("write the key");
     }
 }
 
@@ -88,8 +57,8 @@ fn tls_config(dir: &Scratch, upstream: &MockUpstream) -> String {
     Table::new()
         .setting(&format!(
             "listen: [{{ address: 127.0.0.1:0, tls: {{ certFile: \"{}\", keyFile: \"{}\" }} }}]",
-            dir.cert_file().display(),
-            dir.key_file().display()
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display()
         ))
         .setting("admin: { listen: 127.0.0.1:0 }")
         .route("app")
@@ -100,10 +69,10 @@ fn tls_config(dir: &Scratch, upstream: &MockUpstream) -> String {
 /// Starts a proxy from the scratch directory's config file, watching it and the certificate.
 async fn start_watched(dir: &Scratch, upstream: &MockUpstream) -> Running {
     let yaml = tls_config(dir, upstream);
-    std::fs::write(dir.config_file(), &yaml).expect("write the config file");
+    std::fs::write(dir.join("proxy.yaml"), &yaml).expect("write the config file");
     let loaded = load_config(&yaml, Format::Yaml, 1).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let options = Options {
-        config_file: Some(dir.config_file()),
+        config_file: Some(dir.join("proxy.yaml")),
         workers: 0,
     };
     start(loaded, options).await.expect("proxy starts")
@@ -225,7 +194,7 @@ async fn a_broken_certificate_file_keeps_the_certificate_in_use() {
     let addr = p.listen[0];
     assert_eq!(p.health.reload_failures.load(Ordering::Relaxed), 0);
 
-    std::fs::write(dir.cert_file(), "not a certificate\n").expect("write the certificate");
+    std::fs::write(dir.join("cert.pem"), "not a certificate\n").expect("write the certificate");
     assert_eventually!(p.health.reload_failures.load(Ordering::Relaxed) >= 1);
     assert_eq!(served(addr, &[&first]).await.as_ref(), Some(&first.der));
     assert_eq!(get_http1(addr, &[&first], "/").await, (200, "stable".to_owned()));

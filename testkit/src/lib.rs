@@ -22,10 +22,12 @@
 #![forbid(unsafe_code)]
 
 mod client;
+mod scratch;
 mod table;
 mod upstream;
 
 pub use client::{Client, Reply};
+pub use scratch::Scratch;
 pub use table::Table;
 pub use upstream::{Behaviour, MockUpstream, Seen};
 
