@@ -245,11 +245,22 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
         }
     }
     let snapshot = state.publisher.load_full();
-    let stats = state
-        .publisher
-        .recorder()
-        .window(&snapshot.slots(), window, Instant::now());
-    json_response(StatusCode::OK, &stats.to_json(snapshot.table.version()))
+    let slots = snapshot.slots();
+    let recorder = state.publisher.recorder();
+    let mut body = recorder
+        .window(&slots, window, Instant::now())
+        .to_json(snapshot.table.version());
+    // Lifetime counts beside each window, so a controller can add up everything since a
+    // moment of its choosing (a sequential test needs all observations, not windows).
+    for (route, tracks) in recorder.totals(&slots).routes {
+        for (track, t) in tracks {
+            if let Some(entry) = body["routes"][route.as_str()]["tracks"][track.as_str()].as_object_mut() {
+                entry.insert("totalRequests".to_owned(), t.requests.into());
+                entry.insert("totalErrors".to_owned(), t.errors.into());
+            }
+        }
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 fn get_metrics(state: &AdminState) -> AdminResponse {
