@@ -22,13 +22,16 @@
 mod error;
 mod read;
 mod request;
+pub mod rollout;
 pub mod schema;
+pub mod stats;
 pub mod table;
 mod validate;
 
 pub use error::{ConfigErrors, FieldError};
 pub use read::Format;
 pub use request::RequestView;
+pub use rollout::{RolloutSpec, load_rollout};
 pub use schema::{ProxyConfig, RouteName, RouteSpec, TrackName};
 pub use table::{DecidedBy, Decision, RoutingTable};
 pub use validate::MAX_NAME_LEN;

@@ -324,18 +324,18 @@ pub struct StickySpec {
 }
 
 /// Durations as humans write them: `500ms`, `5s`, `2m`.
-mod human {
+pub(crate) mod human {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(&humantime::format_duration(*d))
     }
 }
 
-mod human_opt {
+pub(crate) mod human_opt {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             Some(d) => human::serialize(d, s),
             None => s.serialize_none(),

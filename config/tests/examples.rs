@@ -74,12 +74,21 @@ fn every_example_file_validates() {
             "canary-weight.json",
             "canary-weight.yaml",
             "rings.yaml",
+            "rollout-blue-green.yaml",
+            "rollout-canary-header.yaml",
+            "rollout-canary.yaml",
+            "rollout-rings.yaml",
             "sticky-canary.yaml"
         ],
-        "a new example needs its own test below"
+        "a new example needs its own test below (rollout specs: in tests/rollouts.rs)"
     );
     for name in &names {
-        load(name);
+        if name.starts_with("rollout-") {
+            let text = std::fs::read_to_string(dir.join(name)).unwrap();
+            switchyard_config::load_rollout(&text, Format::sniff(&text)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        } else {
+            load(name);
+        }
     }
 }
 

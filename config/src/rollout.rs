@@ -1,0 +1,379 @@
+//! Rollout specs: how the control loop moves a route's traffic from a baseline track to a
+//! candidate track (canary steps, blue-green, rings), and how it judges the candidate.
+//!
+//! `config/examples/rollout-canary.yaml` is the reference canary; the format is YAML or JSON
+//! with camelCase fields, read and validated like routing tables: every problem at once, each
+//! with its field path.
+
+mod check;
+mod read;
+mod write;
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::error::{ConfigErrors, Problems};
+use crate::read::{Format, parse_tree};
+use crate::schema::{RequestMatch, RouteName, TrackName};
+
+/// Reads and validates a rollout spec (YAML or JSON, camelCase). Defaults are filled in: an
+/// analysis's `interval` 1s, `window` 10s, `minRequests` 100, `failureLimit` 3,
+/// `inconclusiveLimit` 0, `consecutiveErrorLimit` 4; blue-green's `previewMatch` (header
+/// `x-environment` equal to the candidate's name) and `rollbackWindow` 5m; a ring's
+/// `minDuration` 0s.
+///
+/// Every problem is reported, each with its field path (`canary.steps[2].setWeight`,
+/// `analysis.metrics[1].latencyP99Ms.max`); unknown fields are problems too, with the nearest
+/// known name. Serializing the result (it implements `Serialize`) gives a document that reads
+/// back equal.
+///
+/// ```
+/// use switchyard_config::{Format, load_rollout};
+/// use switchyard_config::rollout::{Step, Strategy};
+///
+/// let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/rollout-canary.yaml")).unwrap();
+/// let spec = load_rollout(&text, Format::Yaml).unwrap();
+/// let Strategy::Canary(canary) = &spec.strategy else { panic!("a canary") };
+/// assert_eq!(canary.steps[0], Step::SetWeight(5.0));
+/// ```
+pub fn load_rollout(text: &str, format: Format) -> Result<RolloutSpec, ConfigErrors> {
+    let mut p = Problems::default();
+    match parse_tree(text, format, &mut p).and_then(|tree| read::rollout(&tree, &mut p)) {
+        Some(spec) => p.into_result(spec),
+        None => Err(p.into_errors()),
+    }
+}
+
+/// A whole rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Unique among rollouts (`checkout-v2`).
+    pub name: String,
+    /// The route whose tracks the rollout moves.
+    pub route: RouteName,
+    /// Admin API base URLs of every proxy serving the route (`http://127.0.0.1:9901`).
+    pub proxies: Vec<String>,
+    /// The track in service (`stable`, `blue`).
+    pub baseline: TrackName,
+    /// The track being rolled out (`canary`, `green`).
+    pub candidate: TrackName,
+    /// The strategy.
+    #[serde(flatten)]
+    pub strategy: Strategy,
+    /// Analysis that runs throughout the rollout (from the first step to completion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+    /// Webhook notified (JSON `POST`, retried) on step, pause, promotion and abort.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<String>,
+}
+
+/// How traffic moves. Written as exactly one of the keys `canary: {steps}`,
+/// `blueGreen: {...}` and `rings: [...]` beside the spec's other fields.
+#[derive(Debug, Clone, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per rollout, never on a hot path; unboxed variants keep matching on them plain"
+)]
+pub enum Strategy {
+    /// Weight steps with pauses and per-step analysis.
+    Canary(CanarySpec),
+    /// Two full tracks; switch all traffic at once or in steps.
+    BlueGreen(BlueGreenSpec),
+    /// Ordered audiences, each opened when the previous one's exit analysis passes.
+    Rings(RingsSpec),
+}
+
+impl Strategy {
+    /// The key the strategy is written under: `canary`, `blueGreen` or `rings`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Canary(_) => "canary",
+            Self::BlueGreen(_) => "blueGreen",
+            Self::Rings(_) => "rings",
+        }
+    }
+}
+
+/// The keys of [`Strategy`], one of which a spec gives.
+const STRATEGY_KEYS: [&str; 3] = ["canary", "blueGreen", "rings"];
+
+/// A canary: steps run in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CanarySpec {
+    /// At least one step.
+    pub steps: Vec<Step>,
+}
+
+/// One canary step, written as a mapping with exactly one key: `setWeight: 5`,
+/// `pause: {duration: 5m}` (or `pause: {}`), `setHeaderRoute: {headers: [...]}` (a route's
+/// `match:` conditions), `analysis: {...}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// The candidate's share of weighted traffic, percent (0 to 100); the baseline gets the rest.
+    SetWeight(f64),
+    /// Wait: for a duration, or until `promote` when no duration is given.
+    Pause(Pause),
+    /// Requests matching these conditions go to the candidate whatever the weights (a rule put
+    /// first in the route); removed on abort and on completion.
+    SetHeaderRoute(RequestMatch),
+    /// Run this analysis now; the rollout moves on when it passes, aborts when it fails.
+    Analysis(AnalysisSpec),
+}
+
+impl Step {
+    /// The step's key: `setWeight`, `pause`, `setHeaderRoute` or `analysis`.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::SetWeight(_) => "setWeight",
+            Self::Pause(_) => "pause",
+            Self::SetHeaderRoute(_) => "setHeaderRoute",
+            Self::Analysis(_) => "analysis",
+        }
+    }
+}
+
+/// The keys of [`Step`], one of which each step gives.
+const STEP_KEYS: [&str; 4] = ["setWeight", "pause", "setHeaderRoute", "analysis"];
+
+/// A pause.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Pause {
+    /// How long; `None` waits for `promote`.
+    #[serde(skip_serializing_if = "Option::is_none", with = "crate::schema::human_opt")]
+    pub duration: Option<Duration>,
+}
+
+/// Blue-green: the baseline is the active track, the candidate the preview track.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenSpec {
+    /// Requests matching this reach the preview track before the switch (smoke tests);
+    /// default: header `x-environment` equal to the candidate's name.
+    pub preview_match: RequestMatch,
+    /// Switch by itself this long after the preview is up and pre-promotion analysis passed;
+    /// `None` waits for `promote`.
+    #[serde(skip_serializing_if = "Option::is_none", with = "crate::schema::human_opt")]
+    pub auto_promotion: Option<Duration>,
+    /// Must pass before the switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<AnalysisSpec>,
+    /// Runs after the switch; failing it switches back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<AnalysisSpec>,
+    /// Candidate weights (percent) to pass through on the switch; empty switches at once.
+    pub switch_steps: Vec<f64>,
+    /// How long after the switch the old track is kept ready, so `undo` is instant. Default 5m.
+    #[serde(with = "crate::schema::human")]
+    pub rollback_window: Duration,
+}
+
+/// Rings: audiences opened one after another.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RingsSpec {
+    /// At least one ring; a ring with `weight: 100` (or the end of the list) is everyone.
+    pub rings: Vec<Ring>,
+}
+
+/// One audience.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ring {
+    /// Name shown in status and history (`internal`, `beta`, `everyone`).
+    pub name: String,
+    /// Requests matching this join the candidate (a rule), as in `x-user-group` in `[internal]`.
+    /// Written `match:`, like a route's conditions.
+    #[serde(rename = "match", skip_serializing_if = "Option::is_none")]
+    pub matches: Option<RequestMatch>,
+    /// Or: this percent of everyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
+    /// Must pass before the next ring opens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_analysis: Option<AnalysisSpec>,
+    /// At least this long in the ring. Default 0s.
+    #[serde(with = "crate::schema::human")]
+    pub min_duration: Duration,
+}
+
+/// How the candidate is judged from the proxies' measurements.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Time between measurements. Default 1s.
+    #[serde(with = "crate::schema::human")]
+    pub interval: Duration,
+    /// The stats window each measurement reads (1s to 300s). Default 10s.
+    #[serde(with = "crate::schema::human")]
+    pub window: Duration,
+    /// Fewer candidate requests in the window make a measurement inconclusive. Default 100.
+    pub min_requests: u64,
+    /// Measurements to take; after that many passing ones the analysis passes. `None`: runs
+    /// until the rollout leaves the step (or completes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// Failed measurements that abort. Default 3.
+    pub failure_limit: u32,
+    /// Consecutive inconclusive measurements that pause the rollout; 0: no limit. Default 0.
+    pub inconclusive_limit: u32,
+    /// Consecutive measurements with a proxy's stats unreachable that abort. Default 4.
+    pub consecutive_error_limit: u32,
+    /// The checks.
+    pub metrics: Vec<MetricSpec>,
+    /// Limits whose first breach aborts, without waiting for `failureLimit`.
+    #[serde(skip_serializing_if = "EmergencySpec::is_empty")]
+    pub emergency: EmergencySpec,
+}
+
+/// One named check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MetricSpec {
+    /// Shown in verdicts and abort records.
+    pub name: String,
+    /// What is checked.
+    #[serde(flatten)]
+    pub check: MetricCheck,
+}
+
+/// A latency quantile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Quantile {
+    /// Median.
+    P50,
+    /// 90th percentile.
+    P90,
+    /// 99th percentile.
+    P99,
+    /// 99.9th percentile.
+    P999,
+}
+
+impl Quantile {
+    /// As a fraction (0.5, 0.9, 0.99, 0.999).
+    pub fn fraction(self) -> f64 {
+        match self {
+            Self::P50 => 0.5,
+            Self::P90 => 0.9,
+            Self::P99 => 0.99,
+            Self::P999 => 0.999,
+        }
+    }
+}
+
+/// The kinds of check. YAML keys: `successRate: {min}`, `errorRate: {max}`,
+/// `latencyP50Ms`/`latencyP90Ms`/`latencyP99Ms`/`latencyP999Ms: {max}`, `requestRate: {min}`,
+/// `errorRateVsBaseline: {maxRatio, maxDiff}`, `latencyP99VsBaseline: {maxRatio}` (and the other
+/// quantiles), `sequentialErrorRate: {confidence}`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricCheck {
+    /// Non-5xx share of the candidate's requests at least `min` (0 to 1).
+    SuccessRate {
+        /// Lowest acceptable share.
+        min: f64,
+    },
+    /// 5xx share of the candidate's requests at most `max` (0 to 1).
+    ErrorRate {
+        /// Highest acceptable share.
+        max: f64,
+    },
+    /// The candidate's latency quantile at most `max_ms` milliseconds.
+    Latency {
+        /// Which quantile.
+        quantile: Quantile,
+        /// Highest acceptable value, ms.
+        max_ms: f64,
+    },
+    /// The candidate's requests per second at least `min`.
+    RequestRate {
+        /// Lowest acceptable rate, requests/s.
+        min: f64,
+    },
+    /// Candidate error rate ≤ baseline × `max_ratio`, or ≤ baseline + `max_diff` (the check
+    /// passes if either given bound holds).
+    ErrorRateVsBaseline {
+        /// Allowed ratio to the baseline's error rate.
+        max_ratio: Option<f64>,
+        /// Allowed difference from the baseline's error rate (0.005 = half a percentage point).
+        max_diff: Option<f64>,
+    },
+    /// Candidate latency quantile ≤ baseline's × `max_ratio`.
+    LatencyVsBaseline {
+        /// Which quantile.
+        quantile: Quantile,
+        /// Allowed ratio.
+        max_ratio: f64,
+    },
+    /// Anytime-valid sequential test (mixture SPRT) that the candidate's error rate exceeds the
+    /// baseline's, over everything since the analysis began; fails when the evidence reaches
+    /// `confidence` (e.g. 0.99), so checking every second does not inflate false aborts.
+    SequentialErrorRate {
+        /// 1 − the false-abort probability allowed over the whole analysis.
+        confidence: f64,
+    },
+}
+
+impl MetricCheck {
+    /// The check's key, as in `latencyP99Ms` or `errorRateVsBaseline`: shown in verdicts.
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::SuccessRate { .. } => "successRate",
+            Self::ErrorRate { .. } => "errorRate",
+            Self::Latency { quantile, .. } => quantile_keys(*quantile).0,
+            Self::RequestRate { .. } => "requestRate",
+            Self::ErrorRateVsBaseline { .. } => "errorRateVsBaseline",
+            Self::LatencyVsBaseline { quantile, .. } => quantile_keys(*quantile).1,
+            Self::SequentialErrorRate { .. } => "sequentialErrorRate",
+        }
+    }
+}
+
+const QUANTILES: [Quantile; 4] = [Quantile::P50, Quantile::P90, Quantile::P99, Quantile::P999];
+
+/// The keys of a quantile's checks: the absolute one and the one relative to the baseline.
+fn quantile_keys(q: Quantile) -> (&'static str, &'static str) {
+    match q {
+        Quantile::P50 => ("latencyP50Ms", "latencyP50VsBaseline"),
+        Quantile::P90 => ("latencyP90Ms", "latencyP90VsBaseline"),
+        Quantile::P99 => ("latencyP99Ms", "latencyP99VsBaseline"),
+        Quantile::P999 => ("latencyP999Ms", "latencyP999VsBaseline"),
+    }
+}
+
+/// The keys of [`MetricCheck`], one of which each metric gives.
+const METRIC_KEYS: [&str; 13] = [
+    "successRate",
+    "errorRate",
+    "latencyP50Ms",
+    "latencyP90Ms",
+    "latencyP99Ms",
+    "latencyP999Ms",
+    "requestRate",
+    "errorRateVsBaseline",
+    "latencyP50VsBaseline",
+    "latencyP90VsBaseline",
+    "latencyP99VsBaseline",
+    "latencyP999VsBaseline",
+    "sequentialErrorRate",
+];
+
+/// Emergency limits on the candidate; each is optional. Default: none.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EmergencySpec {
+    /// `errorRate: {max}`: 5xx share above which the rollout aborts at once.
+    pub error_rate: Option<f64>,
+    /// `latencyP99Ms: {max}`: p99 above which the rollout aborts at once, ms.
+    pub latency_p99_ms: Option<f64>,
+}
+
+impl EmergencySpec {
+    /// Whether no limit is given.
+    pub fn is_empty(&self) -> bool {
+        self.error_rate.is_none() && self.latency_p99_ms.is_none()
+    }
+}

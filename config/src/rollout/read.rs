@@ -1,0 +1,565 @@
+//! Reading a rollout spec from a tree, as routing tables are read ([`crate::read`]): field by
+//! field, every problem reported with its path.
+//!
+//! Unlike a routing table, whose routes are checked after reading, each part of a rollout is
+//! checked as soon as it is read, at its exact path. Lists are read item by item, so that one
+//! unreadable step, metric or ring does not hide the problems of the others.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde_yaml_ng::{Mapping, Value};
+
+use super::{
+    AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MetricSpec, Pause, QUANTILES,
+    Ring, RingsSpec, RolloutSpec, STEP_KEYS, STRATEGY_KEYS, Step, Strategy, check, quantile_keys,
+};
+use crate::error::Problems;
+use crate::read::{Fields, FromTree, lenient_list};
+use crate::schema::{RequestMatch, RouteName, TrackName, ValueMatch};
+use crate::stats::MAX_WINDOW_SECONDS;
+use crate::validate;
+
+/// The header that reaches a blue-green preview track unless `previewMatch` says otherwise.
+const PREVIEW_HEADER: &str = "x-environment";
+/// Default `rollbackWindow`.
+const ROLLBACK_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// The longest `window`: the longest the proxies' `GET /stats` serves.
+const MAX_WINDOW: Duration = Duration::from_secs(MAX_WINDOW_SECONDS);
+
+/// Reads a whole spec; `None` when a required part could not be read (then reported).
+pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
+    let mut f = Fields::of(v, "", p)?;
+    let name: Option<String> = f.required("name", p);
+    if let Some(n) = &name {
+        validate::name("rollout", n, "name", p);
+    }
+    let route: Option<RouteName> = f.required("route", p);
+    if let Some(r) = &route {
+        validate::name("route", r.as_str(), "route", p);
+    }
+    let proxies: Option<Vec<String>> = f.required("proxies", p);
+    if let Some(urls) = &proxies {
+        check::proxies(urls, "proxies", p);
+    }
+    let baseline: Option<TrackName> = f.required("baseline", p);
+    let candidate: Option<TrackName> = f.required("candidate", p);
+    for (field, track) in [("baseline", &baseline), ("candidate", &candidate)] {
+        if let Some(t) = track {
+            validate::name("track", t.as_str(), field, p);
+        }
+    }
+    if let (Some(b), Some(c)) = (&baseline, &candidate)
+        && b == c
+    {
+        p.push(
+            "candidate",
+            format!(
+                "the candidate must be another track than the baseline, both are {:?}",
+                b.as_str()
+            ),
+        );
+    }
+    let mut given = Vec::new();
+    let mut strategy = None;
+    for key in STRATEGY_KEYS {
+        let Some(node) = f.raw(key) else { continue };
+        given.push(key);
+        let read = match key {
+            "canary" => CanarySpec::from_tree(node, key, p).map(Strategy::Canary),
+            "blueGreen" => blue_green(node, key, candidate.as_ref(), p).map(Strategy::BlueGreen),
+            _ => rings(node, key, p).map(Strategy::Rings),
+        };
+        strategy = strategy.or(read);
+    }
+    match given.as_slice() {
+        [_] => {}
+        [] => p.push("", "give a strategy: exactly one of canary, blueGreen and rings"),
+        several => p.push(
+            "",
+            format!(
+                "give exactly one of canary, blueGreen and rings, found {}",
+                several.join(" and ")
+            ),
+        ),
+    }
+    let analysis = f.optional("analysis", p);
+    let notify: Option<String> = f.optional("notify", p);
+    if let Some(url) = &notify {
+        check::notify_url(url, "notify", p);
+    }
+    f.finish(p);
+    Some(RolloutSpec {
+        name: name?,
+        route: route?,
+        proxies: proxies?,
+        baseline: baseline?,
+        candidate: candidate?,
+        strategy: strategy?,
+        analysis,
+        notify,
+    })
+}
+
+/// Reads a list item by item at `path`, reporting an empty list with `empty`.
+fn non_empty_list<T: FromTree>(v: &Value, path: &str, empty: &str, p: &mut Problems) -> Vec<(usize, T)> {
+    if matches!(v, Value::Sequence(items) if items.is_empty()) {
+        p.push(path, empty);
+    }
+    lenient_list(v, path, p)
+}
+
+/// A mapping that must give exactly one of some keys: a step, a metric.
+struct OneOf {
+    keys: &'static [&'static str],
+    /// How many keys the mapping has besides the one (a metric's `name`).
+    others: usize,
+    /// What the mapping is, for messages: `a step`.
+    what: &'static str,
+    /// What to split a mapping with several keys into: `step`.
+    separate: &'static str,
+}
+
+impl OneOf {
+    /// Which of the keys `map` gives. Reports a mapping that gives several, or none and nothing
+    /// else (an unknown key is reported by [`Fields::finish`], with the nearest known one).
+    fn find(&self, map: &Mapping, path: &str, p: &mut Problems) -> Option<&'static str> {
+        let given: Vec<&'static str> = self.keys.iter().copied().filter(|k| map.contains_key(*k)).collect();
+        match given.as_slice() {
+            [key] => return Some(key),
+            [] if map.len() == self.others => {
+                p.push(path, format!("{} needs one of: {}", self.what, self.keys.join(", ")))
+            }
+            [] => {}
+            several => p.push(
+                path,
+                format!(
+                    "{} takes exactly one of these keys, found {}: make them separate {}s",
+                    self.what,
+                    several.join(" and "),
+                    self.separate
+                ),
+            ),
+        }
+        None
+    }
+}
+
+impl FromTree for CanarySpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let at = f.path_of("steps");
+        let steps = match f.raw("steps") {
+            Some(list) => non_empty_list(list, &at, "list at least one step", p),
+            None => {
+                p.push(&at, "required field is missing");
+                Vec::new()
+            }
+        };
+        f.finish(p);
+        Some(Self {
+            steps: steps.into_iter().map(|(_, s)| s).collect(),
+        })
+    }
+}
+
+impl FromTree for Step {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let Value::Mapping(map) = v else { return None };
+        for key in STEP_KEYS {
+            let _ = f.raw(key);
+        }
+        let one = OneOf {
+            keys: &STEP_KEYS,
+            others: 0,
+            what: "a step",
+            separate: "step",
+        };
+        let key = one.find(map, path, p);
+        f.finish(p);
+        let key = key?;
+        let at = format!("{path}.{key}");
+        let node = map.get(key).unwrap_or(&Value::Null);
+        match key {
+            "setWeight" => {
+                let w = f64::from_tree(node, &at, p)?;
+                check::percent(w, &at, p);
+                Some(Self::SetWeight(w))
+            }
+            "pause" => Pause::from_tree(node, &at, p).map(Self::Pause),
+            "setHeaderRoute" => {
+                let m = RequestMatch::from_tree(node, &at, p)?;
+                check::request_match(&m, &at, p);
+                Some(Self::SetHeaderRoute(m))
+            }
+            _ => gating_analysis(node, &at, p).map(Self::Analysis),
+        }
+    }
+}
+
+impl FromTree for Pause {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        // `pause:` with nothing after it is read as `pause: {}`.
+        if v.is_null() {
+            return Some(Self { duration: None });
+        }
+        let mut f = Fields::of(v, path, p)?;
+        let duration = f.optional("duration", p);
+        f.finish(p);
+        Some(Self { duration })
+    }
+}
+
+/// Reads `blueGreen:`; the default preview match needs the candidate's name.
+fn blue_green(v: &Value, path: &str, candidate: Option<&TrackName>, p: &mut Problems) -> Option<BlueGreenSpec> {
+    let mut f = Fields::of(v, path, p)?;
+    let preview_match = match f.optional::<RequestMatch>("previewMatch", p) {
+        Some(m) => {
+            check::request_match(&m, &f.path_of("previewMatch"), p);
+            m
+        }
+        None => RequestMatch {
+            headers: vec![ValueMatch {
+                name: PREVIEW_HEADER.to_owned(),
+                value: Some(candidate.map(|c| c.as_str().to_owned()).unwrap_or_default()),
+                one_of: None,
+                regex: None,
+                present: None,
+            }],
+            ..RequestMatch::default()
+        },
+    };
+    let auto_promotion = f.optional("autoPromotion", p);
+    let pre_promotion_analysis = f
+        .raw("prePromotionAnalysis")
+        .and_then(|node| gating_analysis(node, &f.path_of("prePromotionAnalysis"), p));
+    let post_promotion_analysis = f.optional("postPromotionAnalysis", p);
+    let switch_steps: Vec<f64> = f.or("switchSteps", Vec::new(), p);
+    let at = f.path_of("switchSteps");
+    for (i, w) in switch_steps.iter().enumerate() {
+        let step = format!("{at}[{i}]");
+        if !(*w > 0.0 && *w < 100.0) {
+            p.push(
+                step,
+                format!("a switch step must be above 0 and below 100 (the switch ends at 100 by itself), found {w}"),
+            );
+        } else if i > 0 && *w <= switch_steps[i - 1] {
+            p.push(
+                step,
+                format!("switch steps must increase, found {w} after {}", switch_steps[i - 1]),
+            );
+        }
+    }
+    let rollback_window = f.or("rollbackWindow", ROLLBACK_WINDOW, p);
+    f.finish(p);
+    Some(BlueGreenSpec {
+        preview_match,
+        auto_promotion,
+        pre_promotion_analysis,
+        post_promotion_analysis,
+        switch_steps,
+        rollback_window,
+    })
+}
+
+/// Reads `rings: [...]`.
+fn rings(v: &Value, path: &str, p: &mut Problems) -> Option<RingsSpec> {
+    let rings: Vec<(usize, Ring)> = non_empty_list(v, path, "list at least one ring", p);
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    let mut last_weight: Option<f64> = None;
+    for (i, ring) in &rings {
+        let at = format!("{path}[{i}]");
+        if let Some(first) = names.insert(&ring.name, *i) {
+            p.push(
+                format!("{at}.name"),
+                format!("duplicate ring name {:?}, also at {path}[{first}]", ring.name),
+            );
+        }
+        if let Some(w) = ring.weight {
+            if let Some(before) = last_weight
+                && w <= before
+            {
+                p.push(
+                    format!("{at}.weight"),
+                    format!("ring weights must increase, found {w} after {before}"),
+                );
+            }
+            last_weight = Some(w);
+        }
+    }
+    Some(RingsSpec {
+        rings: rings.into_iter().map(|(_, r)| r).collect(),
+    })
+}
+
+impl FromTree for Ring {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let name: Option<String> = f.required("name", p);
+        if let Some(n) = &name {
+            validate::name("ring", n, &f.path_of("name"), p);
+        }
+        let matches: Option<RequestMatch> = f.optional("match", p);
+        if let Some(m) = &matches {
+            check::request_match(m, &f.path_of("match"), p);
+        }
+        let weight: Option<f64> = f.optional("weight", p);
+        if let Some(w) = weight
+            && !(w > 0.0 && w <= 100.0)
+        {
+            p.push(
+                f.path_of("weight"),
+                format!("a ring's weight must be above 0 and at most 100, found {w}"),
+            );
+        }
+        match (f.raw("match"), f.raw("weight")) {
+            (Some(_), Some(_)) => p.push(
+                path,
+                "give a ring either match (an audience) or weight (a share of everyone), not both",
+            ),
+            (None, None) => p.push(path, "give a ring match (an audience) or weight (a share of everyone)"),
+            _ => {}
+        }
+        let exit_analysis = f
+            .raw("exitAnalysis")
+            .and_then(|node| gating_analysis(node, &f.path_of("exitAnalysis"), p));
+        let min_duration = f.or("minDuration", Duration::ZERO, p);
+        f.finish(p);
+        Some(Self {
+            name: name?,
+            matches,
+            weight,
+            exit_analysis,
+            min_duration,
+        })
+    }
+}
+
+/// An analysis the rollout waits for (a step's, a ring's exit, blue-green's pre-promotion): it
+/// needs `count`, or it could never pass.
+fn gating_analysis(v: &Value, path: &str, p: &mut Problems) -> Option<AnalysisSpec> {
+    let a = AnalysisSpec::from_tree(v, path, p)?;
+    if a.count.is_none() && !p.covers(&format!("{path}.count")) {
+        p.push(
+            format!("{path}.count"),
+            "required here: the rollout waits for this analysis, which passes after `count` passing measurements",
+        );
+    }
+    Some(a)
+}
+
+impl FromTree for AnalysisSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let interval: Duration = f.or("interval", Duration::from_secs(1), p);
+        let window: Duration = f.or("window", Duration::from_secs(10), p);
+        let min_requests: u64 = f.or("minRequests", 100, p);
+        let count: Option<u32> = f.optional("count", p);
+        let failure_limit: u32 = f.or("failureLimit", 3, p);
+        let inconclusive_limit = f.or("inconclusiveLimit", 0, p);
+        let consecutive_error_limit: u32 = f.or("consecutiveErrorLimit", 4, p);
+        let field_paths = [
+            "interval",
+            "window",
+            "minRequests",
+            "count",
+            "failureLimit",
+            "consecutiveErrorLimit",
+        ]
+        .map(|field| f.path_of(field));
+        // Checks on fields that read; a field reported already is not checked again.
+        let [interval_at, window_at, min_requests_at, count_at, failure_at, errors_at] = &field_paths;
+        let fresh = |at: &str, p: &Problems| !p.covers(at);
+        if fresh(interval_at, p) && interval.is_zero() {
+            p.push(interval_at, "interval must be longer than 0s");
+        }
+        if fresh(window_at, p) {
+            let secs = humantime::format_duration(window);
+            if window < Duration::from_secs(1) || window > MAX_WINDOW {
+                p.push(window_at, format!("window must be from 1s to 5m, found {secs}"));
+            } else if window.subsec_nanos() != 0 {
+                p.push(
+                    window_at,
+                    format!("window must be whole seconds (the proxies count by the second), found {secs}"),
+                );
+            } else if fresh(interval_at, p) && window < interval {
+                p.push(
+                    window_at,
+                    format!(
+                        "window must be at least the interval ({}), found {secs}",
+                        humantime::format_duration(interval)
+                    ),
+                );
+            }
+        }
+        let limits = [
+            (
+                min_requests_at,
+                min_requests,
+                "a window without requests proves nothing",
+            ),
+            (
+                count_at,
+                count.map_or(1, u64::from),
+                "an analysis takes at least one measurement",
+            ),
+            (
+                failure_at,
+                u64::from(failure_limit),
+                "it is the number of failures that abort",
+            ),
+            (
+                errors_at,
+                u64::from(consecutive_error_limit),
+                "it is the number of unreachable measurements that abort",
+            ),
+        ];
+        for (at, n, why) in limits {
+            if fresh(at, p) {
+                check::at_least_one(n, why, at, p);
+            }
+        }
+        let at = f.path_of("metrics");
+        let metrics: Vec<(usize, MetricSpec)> = f.raw("metrics").map(|v| lenient_list(v, &at, p)).unwrap_or_default();
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (i, m) in &metrics {
+            if let Some(first) = names.insert(&m.name, *i) {
+                p.push(
+                    format!("{at}[{i}].name"),
+                    format!("duplicate metric name {:?}, also at {at}[{first}]", m.name),
+                );
+            }
+        }
+        let emergency = f.optional("emergency", p).unwrap_or_default();
+        f.finish(p);
+        Some(Self {
+            interval,
+            window,
+            min_requests,
+            count,
+            failure_limit,
+            inconclusive_limit,
+            consecutive_error_limit,
+            metrics: metrics.into_iter().map(|(_, m)| m).collect(),
+            emergency,
+        })
+    }
+}
+
+impl FromTree for MetricSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let Value::Mapping(map) = v else { return None };
+        let name: Option<String> = f.required("name", p);
+        if let Some(n) = &name {
+            validate::name("metric", n, &f.path_of("name"), p);
+        }
+        for key in METRIC_KEYS {
+            let _ = f.raw(key);
+        }
+        let one = OneOf {
+            keys: &METRIC_KEYS,
+            others: usize::from(map.contains_key("name")),
+            what: "a metric",
+            separate: "metric",
+        };
+        let key = one.find(map, path, p);
+        f.finish(p);
+        let key = key?;
+        let check = metric_check(key, map.get(key).unwrap_or(&Value::Null), &format!("{path}.{key}"), p);
+        Some(Self {
+            name: name?,
+            check: check?,
+        })
+    }
+}
+
+/// Reads the body of the check written under `key`.
+fn metric_check(key: &str, v: &Value, path: &str, p: &mut Problems) -> Option<MetricCheck> {
+    Some(match key {
+        "successRate" => MetricCheck::SuccessRate {
+            min: bound(v, path, "min", |x, at, p| check::share("success rate", x, at, p), p)?,
+        },
+        "errorRate" => MetricCheck::ErrorRate {
+            max: bound(v, path, "max", |x, at, p| check::share("error rate", x, at, p), p)?,
+        },
+        "requestRate" => MetricCheck::RequestRate {
+            min: bound(v, path, "min", check::request_rate, p)?,
+        },
+        "sequentialErrorRate" => MetricCheck::SequentialErrorRate {
+            confidence: bound(v, path, "confidence", check::confidence, p)?,
+        },
+        "errorRateVsBaseline" => {
+            let mut f = Fields::of(v, path, p)?;
+            let max_ratio: Option<f64> = f.optional("maxRatio", p);
+            let max_diff: Option<f64> = f.optional("maxDiff", p);
+            if let Some(r) = max_ratio {
+                check::ratio(r, &f.path_of("maxRatio"), p);
+            }
+            if let Some(d) = max_diff {
+                check::rate_difference(d, &f.path_of("maxDiff"), p);
+            }
+            if f.raw("maxRatio").is_none() && f.raw("maxDiff").is_none() {
+                p.push(
+                    path,
+                    "give maxRatio (1.1: 10% above the baseline's error rate), maxDiff (0.005: half a percentage point above it), or both",
+                );
+            }
+            f.finish(p);
+            MetricCheck::ErrorRateVsBaseline { max_ratio, max_diff }
+        }
+        _ => {
+            let (quantile, absolute) = QUANTILES.into_iter().find_map(|q| {
+                let (abs, rel) = quantile_keys(q);
+                (key == abs).then_some((q, true)).or((key == rel).then_some((q, false)))
+            })?;
+            if absolute {
+                MetricCheck::Latency {
+                    quantile,
+                    max_ms: bound(v, path, "max", check::latency_ms, p)?,
+                }
+            } else {
+                MetricCheck::LatencyVsBaseline {
+                    quantile,
+                    max_ratio: bound(v, path, "maxRatio", check::ratio, p)?,
+                }
+            }
+        }
+    })
+}
+
+/// Reads `{field: number}`, the one number of a check, and checks it.
+fn bound(
+    v: &Value,
+    path: &str,
+    field: &'static str,
+    check: impl FnOnce(f64, &str, &mut Problems) -> bool,
+    p: &mut Problems,
+) -> Option<f64> {
+    let mut f = Fields::of(v, path, p)?;
+    let x: Option<f64> = f.required(field, p);
+    if let Some(x) = x {
+        check(x, &f.path_of(field), p);
+    }
+    f.finish(p);
+    x
+}
+
+impl FromTree for EmergencySpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let at = [f.path_of("errorRate"), f.path_of("latencyP99Ms")];
+        let error_rate = f
+            .raw("errorRate")
+            .and_then(|v| bound(v, &at[0], "max", |x, at, p| check::share("error rate", x, at, p), p));
+        let latency_p99_ms = f
+            .raw("latencyP99Ms")
+            .and_then(|v| bound(v, &at[1], "max", check::latency_ms, p));
+        f.finish(p);
+        Some(Self {
+            error_rate,
+            latency_p99_ms,
+        })
+    }
+}
