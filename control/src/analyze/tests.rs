@@ -1,0 +1,461 @@
+use std::time::Duration;
+
+use proptest::prelude::*;
+use switchyard_config::rollout::{EmergencySpec, MetricSpec};
+
+use super::*;
+
+/// A histogram with `count` requests at each of `ms` milliseconds.
+fn latencies(points: &[(f64, u64)]) -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+    for &(ms, count) in points {
+        h.record_n((ms * 1000.0) as u64, count).unwrap();
+    }
+    h
+}
+
+/// A 10-second window of `requests` requests, `errors` of them errors, all taking `ms`.
+fn sample(requests: u64, errors: u64, ms: f64) -> Sample {
+    Sample {
+        requests,
+        errors,
+        latency: latencies(&[(ms, requests)]),
+        seconds: 10.0,
+    }
+}
+
+fn obs(candidate: Sample, baseline: Sample) -> Observation {
+    Observation { candidate, baseline }
+}
+
+fn spec(metrics: Vec<MetricCheck>, emergency: EmergencySpec) -> AnalysisSpec {
+    AnalysisSpec {
+        interval: Duration::from_secs(1),
+        window: Duration::from_secs(10),
+        min_requests: 100,
+        count: None,
+        failure_limit: 3,
+        inconclusive_limit: 0,
+        consecutive_error_limit: 4,
+        metrics: metrics
+            .into_iter()
+            .enumerate()
+            .map(|(i, check)| MetricSpec {
+                name: format!("m{i}"),
+                check,
+            })
+            .collect(),
+        emergency,
+    }
+}
+
+fn totals_of(o: &Observation) -> Cumulative {
+    Cumulative {
+        candidate_requests: o.candidate.requests,
+        candidate_errors: o.candidate.errors,
+        baseline_requests: o.baseline.requests,
+        baseline_errors: o.baseline.errors,
+    }
+}
+
+/// Measures one metric on `o` (totals = the window) and returns its only result.
+fn one(check: MetricCheck, o: &Observation) -> MetricResult {
+    let m = measure(&spec(vec![check], EmergencySpec::default()), o, &totals_of(o));
+    assert_eq!(m.results.len(), 1);
+    assert_eq!(m.outcome, m.results[0].outcome, "one metric decides the measurement");
+    m.results.into_iter().next().unwrap()
+}
+
+fn healthy() -> Sample {
+    sample(10_000, 50, 20.0)
+}
+
+#[test]
+fn success_rate() {
+    let r = one(
+        MetricCheck::SuccessRate { min: 0.995 },
+        &obs(sample(1000, 4, 20.0), healthy()),
+    );
+    assert_eq!((r.outcome, r.value), (Outcome::Pass, Some(0.996)));
+    assert_eq!(r.limit, "≥ 99.50%");
+    assert_eq!(r.message, "success rate 99.60% ≥ 99.50%");
+    let r = one(
+        MetricCheck::SuccessRate { min: 0.995 },
+        &obs(sample(1000, 9, 20.0), healthy()),
+    );
+    assert_eq!(r.outcome, Outcome::Fail);
+    assert_eq!(r.message, "success rate 99.10% < 99.50%");
+}
+
+#[test]
+fn error_rate() {
+    let r = one(
+        MetricCheck::ErrorRate { max: 0.01 },
+        &obs(sample(1000, 31, 20.0), healthy()),
+    );
+    assert_eq!((r.outcome, r.value), (Outcome::Fail, Some(0.031)));
+    assert_eq!(r.message, "error rate 3.10% > 1.00%");
+    let r = one(
+        MetricCheck::ErrorRate { max: 0.01 },
+        &obs(sample(1000, 10, 20.0), healthy()),
+    );
+    assert_eq!(r.outcome, Outcome::Pass, "the limit itself passes");
+}
+
+#[test]
+fn latency_quantile() {
+    let mut c = sample(1000, 0, 20.0);
+    c.latency = latencies(&[(20.0, 985), (800.0, 15)]);
+    let p99 = MetricCheck::Latency {
+        quantile: Quantile::P99,
+        max_ms: 500.0,
+    };
+    let r = one(p99.clone(), &obs(c.clone(), healthy()));
+    assert_eq!(r.outcome, Outcome::Fail);
+    assert_eq!(r.message, "p99 latency 800 ms > 500 ms");
+    let p90 = MetricCheck::Latency {
+        quantile: Quantile::P90,
+        max_ms: 100.0,
+    };
+    let r = one(p90, &obs(c.clone(), healthy()));
+    assert_eq!(r.outcome, Outcome::Pass);
+    assert_eq!(r.message, "p90 latency 20.0 ms ≤ 100 ms");
+
+    c.latency.reset();
+    let r = one(p99, &obs(c, healthy()));
+    assert_eq!((r.outcome, r.value), (Outcome::Inconclusive, None));
+}
+
+#[test]
+fn request_rate() {
+    let r = one(
+        MetricCheck::RequestRate { min: 50.0 },
+        &obs(sample(400, 0, 20.0), healthy()),
+    );
+    assert_eq!((r.outcome, r.value), (Outcome::Fail, Some(40.0)));
+    assert_eq!(r.message, "request rate 40 < 50 req/s");
+    let r = one(
+        MetricCheck::RequestRate { min: 50.0 },
+        &obs(sample(500, 0, 20.0), healthy()),
+    );
+    assert_eq!(r.outcome, Outcome::Pass);
+}
+
+#[test]
+fn error_rate_vs_baseline_passes_if_either_bound_holds() {
+    let both = MetricCheck::ErrorRateVsBaseline {
+        max_ratio: Some(1.1),
+        max_diff: Some(0.005),
+    };
+    // Baseline 0.5%: ratio bound 0.55%, difference bound 1.00%; the larger one applies.
+    let r = one(both.clone(), &obs(sample(1000, 10, 20.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Pass);
+    assert_eq!(r.limit, "≤ 1.00%");
+    let r = one(both.clone(), &obs(sample(1000, 31, 20.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Fail);
+    assert_eq!(
+        r.message,
+        "error rate 3.10% > 1.00% (baseline 0.50% × 1.1 or baseline 0.50% + 0.5 pp)"
+    );
+    // Baseline 20%: now the ratio bound (22%) is the larger.
+    let r = one(both, &obs(sample(1000, 215, 20.0), sample(10_000, 2000, 20.0)));
+    assert_eq!(r.outcome, Outcome::Pass);
+
+    let ratio_only = MetricCheck::ErrorRateVsBaseline {
+        max_ratio: Some(1.1),
+        max_diff: None,
+    };
+    let r = one(ratio_only, &obs(sample(1000, 10, 20.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Fail, "1.00% > 0.55%");
+    let none = MetricCheck::ErrorRateVsBaseline {
+        max_ratio: None,
+        max_diff: None,
+    };
+    assert_eq!(one(none, &obs(healthy(), healthy())).outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn comparisons_with_a_quiet_baseline_are_inconclusive() {
+    let o = obs(sample(1000, 100, 900.0), sample(99, 0, 10.0));
+    let r = one(
+        MetricCheck::ErrorRateVsBaseline {
+            max_ratio: Some(1.1),
+            max_diff: Some(0.005),
+        },
+        &o,
+    );
+    assert_eq!((r.outcome, r.value), (Outcome::Inconclusive, Some(0.1)));
+    assert_eq!(
+        r.message,
+        "not judged: 99 baseline requests in the window, fewer than minRequests 100"
+    );
+    let r = one(
+        MetricCheck::LatencyVsBaseline {
+            quantile: Quantile::P99,
+            max_ratio: 1.2,
+        },
+        &o,
+    );
+    assert_eq!(r.outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn latency_vs_baseline() {
+    let p99 = MetricCheck::LatencyVsBaseline {
+        quantile: Quantile::P99,
+        max_ratio: 1.2,
+    };
+    let r = one(p99.clone(), &obs(sample(1000, 0, 23.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Pass);
+    let r = one(p99, &obs(sample(1000, 0, 30.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Fail);
+    assert_eq!(r.limit, "≤ 24.0 ms");
+    assert_eq!(r.message, "p99 latency 30.0 ms > 24.0 ms (baseline 20.0 ms × 1.2)");
+}
+
+#[test]
+fn sequential_error_rate() {
+    let seq = |confidence| MetricCheck::SequentialErrorRate { confidence };
+    // 2.5% against 0.5% over 5,000 candidate requests: overwhelming.
+    let bad = obs(sample(5_000, 125, 20.0), sample(95_000, 475, 20.0));
+    let r = one(seq(0.99), &bad);
+    assert_eq!(r.outcome, Outcome::Fail);
+    assert!(r.value.unwrap() > 100.0);
+    assert!(
+        r.message.ends_with("candidate worse with 99% confidence"),
+        "{}",
+        r.message
+    );
+    assert_eq!(r.limit, "evidence < 100 (99% confidence)");
+
+    let same = obs(sample(5_000, 25, 20.0), sample(95_000, 475, 20.0));
+    let r = one(seq(0.99), &same);
+    assert_eq!(r.outcome, Outcome::Pass);
+    assert!(r.value.unwrap() < 100.0);
+
+    // The window has enough requests, but the totals passed in do not.
+    let m = measure(
+        &spec(vec![seq(0.99)], EmergencySpec::default()),
+        &bad,
+        &Cumulative {
+            candidate_requests: 5_000,
+            candidate_errors: 125,
+            baseline_requests: 0,
+            baseline_errors: 0,
+        },
+    );
+    assert_eq!(m.outcome, Outcome::Inconclusive);
+    assert_eq!(m.results[0].value, None);
+
+    assert_eq!(one(seq(1.0), &bad).outcome, Outcome::Inconclusive);
+    assert_eq!(one(seq(f64::NAN), &bad).outcome, Outcome::Inconclusive);
+}
+
+#[test]
+fn too_few_candidate_requests_are_inconclusive_but_keep_their_values() {
+    let s = spec(vec![MetricCheck::ErrorRate { max: 0.01 }], EmergencySpec::default());
+    let o = obs(sample(99, 10, 20.0), healthy());
+    let m = measure(&s, &o, &totals_of(&o));
+    assert_eq!(m.outcome, Outcome::Inconclusive);
+    assert_eq!(m.results[0].value, Some(10.0 / 99.0));
+    assert_eq!(
+        m.results[0].message,
+        "not judged: 99 candidate requests in the window, fewer than minRequests 100"
+    );
+    // Also without any metric: no data is not a pass.
+    let empty = spec(Vec::new(), EmergencySpec::default());
+    assert_eq!(measure(&empty, &o, &totals_of(&o)).outcome, Outcome::Inconclusive);
+    let o = obs(healthy(), healthy());
+    assert_eq!(measure(&empty, &o, &totals_of(&o)).outcome, Outcome::Pass);
+}
+
+#[test]
+fn any_failure_fails_and_any_inconclusive_holds_back_a_pass() {
+    let o = obs(sample(1000, 31, 20.0), sample(50, 0, 20.0));
+    let vs = MetricCheck::ErrorRateVsBaseline {
+        max_ratio: Some(1.1),
+        max_diff: None,
+    };
+    let m = measure(
+        &spec(
+            vec![MetricCheck::ErrorRate { max: 0.01 }, vs.clone()],
+            EmergencySpec::default(),
+        ),
+        &o,
+        &totals_of(&o),
+    );
+    assert_eq!(m.outcome, Outcome::Fail);
+    assert_eq!(m.failures(), "m0: error rate 3.10% > 1.00%");
+    let m = measure(
+        &spec(vec![MetricCheck::ErrorRate { max: 0.05 }, vs], EmergencySpec::default()),
+        &o,
+        &totals_of(&o),
+    );
+    assert_eq!(m.outcome, Outcome::Inconclusive);
+}
+
+const EMERGENCY: EmergencySpec = EmergencySpec {
+    error_rate: Some(0.05),
+    latency_p99_ms: Some(2000.0),
+};
+
+fn emergency(candidate: Sample) -> Measurement {
+    let o = obs(candidate, healthy());
+    measure(
+        &spec(vec![MetricCheck::ErrorRate { max: 0.01 }], EMERGENCY),
+        &o,
+        &totals_of(&o),
+    )
+}
+
+#[test]
+fn a_crashed_candidate_aborts_within_its_first_twenty_requests() {
+    let m = emergency(sample(20, 20, 5.0));
+    assert!(m.emergency);
+    assert_eq!(m.outcome, Outcome::Fail, "even below minRequests");
+    assert_eq!(m.results[0].name, "emergency.errorRate");
+    assert_eq!(
+        m.results[0].message,
+        "error rate 100.00% > emergency limit 5.00% (at least 78.70% with 99% confidence, 20 requests)"
+    );
+    assert_eq!(m.results[2].outcome, Outcome::Inconclusive, "the ordinary metric waits");
+}
+
+#[test]
+fn a_few_unlucky_errors_are_not_an_emergency() {
+    for (n, errors) in [(1, 1), (19, 19), (30, 2), (500, 31)] {
+        let m = emergency(sample(n, errors, 20.0));
+        assert!(!m.emergency, "{errors} errors in {n} requests");
+        assert_eq!(m.results[0].outcome, Outcome::Inconclusive);
+        assert!(m.results[0].message.contains("not yet with 99% confidence"));
+    }
+    assert!(emergency(sample(500, 45, 20.0)).emergency, "9% of 500");
+}
+
+#[test]
+fn slow_requests_are_an_emergency_only_when_clearly_more_than_one_percent() {
+    let mut c = sample(500, 0, 20.0);
+    c.latency = latencies(&[(20.0, 480), (3000.0, 20)]);
+    let m = emergency(c.clone());
+    assert!(m.emergency);
+    assert_eq!(
+        m.results[1].message,
+        "p99 latency 3000 ms > emergency limit 2000 ms (20 of 500 requests slower)"
+    );
+    c.latency = latencies(&[(20.0, 19), (3000.0, 1)]);
+    c.requests = 20;
+    let m = emergency(c);
+    assert!(!m.emergency, "one hung request of 20");
+    let m = emergency(sample(500, 0, 1900.0));
+    assert_eq!(m.results[1].outcome, Outcome::Pass);
+}
+
+#[test]
+fn measurements_serialize_as_camel_case() {
+    let m = emergency(sample(20, 20, 5.0));
+    let json = serde_json::to_value(&m).unwrap();
+    assert_eq!(json["outcome"], "fail");
+    assert_eq!(json["emergency"], true);
+    assert_eq!(json["results"][0]["limit"], "≤ 5.00%");
+    assert_eq!(serde_json::from_value::<Measurement>(json).unwrap(), m);
+}
+
+fn arb_quantile() -> impl Strategy<Value = Quantile> {
+    prop_oneof![
+        Just(Quantile::P50),
+        Just(Quantile::P90),
+        Just(Quantile::P99),
+        Just(Quantile::P999)
+    ]
+}
+
+fn arb_check() -> impl Strategy<Value = MetricCheck> {
+    prop_oneof![
+        (0.0..=1.0f64).prop_map(|min| MetricCheck::SuccessRate { min }),
+        (0.0..=1.0f64).prop_map(|max| MetricCheck::ErrorRate { max }),
+        (arb_quantile(), 0.0..3000.0f64).prop_map(|(quantile, max_ms)| MetricCheck::Latency { quantile, max_ms }),
+        (0.0..200.0f64).prop_map(|min| MetricCheck::RequestRate { min }),
+        (proptest::option::of(0.5..3.0f64), proptest::option::of(0.0..0.1f64))
+            .prop_map(|(max_ratio, max_diff)| MetricCheck::ErrorRateVsBaseline { max_ratio, max_diff }),
+        (arb_quantile(), 0.5..3.0f64)
+            .prop_map(|(quantile, max_ratio)| MetricCheck::LatencyVsBaseline { quantile, max_ratio }),
+        (0.5..0.9999f64).prop_map(|confidence| MetricCheck::SequentialErrorRate { confidence }),
+    ]
+}
+
+fn arb_sample() -> impl Strategy<Value = Sample> {
+    (
+        0u64..2000,
+        0.0..1.05f64,
+        proptest::collection::vec(1u64..5_000_000, 0..30),
+        0.0..60.0f64,
+    )
+        .prop_map(|(requests, share, values, seconds)| {
+            let mut latency = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
+            for v in values {
+                latency.record(v).unwrap();
+            }
+            Sample {
+                requests,
+                errors: (requests as f64 * share) as u64,
+                latency,
+                seconds,
+            }
+        })
+}
+
+fn arb_case() -> impl Strategy<Value = (AnalysisSpec, Observation, Cumulative)> {
+    (
+        proptest::collection::vec(arb_check(), 0..6),
+        proptest::option::of(0.0..1.0f64),
+        proptest::option::of(0.0..3000.0f64),
+        0u64..500,
+        arb_sample(),
+        arb_sample(),
+        (0u64..100_000, 0u64..5_000, 0u64..1_000_000, 0u64..50_000),
+    )
+        .prop_map(
+            |(checks, error_rate, latency_p99_ms, min_requests, candidate, baseline, t)| {
+                let mut s = spec(
+                    checks,
+                    EmergencySpec {
+                        error_rate,
+                        latency_p99_ms,
+                    },
+                );
+                s.min_requests = min_requests;
+                let totals = Cumulative {
+                    candidate_requests: t.0,
+                    candidate_errors: t.1,
+                    baseline_requests: t.2,
+                    baseline_errors: t.3,
+                };
+                (s, Observation { candidate, baseline }, totals)
+            },
+        )
+}
+
+proptest! {
+    #[test]
+    fn never_a_pass_below_min_requests((s, o, t) in arb_case()) {
+        let m = measure(&s, &o, &t);
+        if o.candidate.requests < s.min_requests {
+            prop_assert_ne!(m.outcome, Outcome::Pass);
+        }
+        prop_assert_eq!(m.results.len(), s.metrics.len() + usize::from(s.emergency.error_rate.is_some())
+            + usize::from(s.emergency.latency_p99_ms.is_some()));
+    }
+
+    #[test]
+    fn a_failed_check_fails_the_measurement((s, o, t) in arb_case()) {
+        let m = measure(&s, &o, &t);
+        let any_fail = m.results.iter().any(|r| r.outcome == Outcome::Fail);
+        prop_assert_eq!(any_fail, m.outcome == Outcome::Fail);
+        if m.emergency {
+            prop_assert_eq!(m.outcome, Outcome::Fail);
+        }
+        if m.outcome == Outcome::Pass {
+            prop_assert!(m.results.iter().all(|r| r.outcome == Outcome::Pass));
+        }
+    }
+}

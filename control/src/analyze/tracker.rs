@@ -1,0 +1,264 @@
+//! The state of one analysis run across its measurements, and the rules that turn them into a
+//! verdict. Plain data, serializable, so the controller can persist it and carry on after a
+//! restart.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use switchyard_config::rollout::AnalysisSpec;
+
+use super::{Measurement, Outcome};
+
+/// What the rollout should do after a measurement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verdict", rename_all = "camelCase")]
+pub enum Verdict {
+    /// Keep measuring.
+    Continue,
+    /// `count` measurements passed: the analysis passed. Final.
+    Passed,
+    /// The analysis failed: abort the rollout. Final.
+    Abort {
+        /// Why.
+        reason: AbortReason,
+    },
+    /// `inconclusiveLimit` consecutive measurements were inconclusive: pause the rollout until a
+    /// person resumes it (then call [`Tracker::resume`]) or aborts it.
+    PauseInconclusive,
+}
+
+/// Why an analysis aborted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cause", rename_all = "camelCase")]
+pub enum AbortReason {
+    /// An emergency limit was breached.
+    Emergency {
+        /// The breached limits, `name: message; …`.
+        message: String,
+    },
+    /// `failureLimit` measurements failed.
+    FailureLimit {
+        /// Failed measurements so far.
+        failures: u32,
+        /// The limit.
+        limit: u32,
+        /// The failed checks of the last failed measurement, `name: message; …`.
+        message: String,
+    },
+    /// `consecutiveErrorLimit` measurements in a row could not read every proxy's stats.
+    StatsUnreachable {
+        /// Consecutive measurements without stats.
+        consecutive: u32,
+        /// The limit.
+        limit: u32,
+    },
+}
+
+impl AbortReason {
+    /// A short, stable label for metrics and logs: `emergency`, `failure_limit`,
+    /// `stats_unreachable`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Emergency { .. } => "emergency",
+            Self::FailureLimit { .. } => "failure_limit",
+            Self::StatsUnreachable { .. } => "stats_unreachable",
+        }
+    }
+}
+
+impl fmt::Display for AbortReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Emergency { message } => write!(f, "emergency limit breached: {message}"),
+            Self::FailureLimit {
+                failures,
+                limit,
+                message,
+            } => write!(
+                f,
+                "{failures} failed measurements (failureLimit {limit}); last: {message}"
+            ),
+            Self::StatsUnreachable { consecutive, limit } => write!(
+                f,
+                "stats unreachable for {consecutive} consecutive measurements (consecutiveErrorLimit {limit})"
+            ),
+        }
+    }
+}
+
+/// The limits of [`AnalysisSpec`] that a run applies, copied so that a persisted tracker judges
+/// by the rules it started with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Limits {
+    count: Option<u32>,
+    failure_limit: u32,
+    inconclusive_limit: u32,
+    consecutive_error_limit: u32,
+}
+
+/// One analysis run: feed it every measurement, in order, with [`Tracker::record`].
+///
+/// The rules, in the order they apply to a measurement:
+///
+/// 1. Once the run has passed or aborted, it stays so: `record` returns the same verdict and
+///    changes nothing.
+/// 2. **Stats unreachable** (`stats_reachable == false`: some proxy's stats could not be read)
+///    — the measurement is an *error*: it counts neither as a pass nor as a failure, and the
+///    measurement's own outcome is ignored, except that an emergency it shows still aborts (the
+///    proxies that did answer are evidence enough). `consecutiveErrorLimit` consecutive errors
+///    abort. A measurement with stats resets the streak.
+/// 3. **Emergency** — aborts at once.
+/// 4. **Fail** — counts towards `failureLimit`, cumulatively over the run, as in Argo Rollouts;
+///    the run aborts when the count *reaches* the limit (`failureLimit: 3` aborts on the third
+///    failure, as the schema documents; Argo aborts when the count exceeds it). A limit of 0
+///    acts as 1.
+/// 5. **Inconclusive** — `inconclusiveLimit` consecutive ones return
+///    [`Verdict::PauseInconclusive`] (0: never); any pass or failure resets the streak.
+/// 6. **Pass** — the run passes once `count` measurements have *passed*. Passes need not be
+///    consecutive; failed, inconclusive and error measurements do not count towards `count`,
+///    because a run of low-traffic windows must never add up to a pass. `count: 0` acts as 1;
+///    without `count` the run never passes by itself (it lasts as long as its step).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Tracker {
+    limits: Limits,
+    passed: u32,
+    failed: u32,
+    inconclusive: u32,
+    errors: u32,
+    consecutive_inconclusive: u32,
+    consecutive_errors: u32,
+    ended: Option<Verdict>,
+}
+
+impl Tracker {
+    /// A run that has seen nothing, judged by `spec`'s limits.
+    pub fn new(spec: &AnalysisSpec) -> Self {
+        Self {
+            limits: Limits {
+                count: spec.count,
+                failure_limit: spec.failure_limit,
+                inconclusive_limit: spec.inconclusive_limit,
+                consecutive_error_limit: spec.consecutive_error_limit,
+            },
+            passed: 0,
+            failed: 0,
+            inconclusive: 0,
+            errors: 0,
+            consecutive_inconclusive: 0,
+            consecutive_errors: 0,
+            ended: None,
+        }
+    }
+
+    /// Applies one measurement (see the rules on [`Tracker`]). `stats_reachable` is false when
+    /// some proxy's stats could not be read for it; `m` may then be partial or
+    /// [`Measurement::default`].
+    pub fn record(&mut self, m: &Measurement, stats_reachable: bool) -> Verdict {
+        if let Some(v) = &self.ended {
+            return v.clone();
+        }
+        if m.emergency {
+            self.failed = self.failed.saturating_add(1);
+            return self.end(Verdict::Abort {
+                reason: AbortReason::Emergency { message: m.failures() },
+            });
+        }
+        if !stats_reachable {
+            self.errors = self.errors.saturating_add(1);
+            self.consecutive_errors = self.consecutive_errors.saturating_add(1);
+            let limit = self.limits.consecutive_error_limit;
+            if self.consecutive_errors >= limit.max(1) {
+                return self.end(Verdict::Abort {
+                    reason: AbortReason::StatsUnreachable {
+                        consecutive: self.consecutive_errors,
+                        limit,
+                    },
+                });
+            }
+            return Verdict::Continue;
+        }
+        self.consecutive_errors = 0;
+        match m.outcome {
+            Outcome::Fail => {
+                self.failed = self.failed.saturating_add(1);
+                self.consecutive_inconclusive = 0;
+                let limit = self.limits.failure_limit;
+                if self.failed >= limit.max(1) {
+                    return self.end(Verdict::Abort {
+                        reason: AbortReason::FailureLimit {
+                            failures: self.failed,
+                            limit,
+                            message: m.failures(),
+                        },
+                    });
+                }
+                Verdict::Continue
+            }
+            Outcome::Inconclusive => {
+                self.inconclusive = self.inconclusive.saturating_add(1);
+                self.consecutive_inconclusive = self.consecutive_inconclusive.saturating_add(1);
+                let limit = self.limits.inconclusive_limit;
+                if limit > 0 && self.consecutive_inconclusive >= limit {
+                    Verdict::PauseInconclusive
+                } else {
+                    Verdict::Continue
+                }
+            }
+            Outcome::Pass => {
+                self.passed = self.passed.saturating_add(1);
+                self.consecutive_inconclusive = 0;
+                match self.limits.count {
+                    Some(count) if self.passed >= count.max(1) => self.end(Verdict::Passed),
+                    _ => Verdict::Continue,
+                }
+            }
+        }
+    }
+
+    /// A measurement for which no stats could be read at all: the same as
+    /// `record(&Measurement::default(), false)`.
+    pub fn record_unreachable(&mut self) -> Verdict {
+        self.record(&Measurement::default(), false)
+    }
+
+    /// After a person resumes a rollout paused by [`Verdict::PauseInconclusive`]: the
+    /// inconclusive streak starts again from zero.
+    pub fn resume(&mut self) {
+        self.consecutive_inconclusive = 0;
+    }
+
+    /// The final verdict ([`Verdict::Passed`] or [`Verdict::Abort`]), once there is one.
+    pub fn ended(&self) -> Option<&Verdict> {
+        self.ended.as_ref()
+    }
+
+    /// Measurements that passed.
+    pub fn passed(&self) -> u32 {
+        self.passed
+    }
+
+    /// Measurements that failed (emergencies included).
+    pub fn failed(&self) -> u32 {
+        self.failed
+    }
+
+    /// Measurements that were inconclusive.
+    pub fn inconclusive(&self) -> u32 {
+        self.inconclusive
+    }
+
+    /// Measurements taken without every proxy's stats.
+    pub fn errors(&self) -> u32 {
+        self.errors
+    }
+
+    fn end(&mut self, v: Verdict) -> Verdict {
+        self.ended = Some(v.clone());
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests;

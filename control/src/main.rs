@@ -1,0 +1,81 @@
+//! `switchyard`: the control loop (`switchyard serve`) and the operator's CLI
+//! (`switchyard rollout …`).
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use switchyard_control::cli::{self, Verb};
+use switchyard_control::controller::Controller;
+use switchyard_control::http::Http;
+use switchyard_control::store::Store;
+
+/// Switchyard's control loop and CLI.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// Run the control loop and its API.
+    Serve {
+        /// Address of the control API.
+        #[arg(long, default_value = "127.0.0.1:9900")]
+        listen: SocketAddr,
+        /// Directory of durable rollout state.
+        #[arg(long, default_value = "switchyard-state")]
+        state: PathBuf,
+    },
+    /// Operate rollouts.
+    Rollout {
+        /// The control API.
+        #[arg(
+            long,
+            env = "SWITCHYARD_SERVER",
+            default_value = "http://127.0.0.1:9900",
+            global = true
+        )]
+        server: String,
+        #[command(subcommand)]
+        verb: Verb,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    match cli.command {
+        Top::Serve { listen, state } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            runtime.block_on(async {
+                let store = Store::open(&state).with_context(|| format!("cannot open {}", state.display()))?;
+                let controller = Controller::start(store, Http::new(Duration::from_secs(2)));
+                let listener = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot bind {listen}"))?;
+                tracing::info!(%listen, state = %state.display(), "switchyard control loop serving");
+                tokio::select! {
+                    () = switchyard_control::api::serve(listener, controller) => {}
+                    r = tokio::signal::ctrl_c() => r?,
+                }
+                Ok(())
+            })
+        }
+        Top::Rollout { server, verb } => runtime.block_on(cli::run(&server, verb)),
+    }
+}

@@ -1,0 +1,183 @@
+//! Planning the next routing table: pure functions from the table a proxy serves and where the
+//! rollout wants traffic to be, to the table to publish.
+
+use switchyard_config::RouteSpec;
+use switchyard_config::rollout::{RolloutSpec, Step, Strategy};
+use switchyard_config::schema::{RequestMatch, RuleSpec};
+
+/// Where a rollout wants its route's traffic.
+#[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Traffic {
+    /// The candidate's share of weighted traffic, percent; the baseline gets the rest.
+    pub candidate_weight: f64,
+    /// Canary steps whose `setHeaderRoute` is in force: requests matching them go to the
+    /// candidate first, whatever the weights.
+    pub header_steps: Vec<usize>,
+}
+
+impl Traffic {
+    /// Everything on the baseline, no header routes: where an abort sends traffic.
+    pub fn baseline() -> Self {
+        Self::default()
+    }
+
+    /// Everything on the candidate: where a completed rollout leaves traffic.
+    pub fn candidate() -> Self {
+        Self {
+            candidate_weight: 100.0,
+            header_steps: Vec::new(),
+        }
+    }
+
+    /// The header routes in force, from the spec's steps.
+    pub fn header_routes<'s>(&self, spec: &'s RolloutSpec) -> Vec<&'s RequestMatch> {
+        let Strategy::Canary(canary) = &spec.strategy else {
+            return Vec::new();
+        };
+        self.header_steps
+            .iter()
+            .filter_map(|i| match canary.steps.get(*i) {
+                Some(Step::SetHeaderRoute(m)) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// Why a table cannot be planned.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    /// The proxy's table has no such route.
+    #[error("the proxy has no route {0:?}")]
+    NoRoute(String),
+    /// The route lacks a track the rollout names.
+    #[error("route {route:?} has no track {track:?}")]
+    NoTrack {
+        /// The route.
+        route: String,
+        /// The missing track.
+        track: String,
+    },
+}
+
+/// The table `routes` with the rollout's route set to `traffic`: the baseline and candidate
+/// weights split 100, every rule that sent requests to the candidate removed, and the header
+/// routes put first. Other routes and tracks are untouched.
+pub fn apply(routes: &[RouteSpec], spec: &RolloutSpec, traffic: &Traffic) -> Result<Vec<RouteSpec>, PlanError> {
+    let mut routes = routes.to_vec();
+    let route = routes
+        .iter_mut()
+        .find(|r| r.name == spec.route)
+        .ok_or_else(|| PlanError::NoRoute(spec.route.to_string()))?;
+    for track in [&spec.baseline, &spec.candidate] {
+        if !route.tracks.iter().any(|t| &t.name == track) {
+            return Err(PlanError::NoTrack {
+                route: spec.route.to_string(),
+                track: track.to_string(),
+            });
+        }
+    }
+    let w = traffic.candidate_weight.clamp(0.0, 100.0);
+    for t in &mut route.tracks {
+        if t.name == spec.candidate {
+            t.weight = w;
+        } else if t.name == spec.baseline {
+            t.weight = 100.0 - w;
+        }
+    }
+    route.rules.retain(|r| r.track != spec.candidate);
+    let added = traffic.header_routes(spec).into_iter().map(|m| RuleSpec {
+        matches: m.clone(),
+        track: spec.candidate.clone(),
+    });
+    route.rules = added.chain(std::mem::take(&mut route.rules)).collect();
+    Ok(routes)
+}
+
+/// The candidate's weight, percent of the two tracks, as a table has it (for status).
+pub fn candidate_weight(routes: &[RouteSpec], spec: &RolloutSpec) -> Option<f64> {
+    let route = routes.iter().find(|r| r.name == spec.route)?;
+    let weight = |name| route.tracks.iter().find(|t| &t.name == name).map(|t| t.weight);
+    let (b, c) = (weight(&spec.baseline)?, weight(&spec.candidate)?);
+    Some(if b + c > 0.0 { 100.0 * c / (b + c) } else { 0.0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchyard_config::{Format, load_routes};
+
+    fn routes() -> Vec<RouteSpec> {
+        load_routes(
+            r#"
+routes:
+  - name: other
+    tracks: [{ name: stable, endpoints: ["127.0.0.1:1"], weight: 1 }]
+  - name: checkout
+    tracks:
+      - { name: stable, endpoints: ["127.0.0.1:2"], weight: 100 }
+      - { name: canary, endpoints: ["127.0.0.1:3"], weight: 0 }
+      - { name: debug, endpoints: ["127.0.0.1:4"], weight: 0 }
+    rules:
+      - { match: { headers: [{ name: x-debug }] }, track: debug }
+      - { match: { headers: [{ name: x-canary, value: "true" }] }, track: canary }
+"#,
+            Format::Yaml,
+            1,
+        )
+        .unwrap()
+        .spec()
+        .to_vec()
+    }
+
+    fn spec() -> RolloutSpec {
+        switchyard_config::load_rollout(
+            "name: r\nroute: checkout\nproxies: ['http://127.0.0.1:9901']\nbaseline: stable\ncandidate: canary\n\
+             canary: { steps: [{ setHeaderRoute: { headers: [{ name: x-beta, value: '1' }] } }, { setWeight: 5 }] }\n",
+            Format::Yaml,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn weights_split_100_and_candidate_rules_are_replaced_by_header_routes() {
+        let traffic = Traffic {
+            candidate_weight: 25.0,
+            header_steps: vec![0],
+        };
+        let next = apply(&routes(), &spec(), &traffic).unwrap();
+        let checkout = &next[1];
+        let weights: Vec<f64> = checkout.tracks.iter().map(|t| t.weight).collect();
+        assert_eq!(weights, [75.0, 25.0, 0.0]);
+        assert_eq!(checkout.rules.len(), 2);
+        assert_eq!(checkout.rules[0].matches.headers[0].name, "x-beta");
+        assert_eq!(checkout.rules[0].track.as_str(), "canary");
+        assert_eq!(checkout.rules[1].track.as_str(), "debug");
+        assert_eq!(next[0], routes()[0]);
+        assert_eq!(candidate_weight(&next, &spec()), Some(25.0));
+    }
+
+    #[test]
+    fn the_baseline_plan_removes_every_candidate_rule() {
+        let next = apply(&routes(), &spec(), &Traffic::baseline()).unwrap();
+        assert!(next[1].rules.iter().all(|r| r.track.as_str() != "canary"));
+        assert_eq!(candidate_weight(&next, &spec()), Some(0.0));
+    }
+
+    #[test]
+    fn missing_routes_and_tracks_are_errors() {
+        let mut s = spec();
+        s.route = "nope".into();
+        assert_eq!(
+            apply(&routes(), &s, &Traffic::baseline()),
+            Err(PlanError::NoRoute("nope".into()))
+        );
+        let mut s = spec();
+        s.candidate = "green".into();
+        assert!(matches!(
+            apply(&routes(), &s, &Traffic::baseline()),
+            Err(PlanError::NoTrack { .. })
+        ));
+    }
+}

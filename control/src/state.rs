@@ -1,0 +1,394 @@
+//! A rollout's state and every way it changes: stepping through a canary, pauses, operator
+//! commands, analysis verdicts, and confirmations that the proxies serve the planned traffic.
+//! Pure: time comes in as milliseconds since the Unix epoch, and the caller does the I/O
+//! (observe, publish, persist, notify) that the returned state asks for.
+
+use serde::{Deserialize, Serialize};
+use switchyard_config::rollout::{RolloutSpec, Step, Strategy};
+
+use crate::plan::Traffic;
+
+/// Where a rollout stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Moving through its steps.
+    Progressing,
+    /// Waiting: an indefinite pause step (until `promote`), or paused by an operator.
+    Paused,
+    /// Every step done; the candidate has all traffic.
+    Completed,
+    /// Sent back to the baseline; see the abort record.
+    Aborted,
+}
+
+/// Why and when a rollout was aborted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortRecord {
+    /// What triggered it (a failed analysis with its reasons, or an operator).
+    pub reason: String,
+    /// The measurements that triggered it, as they were reported.
+    pub measurements: serde_json::Value,
+    /// When the first failing measurement of the run that aborted was taken (ms since epoch).
+    pub detected_at: u64,
+    /// When the last proxy confirmed it serves the baseline only (ms since epoch).
+    pub confirmed_at: Option<u64>,
+}
+
+/// One entry of a rollout's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// When (ms since epoch).
+    pub at: u64,
+    /// What kind: `step`, `pause`, `resume`, `promote`, `abort`, `complete`, `weight`, `undo`,
+    /// `retry`, `confirmed`, `analysis`.
+    pub kind: String,
+    /// Details.
+    pub message: String,
+}
+
+/// Everything that survives a restart of the control loop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutState {
+    /// The phase.
+    pub phase: Phase,
+    /// Index of the step being worked on; `steps.len()` once all are done.
+    pub step: usize,
+    /// The traffic the rollout wants now.
+    pub traffic: Traffic,
+    /// The traffic every proxy has confirmed serving.
+    pub confirmed: Option<Traffic>,
+    /// End of the timed pause of the current step (ms since epoch).
+    pub pause_until: Option<u64>,
+    /// Time left of a timed pause that an operator paused (ms).
+    pub pause_left: Option<u64>,
+    /// Paused by an operator (not by an indefinite pause step).
+    pub paused_by_operator: bool,
+    /// A human-readable account of the current state.
+    pub message: String,
+    /// The abort record, once aborted.
+    pub abort: Option<AbortRecord>,
+    /// Earlier traffic, for `undo`.
+    pub previous: Vec<Traffic>,
+    /// When the first failing measurement of the current failure run was taken.
+    pub first_failure: Option<u64>,
+    /// The history, oldest first.
+    pub events: Vec<Event>,
+    /// When the rollout was applied (ms since epoch).
+    pub started_at: u64,
+}
+
+/// An operator's command.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Command {
+    /// Pass the current pause (or, with `full`, finish every step now).
+    Promote {
+        /// Skip to the end.
+        full: bool,
+    },
+    /// Hold the rollout where it is (analysis goes on).
+    Pause,
+    /// Release an operator's pause.
+    Resume,
+    /// Send every request back to the baseline.
+    Abort,
+    /// Start an aborted rollout again from its first step.
+    Retry,
+    /// Go back to the previous traffic, and hold there.
+    Undo,
+    /// Set the candidate's weight (percent) and hold there.
+    SetWeight(f64),
+}
+
+/// Why a command does not apply.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
+impl RolloutState {
+    /// A rollout applied at `now`, about to take its first step.
+    pub fn new(now: u64) -> Self {
+        let mut s = Self {
+            phase: Phase::Progressing,
+            step: 0,
+            traffic: Traffic::baseline(),
+            confirmed: None,
+            pause_until: None,
+            pause_left: None,
+            paused_by_operator: false,
+            message: "starting".to_owned(),
+            abort: None,
+            previous: Vec::new(),
+            first_failure: None,
+            events: Vec::new(),
+            started_at: now,
+        };
+        s.event(now, "apply", "rollout applied");
+        s
+    }
+
+    fn event(&mut self, at: u64, kind: &str, message: impl Into<String>) {
+        self.events.push(Event {
+            at,
+            kind: kind.to_owned(),
+            message: message.into(),
+        });
+    }
+
+    fn set_traffic(&mut self, traffic: Traffic) {
+        if traffic != self.traffic {
+            let old = std::mem::replace(&mut self.traffic, traffic);
+            self.previous.push(old);
+        }
+    }
+
+    /// Whether every proxy serves what the rollout wants.
+    pub fn settled(&self) -> bool {
+        self.confirmed.as_ref() == Some(&self.traffic)
+    }
+
+    /// Whether the rollout still acts (observes, steps, publishes).
+    pub fn active(&self) -> bool {
+        matches!(self.phase, Phase::Progressing | Phase::Paused)
+    }
+
+    /// Takes every step that can be taken at `now`. Steps that wait (pauses, analysis) only
+    /// start once the proxies confirmed the traffic of the steps before them, so no step is
+    /// skipped and a pause never counts time during which the traffic was not yet in place.
+    pub fn advance(&mut self, spec: &RolloutSpec, now: u64, step_analysis_passed: bool) {
+        let Strategy::Canary(canary) = &spec.strategy else {
+            return;
+        };
+        while self.phase == Phase::Progressing {
+            let Some(step) = canary.steps.get(self.step) else {
+                self.set_traffic(Traffic::candidate());
+                self.phase = Phase::Completed;
+                self.message = "completed: the candidate has all traffic".to_owned();
+                self.event(now, "complete", "every step done; candidate at 100%");
+                return;
+            };
+            let n = self.step;
+            match step {
+                Step::SetWeight(w) => {
+                    let mut t = self.traffic.clone();
+                    t.candidate_weight = *w;
+                    self.set_traffic(t);
+                    self.event(now, "step", format!("step {n}: candidate weight {w}%"));
+                    self.step += 1;
+                }
+                Step::SetHeaderRoute(_) => {
+                    let mut t = self.traffic.clone();
+                    if !t.header_steps.contains(&n) {
+                        t.header_steps.push(n);
+                    }
+                    self.set_traffic(t);
+                    self.event(now, "step", format!("step {n}: header route to the candidate"));
+                    self.step += 1;
+                }
+                Step::Pause(pause) => {
+                    if !self.settled() {
+                        self.message = format!("step {n}: waiting for every proxy to confirm");
+                        return;
+                    }
+                    match (pause.duration, self.pause_until) {
+                        (None, _) => {
+                            self.phase = Phase::Paused;
+                            self.message = format!("step {n}: paused until promote");
+                            self.event(now, "pause", self.message.clone());
+                            return;
+                        }
+                        (Some(d), None) => {
+                            let until = now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                            self.pause_until = Some(until);
+                            self.message = format!("step {n}: pausing {}", humantime::format_duration(d));
+                            self.event(now, "pause", self.message.clone());
+                            return;
+                        }
+                        (Some(_), Some(until)) if now < until => {
+                            self.message = format!("step {n}: paused, {} s left", (until - now).div_ceil(1000));
+                            return;
+                        }
+                        (Some(_), Some(_)) => {
+                            self.pause_until = None;
+                            self.step += 1;
+                        }
+                    }
+                }
+                Step::Analysis(_) => {
+                    if !self.settled() {
+                        self.message = format!("step {n}: waiting for every proxy to confirm");
+                        return;
+                    }
+                    if !step_analysis_passed {
+                        self.message = format!("step {n}: analysis running");
+                        return;
+                    }
+                    self.event(now, "analysis", format!("step {n}: analysis passed"));
+                    self.step += 1;
+                }
+            }
+        }
+    }
+
+    /// The current step's analysis, if it is an analysis step being worked on.
+    pub fn step_analysis<'s>(&self, spec: &'s RolloutSpec) -> Option<&'s switchyard_config::rollout::AnalysisSpec> {
+        match &spec.strategy {
+            Strategy::Canary(c) => match c.steps.get(self.step) {
+                Some(Step::Analysis(a)) if self.active() => Some(a),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Applies an operator's command at `now`.
+    pub fn command(&mut self, spec: &RolloutSpec, cmd: Command, now: u64) -> Result<(), Refused> {
+        let steps = match &spec.strategy {
+            Strategy::Canary(c) => c.steps.len(),
+            _ => 0,
+        };
+        match cmd {
+            Command::Promote { full } => {
+                self.ensure_active("promote")?;
+                if full {
+                    self.step = steps;
+                    self.event(now, "promote", "promoted fully: skipping every remaining step");
+                } else if matches!(self.current_step(spec), Some(Step::Pause(_))) {
+                    self.event(now, "promote", format!("promoted past step {}", self.step));
+                    self.step += 1;
+                } else {
+                    return Err(Refused(format!(
+                        "step {} is not a pause; use promote --full to finish every step",
+                        self.step
+                    )));
+                }
+                self.pause_until = None;
+                self.pause_left = None;
+                self.paused_by_operator = false;
+                self.phase = Phase::Progressing;
+            }
+            Command::Pause => {
+                self.ensure_active("pause")?;
+                if let Some(until) = self.pause_until.take() {
+                    self.pause_left = Some(until.saturating_sub(now));
+                }
+                self.paused_by_operator = true;
+                self.phase = Phase::Paused;
+                self.message = "paused by an operator".to_owned();
+                self.event(now, "pause", "paused by an operator");
+            }
+            Command::Resume => {
+                if !self.paused_by_operator {
+                    return Err(Refused(
+                        "not paused by an operator; an indefinite pause step needs promote".to_owned(),
+                    ));
+                }
+                if let Some(left) = self.pause_left.take() {
+                    self.pause_until = Some(now + left);
+                }
+                self.paused_by_operator = false;
+                self.phase = Phase::Progressing;
+                self.event(now, "resume", "resumed by an operator");
+            }
+            Command::Abort => {
+                self.ensure_active("abort")?;
+                self.abort(now, "aborted by an operator".to_owned(), serde_json::Value::Null, now);
+            }
+            Command::Retry => {
+                if self.phase != Phase::Aborted {
+                    return Err(Refused("only an aborted rollout can be retried".to_owned()));
+                }
+                self.phase = Phase::Progressing;
+                self.step = 0;
+                self.set_traffic(Traffic::baseline());
+                self.pause_until = None;
+                self.pause_left = None;
+                self.paused_by_operator = false;
+                self.first_failure = None;
+                self.event(now, "retry", "retrying from the first step");
+            }
+            Command::Undo => {
+                let Some(previous) = self.previous.pop() else {
+                    return Err(Refused("there is no earlier traffic to go back to".to_owned()));
+                };
+                self.traffic = previous;
+                self.phase = Phase::Paused;
+                self.paused_by_operator = true;
+                self.pause_until = None;
+                self.message = format!(
+                    "undone: candidate back to {}%; resume to continue",
+                    self.traffic.candidate_weight
+                );
+                self.event(now, "undo", self.message.clone());
+            }
+            Command::SetWeight(w) => {
+                if !(0.0..=100.0).contains(&w) || !w.is_finite() {
+                    return Err(Refused(format!("weight must be from 0 to 100, not {w}")));
+                }
+                self.ensure_active("set-weight")?;
+                let mut t = self.traffic.clone();
+                t.candidate_weight = w;
+                self.set_traffic(t);
+                self.phase = Phase::Paused;
+                self.paused_by_operator = true;
+                self.message = format!("candidate weight set to {w}% by an operator; resume to continue");
+                self.event(now, "weight", self.message.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn current_step<'s>(&self, spec: &'s RolloutSpec) -> Option<&'s Step> {
+        match &spec.strategy {
+            Strategy::Canary(c) => c.steps.get(self.step),
+            _ => None,
+        }
+    }
+
+    fn ensure_active(&self, verb: &str) -> Result<(), Refused> {
+        if self.active() {
+            Ok(())
+        } else {
+            Err(Refused(format!("cannot {verb}: the rollout is {:?}", self.phase)))
+        }
+    }
+
+    /// Sends everything back to the baseline: weight 0, header routes removed.
+    pub fn abort(&mut self, now: u64, reason: String, measurements: serde_json::Value, detected_at: u64) {
+        self.set_traffic(Traffic::baseline());
+        self.phase = Phase::Aborted;
+        self.pause_until = None;
+        self.pause_left = None;
+        self.message = format!("aborted: {reason}");
+        self.event(now, "abort", reason.clone());
+        self.abort = Some(AbortRecord {
+            reason,
+            measurements,
+            detected_at,
+            confirmed_at: None,
+        });
+    }
+
+    /// Every proxy confirmed it serves `traffic` at `now`.
+    pub fn confirm(&mut self, traffic: Traffic, now: u64) {
+        if traffic == self.traffic && self.confirmed.as_ref() != Some(&traffic) {
+            self.event(
+                now,
+                "confirmed",
+                format!("every proxy serves candidate weight {}%", traffic.candidate_weight),
+            );
+            if self.phase == Phase::Aborted
+                && let Some(record) = &mut self.abort
+                && record.confirmed_at.is_none()
+            {
+                record.confirmed_at = Some(now);
+            }
+        }
+        self.confirmed = Some(traffic);
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,176 @@
+//! The control API in-process: applying specs (invalid ones refused with every problem), the
+//! operator's verbs and their refusals, and the OpenAPI description kept true.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_control::controller::Controller;
+use switchyard_control::http::Http;
+use switchyard_control::store::Store;
+use switchyard_testkit::{Client, Scratch};
+
+async fn serve(scratch: &Scratch) -> String {
+    let store = Store::open(&scratch.join("state")).unwrap();
+    let controller = Controller::start(store, Http::new(Duration::from_millis(500)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(switchyard_control::api::serve(listener, Arc::clone(&controller)));
+    url
+}
+
+async fn call(method: http::Method, url: &str, body: &str) -> (u16, Value) {
+    let r = Client::http1().send(method, url, &[], body.to_owned()).await.unwrap();
+    (r.status.as_u16(), serde_json::from_str(&r.body).unwrap_or(Value::Null))
+}
+
+/// A rollout whose proxy does not exist: it starts, cannot publish, and waits.
+const SPEC: &str = r#"
+name: demo
+route: checkout
+proxies: ["http://127.0.0.1:9"]
+baseline: stable
+candidate: canary
+canary:
+  steps:
+    - setWeight: 10
+    - pause: {}
+    - setWeight: 100
+"#;
+
+#[tokio::test]
+async fn invalid_specs_are_refused_with_every_problem() {
+    let scratch = Scratch::new("control-api-invalid");
+    let url = serve(&scratch).await;
+    let bad = "name: x\nroute: checkout\nproxies: []\nbaseline: stable\ncandidate: stable\ncanary: { steps: [{ setWeight: 120 }] }\nanalysis: { intreval: 1s }\n";
+    let (status, body) = call(http::Method::POST, &format!("{url}/rollouts"), bad).await;
+    assert_eq!(status, 400, "{body}");
+    let paths: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["path"].as_str().unwrap())
+        .collect();
+    for want in ["proxies", "candidate", "canary.steps[0].setWeight", "analysis.intreval"] {
+        assert!(paths.iter().any(|p| p.starts_with(want)), "missing {want} in {paths:?}");
+    }
+    let (status, list) = call(http::Method::GET, &format!("{url}/rollouts"), "").await;
+    assert_eq!((status, list), (200, Value::Array(vec![])));
+}
+
+#[tokio::test]
+async fn verbs_act_or_say_why_not() {
+    let scratch = Scratch::new("control-api-verbs");
+    let url = serve(&scratch).await;
+    let (status, body) = call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["name"], "demo");
+    let (status, _) = call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await;
+    assert_eq!(status, 409, "an active rollout of the same name");
+
+    let post = |verb: &str| {
+        let target = format!("{url}/rollouts/demo/{verb}");
+        async move { call(http::Method::POST, &target, "").await }
+    };
+    assert_eq!(post("resume").await.0, 409, "not paused by an operator");
+    let (status, body) = post("pause").await;
+    assert_eq!((status, body["phase"].as_str()), (200, Some("Paused")));
+    assert_eq!(post("resume").await.0, 200);
+    let (status, body) = call(
+        http::Method::POST,
+        &format!("{url}/rollouts/demo/weight"),
+        "{\"weight\": 30}",
+    )
+    .await;
+    assert_eq!((status, body["weight"].as_f64()), (200, Some(30.0)), "{body}");
+    assert_eq!(
+        call(http::Method::POST, &format!("{url}/rollouts/demo/weight"), "{}")
+            .await
+            .0,
+        400
+    );
+    assert_eq!(post("undo").await.0, 200);
+    assert_eq!(post("retry").await.0, 409, "only an aborted rollout can be retried");
+    let (status, body) = post("abort").await;
+    assert_eq!((status, body["phase"].as_str()), (200, Some("Aborted")));
+    assert_eq!(body["abort"]["reason"], "aborted by an operator");
+    assert_eq!(post("promote").await.0, 409);
+    assert_eq!(post("retry").await.0, 200);
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/nope"), "").await.0,
+        404
+    );
+    assert_eq!(
+        call(http::Method::POST, &format!("{url}/rollouts/demo/explode"), "")
+            .await
+            .0,
+        404
+    );
+
+    let (status, history) = call(http::Method::GET, &format!("{url}/rollouts/demo/history"), "").await;
+    assert_eq!(status, 200);
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for k in ["apply", "pause", "resume", "weight", "undo", "abort", "retry"] {
+        assert!(kinds.contains(&k), "no {k} event in {kinds:?}");
+    }
+}
+
+/// Every operation the description lists is served, and the status carries the fields the
+/// description requires.
+#[tokio::test]
+async fn the_openapi_description_matches_the_api() {
+    let doc: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-api.yaml")).unwrap(),
+    )
+    .unwrap();
+    let scratch = Scratch::new("control-api-doc");
+    let url = serve(&scratch).await;
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await.0, 201);
+
+    let mut documented = Vec::new();
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    documented.sort();
+    let served = [
+        "GET /healthz",
+        "GET /rollouts",
+        "GET /rollouts/{name}",
+        "GET /rollouts/{name}/history",
+        "POST /rollouts",
+        "POST /rollouts/{name}/abort",
+        "POST /rollouts/{name}/pause",
+        "POST /rollouts/{name}/promote",
+        "POST /rollouts/{name}/resume",
+        "POST /rollouts/{name}/retry",
+        "POST /rollouts/{name}/undo",
+        "POST /rollouts/{name}/weight",
+    ];
+    assert_eq!(documented, served);
+    for op in served.iter().filter(|op| op.starts_with("GET")) {
+        let path = op.trim_start_matches("GET ").replace("{name}", "demo");
+        let (status, _) = call(http::Method::GET, &format!("{url}{path}"), "").await;
+        assert_eq!(status, 200, "{op}");
+    }
+    let (_, status) = call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await;
+    let schema = &doc["components"]["schemas"]["Status"];
+    for required in schema["required"].as_array().unwrap() {
+        assert!(
+            status.get(required.as_str().unwrap()).is_some(),
+            "status lacks {required}"
+        );
+    }
+    for key in status.as_object().unwrap().keys() {
+        assert!(
+            schema["properties"].get(key).is_some(),
+            "status.{key} is not documented"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! End to end: the real `switchyard` binary drives a real proxy (in-process) in front of mock
+//! upstreams while traffic flows. A healthy canary reaches `Completed` at 100%; a canary
+//! answering 5% 5xx is `Aborted` with the proxy back on baseline and the abort recorded; killing
+//! the controller mid-rollout and starting it again resumes where it was.
+
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use switchyard_config::{Format, load_config};
+use switchyard_proxy::{Options, Running, start};
+use switchyard_testkit::{Client, MockUpstream, Scratch, Table, assert_eventually};
+
+struct Controller {
+    child: Child,
+    url: String,
+}
+
+impl Controller {
+    fn start(state: &Scratch, port: u16) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"])
+            .arg(state.join("state"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start switchyard serve");
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    async fn up(&self) -> bool {
+        Client::http1()
+            .get(&format!("{}/healthz", self.url), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        let r = Client::http1()
+            .get(&format!("{}{path}", self.url), &[])
+            .await
+            .expect("control API answers");
+        serde_json::from_str(&r.body).expect("JSON")
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let r = Client::http1()
+            .send(
+                http::Method::POST,
+                &format!("{}{path}", self.url),
+                &[("content-type", "application/yaml")],
+                body.to_owned(),
+            )
+            .await
+            .expect("control API answers");
+        (r.status.as_u16(), serde_json::from_str(&r.body).unwrap_or(Value::Null))
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn proxy(stable: &MockUpstream, canary: &MockUpstream) -> Running {
+    let yaml = Table::new()
+        .on_free_ports()
+        .route("checkout")
+        .track("stable", &[stable.addr()], 100.0)
+        .track("canary", &[canary.addr()], 0.0)
+        .yaml();
+    start(load_config(&yaml, Format::Yaml, 1).unwrap(), Options::default())
+        .await
+        .unwrap()
+}
+
+/// Steady traffic through the proxy until dropped (a bounded load loop, not a synchronisation).
+struct Traffic(Arc<AtomicBool>);
+
+impl Traffic {
+    fn start(url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        for _ in 0..4 {
+            let (stop, url) = (Arc::clone(&stop), url.clone());
+            tokio::spawn(async move {
+                let client = Client::http1();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let user = format!("user-{}", i % 500);
+                    let _ = client.get(&url, &[("x-user-id", &user)]).await;
+                }
+            });
+        }
+        Self(stop)
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+fn spec(admin: &str, name: &str) -> String {
+    format!(
+        r#"
+name: {name}
+route: checkout
+proxies: ["http://{admin}"]
+baseline: stable
+candidate: canary
+canary:
+  steps:
+    - setWeight: 20
+    - pause: {{ duration: 2s }}
+    - setWeight: 50
+    - pause: {{ duration: 2s }}
+    - setWeight: 100
+analysis:
+  interval: 1s
+  window: 5s
+  minRequests: 30
+  failureLimit: 2
+  metrics:
+    - name: success-rate
+      successRate: {{ min: 0.99 }}
+  emergency:
+    errorRate: {{ max: 0.5 }}
+"#
+    )
+}
+
+async fn canary_weight(p: &Running) -> f64 {
+    let routes = Client::http1()
+        .get(&format!("http://{}/routes", p.admin), &[])
+        .await
+        .unwrap();
+    let v: Value = serde_json::from_str(&routes.body).unwrap();
+    v["routes"][0]["tracks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "canary")
+        .unwrap()["weight"]
+        .as_f64()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_healthy_canary_completes_and_a_failing_one_is_aborted() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let p = proxy(&stable, &canary).await;
+    let _traffic = Traffic::start(format!("http://{}/", p.listen[0]));
+    let scratch = Scratch::new("control-e2e");
+    let c = Controller::start(&scratch, free_port());
+    assert_eventually!(c.up().await);
+
+    let (status, body) = c.post("/rollouts", &spec(&p.admin.to_string(), "healthy")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eventually!(
+        c.get("/rollouts/healthy").await["phase"] == "Completed",
+        Duration::from_secs(60)
+    );
+    assert_eq!(canary_weight(&p).await, 100.0);
+    let history = c.get("/rollouts/healthy/history").await;
+    let kinds: Vec<&str> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"complete"), "{kinds:?}");
+
+    // Back to stable for the second rollout, then a candidate failing 5% of requests.
+    let reset = Table::new()
+        .route("checkout")
+        .track("stable", &[stable.addr()], 100.0)
+        .track("canary", &[canary.addr()], 0.0)
+        .yaml();
+    let r = Client::http1()
+        .send(http::Method::PUT, &format!("http://{}/routes", p.admin), &[], reset)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    canary.fail_every(20);
+    let (status, body) = c.post("/rollouts", &spec(&p.admin.to_string(), "faulty")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eventually!(
+        c.get("/rollouts/faulty").await["phase"] == "Aborted",
+        Duration::from_secs(60)
+    );
+    assert_eq!(canary_weight(&p).await, 0.0);
+    let status = c.get("/rollouts/faulty").await;
+    let abort = &status["abort"];
+    assert!(abort["reason"].as_str().unwrap().contains("success"), "{abort}");
+    assert_eventually!(c.get("/rollouts/faulty").await["abort"]["confirmedAt"].is_u64());
+    let abort = c.get("/rollouts/faulty").await["abort"].clone();
+    assert!(abort["confirmedAt"].as_u64() >= abort["detectedAt"].as_u64(), "{abort}");
+    // Once aborted, the candidate's weight never rises again in this rollout.
+    for _ in 0..3 {
+        assert_eq!(canary_weight(&p).await, 0.0);
+        c.get("/rollouts/faulty").await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_controller_mid_rollout_resumes_where_it_was() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let p = proxy(&stable, &canary).await;
+    let _traffic = Traffic::start(format!("http://{}/", p.listen[0]));
+    let scratch = Scratch::new("control-crash");
+    let port = free_port();
+    let c = Controller::start(&scratch, port);
+    assert_eventually!(c.up().await);
+    let mut spec = spec(&p.admin.to_string(), "crashy");
+    spec = spec.replace(
+        "pause: { duration: 2s }\n    - setWeight: 50",
+        "pause: {}\n    - setWeight: 50",
+    );
+    let (status, body) = c.post("/rollouts", &spec).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eventually!(
+        c.get("/rollouts/crashy").await["phase"] == "Paused",
+        Duration::from_secs(30)
+    );
+    assert_eq!(canary_weight(&p).await, 20.0);
+
+    // kill -9: no chance to save anything more.
+    c.kill();
+    // The proxy keeps serving its last table while the loop is down.
+    assert_eq!(canary_weight(&p).await, 20.0);
+    let c = Controller::start(&scratch, port);
+    assert_eventually!(c.up().await);
+    let status = c.get("/rollouts/crashy").await;
+    assert_eq!(
+        (status["phase"].as_str(), status["step"].as_u64()),
+        (Some("Paused"), Some(1)),
+        "{status}"
+    );
+    let (code, body) = c.post("/rollouts/crashy/promote", "").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eventually!(
+        c.get("/rollouts/crashy").await["phase"] == "Completed",
+        Duration::from_secs(60)
+    );
+    assert_eq!(canary_weight(&p).await, 100.0);
+}
