@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, Strategy};
+use switchyard_config::rollout::{AnalysisSpec, RolloutSpec};
 use switchyard_config::stats::TrackWindow;
 use switchyard_config::{ConfigErrors, Format, load_rollout};
 use tokio::sync::{Mutex, Notify};
@@ -218,10 +218,7 @@ impl Controller {
         let entry = self.entry(name)?;
         let record = entry.record.lock().await;
         let state = &record.state;
-        let steps = match &entry.spec.strategy {
-            Strategy::Canary(c) => c.steps.len(),
-            _ => 0,
-        };
+        let steps = crate::plan::steps(&entry.spec).len();
         Ok(Status {
             name: name.to_owned(),
             route: entry.spec.route.to_string(),
@@ -319,7 +316,7 @@ impl Controller {
     /// Observes and measures the analyses that run now, and acts on their verdicts.
     async fn analyze(&self, spec: &RolloutSpec, record: &mut Record, now: u64) {
         let step = record.state.step;
-        let step_spec = record.state.step_analysis(spec).cloned();
+        let step_spec = record.state.step_analysis(spec);
         let background = spec.analysis.clone();
         if background.is_none() && step_spec.is_none() {
             return;

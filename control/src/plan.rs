@@ -2,7 +2,7 @@
 //! rollout wants traffic to be, to the table to publish.
 
 use switchyard_config::RouteSpec;
-use switchyard_config::rollout::{RolloutSpec, Step, Strategy};
+use switchyard_config::rollout::{Pause, RolloutSpec, Step, Strategy};
 use switchyard_config::schema::{RequestMatch, RuleSpec};
 
 /// Where a rollout wants its route's traffic.
@@ -30,18 +30,58 @@ impl Traffic {
         }
     }
 
-    /// The header routes in force, from the spec's steps.
-    pub fn header_routes<'s>(&self, spec: &'s RolloutSpec) -> Vec<&'s RequestMatch> {
-        let Strategy::Canary(canary) = &spec.strategy else {
-            return Vec::new();
-        };
+    /// The header routes in force, from the rollout's steps.
+    pub fn header_routes(&self, spec: &RolloutSpec) -> Vec<RequestMatch> {
+        let steps = steps(spec);
         self.header_steps
             .iter()
-            .filter_map(|i| match canary.steps.get(*i) {
-                Some(Step::SetHeaderRoute(m)) => Some(m),
+            .filter_map(|i| match steps.get(*i) {
+                Some(Step::SetHeaderRoute(m)) => Some(m.clone()),
                 _ => None,
             })
             .collect()
+    }
+}
+
+/// The steps a rollout takes, whatever its strategy: a canary's own; blue-green and rings as the
+/// equivalent canary steps, so one state machine runs all three.
+///
+/// Blue-green: the preview match reaches the candidate; pre-promotion analysis; a pause (timed
+/// for auto-promotion, else until `promote`); the switch (through `switchSteps`, then 100%);
+/// post-promotion analysis; the rollback window as a timed pause, during which `undo` is
+/// instant. Rings: each ring adds its match (a header route) or its weight, stays at least its
+/// `minDuration`, and must pass its exit analysis before the next opens; then everyone.
+pub fn steps(spec: &RolloutSpec) -> Vec<Step> {
+    match &spec.strategy {
+        Strategy::Canary(c) => c.steps.clone(),
+        Strategy::BlueGreen(b) => {
+            let mut steps = vec![Step::SetHeaderRoute(b.preview_match.clone())];
+            steps.extend(b.pre_promotion_analysis.clone().map(Step::Analysis));
+            steps.push(Step::Pause(Pause {
+                duration: b.auto_promotion,
+            }));
+            steps.extend(b.switch_steps.iter().map(|w| Step::SetWeight(*w)));
+            steps.push(Step::SetWeight(100.0));
+            steps.extend(b.post_promotion_analysis.clone().map(Step::Analysis));
+            steps.push(Step::Pause(Pause {
+                duration: Some(b.rollback_window),
+            }));
+            steps
+        }
+        Strategy::Rings(r) => {
+            let mut steps = Vec::new();
+            for ring in &r.rings {
+                steps.extend(ring.matches.clone().map(Step::SetHeaderRoute));
+                steps.extend(ring.weight.map(Step::SetWeight));
+                if !ring.min_duration.is_zero() {
+                    steps.push(Step::Pause(Pause {
+                        duration: Some(ring.min_duration),
+                    }));
+                }
+                steps.extend(ring.exit_analysis.clone().map(Step::Analysis));
+            }
+            steps
+        }
     }
 }
 
@@ -88,7 +128,7 @@ pub fn apply(routes: &[RouteSpec], spec: &RolloutSpec, traffic: &Traffic) -> Res
     }
     route.rules.retain(|r| r.track != spec.candidate);
     let added = traffic.header_routes(spec).into_iter().map(|m| RuleSpec {
-        matches: m.clone(),
+        matches: m,
         track: spec.candidate.clone(),
     });
     route.rules = added.chain(std::mem::take(&mut route.rules)).collect();

@@ -4,9 +4,9 @@
 //! (observe, publish, persist, notify) that the returned state asks for.
 
 use serde::{Deserialize, Serialize};
-use switchyard_config::rollout::{RolloutSpec, Step, Strategy};
+use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, Step};
 
-use crate::plan::Traffic;
+use crate::plan::{Traffic, steps};
 
 /// Where a rollout stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,15 +154,13 @@ impl RolloutState {
         matches!(self.phase, Phase::Progressing | Phase::Paused)
     }
 
-    /// Takes every step that can be taken at `now`. Steps that wait (pauses, analysis) only
-    /// start once the proxies confirmed the traffic of the steps before them, so no step is
-    /// skipped and a pause never counts time during which the traffic was not yet in place.
+    /// Takes every step that can be taken at `now`. Each step starts only once every proxy
+    /// confirmed the traffic of the steps before it, so no step is skipped and a pause never
+    /// counts time during which the traffic was not yet in place.
     pub fn advance(&mut self, spec: &RolloutSpec, now: u64, step_analysis_passed: bool) {
-        let Strategy::Canary(canary) = &spec.strategy else {
-            return;
-        };
+        let steps = steps(spec);
         while self.phase == Phase::Progressing {
-            let Some(step) = canary.steps.get(self.step) else {
+            let Some(step) = steps.get(self.step) else {
                 self.set_traffic(Traffic::candidate());
                 self.phase = Phase::Completed;
                 self.message = "completed: the candidate has all traffic".to_owned();
@@ -170,6 +168,12 @@ impl RolloutState {
                 return;
             };
             let n = self.step;
+            // Every step starts from traffic every proxy confirmed, so no change is skipped:
+            // consecutive weights are each served before the next.
+            if !self.settled() {
+                self.message = format!("step {n}: waiting for every proxy to confirm");
+                return;
+            }
             match step {
                 Step::SetWeight(w) => {
                     let mut t = self.traffic.clone();
@@ -187,40 +191,30 @@ impl RolloutState {
                     self.event(now, "step", format!("step {n}: header route to the candidate"));
                     self.step += 1;
                 }
-                Step::Pause(pause) => {
-                    if !self.settled() {
-                        self.message = format!("step {n}: waiting for every proxy to confirm");
+                Step::Pause(pause) => match (pause.duration, self.pause_until) {
+                    (None, _) => {
+                        self.phase = Phase::Paused;
+                        self.message = format!("step {n}: paused until promote");
+                        self.event(now, "pause", self.message.clone());
                         return;
                     }
-                    match (pause.duration, self.pause_until) {
-                        (None, _) => {
-                            self.phase = Phase::Paused;
-                            self.message = format!("step {n}: paused until promote");
-                            self.event(now, "pause", self.message.clone());
-                            return;
-                        }
-                        (Some(d), None) => {
-                            let until = now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                            self.pause_until = Some(until);
-                            self.message = format!("step {n}: pausing {}", humantime::format_duration(d));
-                            self.event(now, "pause", self.message.clone());
-                            return;
-                        }
-                        (Some(_), Some(until)) if now < until => {
-                            self.message = format!("step {n}: paused, {} s left", (until - now).div_ceil(1000));
-                            return;
-                        }
-                        (Some(_), Some(_)) => {
-                            self.pause_until = None;
-                            self.step += 1;
-                        }
+                    (Some(d), None) => {
+                        let until = now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                        self.pause_until = Some(until);
+                        self.message = format!("step {n}: pausing {}", humantime::format_duration(d));
+                        self.event(now, "pause", self.message.clone());
+                        return;
                     }
-                }
+                    (Some(_), Some(until)) if now < until => {
+                        self.message = format!("step {n}: paused, {} s left", (until - now).div_ceil(1000));
+                        return;
+                    }
+                    (Some(_), Some(_)) => {
+                        self.pause_until = None;
+                        self.step += 1;
+                    }
+                },
                 Step::Analysis(_) => {
-                    if !self.settled() {
-                        self.message = format!("step {n}: waiting for every proxy to confirm");
-                        return;
-                    }
                     if !step_analysis_passed {
                         self.message = format!("step {n}: analysis running");
                         return;
@@ -233,22 +227,16 @@ impl RolloutState {
     }
 
     /// The current step's analysis, if it is an analysis step being worked on.
-    pub fn step_analysis<'s>(&self, spec: &'s RolloutSpec) -> Option<&'s switchyard_config::rollout::AnalysisSpec> {
-        match &spec.strategy {
-            Strategy::Canary(c) => match c.steps.get(self.step) {
-                Some(Step::Analysis(a)) if self.active() => Some(a),
-                _ => None,
-            },
+    pub fn step_analysis(&self, spec: &RolloutSpec) -> Option<AnalysisSpec> {
+        match self.current_step(spec) {
+            Some(Step::Analysis(a)) if self.active() => Some(a),
             _ => None,
         }
     }
 
     /// Applies an operator's command at `now`.
     pub fn command(&mut self, spec: &RolloutSpec, cmd: Command, now: u64) -> Result<(), Refused> {
-        let steps = match &spec.strategy {
-            Strategy::Canary(c) => c.steps.len(),
-            _ => 0,
-        };
+        let steps = steps(spec).len();
         match cmd {
             Command::Promote { full } => {
                 self.ensure_active("promote")?;
@@ -340,11 +328,8 @@ impl RolloutState {
         Ok(())
     }
 
-    fn current_step<'s>(&self, spec: &'s RolloutSpec) -> Option<&'s Step> {
-        match &spec.strategy {
-            Strategy::Canary(c) => c.steps.get(self.step),
-            _ => None,
-        }
+    fn current_step(&self, spec: &RolloutSpec) -> Option<Step> {
+        steps(spec).into_iter().nth(self.step)
     }
 
     fn ensure_active(&self, verb: &str) -> Result<(), Refused> {

@@ -28,31 +28,59 @@ fn confirm(s: &mut RolloutState, now: u64) {
     s.confirm(t, now);
 }
 
+/// Advances, confirming each traffic change as proxies would, until nothing moves at `now`.
+fn run(s: &mut RolloutState, spec: &RolloutSpec, now: u64, analysis_passed: bool) {
+    loop {
+        let before = s.clone();
+        confirm(s, now);
+        s.advance(spec, now, analysis_passed);
+        if *s == before {
+            return;
+        }
+    }
+}
+
+#[test]
+fn each_step_waits_until_every_proxy_confirmed_the_one_before() {
+    let spec = spec();
+    let mut s = RolloutState::new(0);
+    s.advance(&spec, 0, false);
+    assert_eq!(
+        (s.step, s.traffic.clone()),
+        (0, Traffic::baseline()),
+        "the baseline is confirmed first"
+    );
+    confirm(&mut s, 1);
+    s.advance(&spec, 1, false);
+    assert_eq!((s.step, s.traffic.header_steps.clone()), (1, vec![0]));
+    s.advance(&spec, 2, false);
+    assert_eq!(s.step, 1, "the header route is not confirmed yet");
+    confirm(&mut s, 3);
+    s.advance(&spec, 3, false);
+    assert_eq!((s.step, s.traffic.candidate_weight), (2, 5.0));
+}
+
 #[test]
 fn a_canary_walks_its_steps_waiting_for_confirmation_and_pauses() {
     let spec = spec();
     let mut s = RolloutState::new(0);
-    s.advance(&spec, 0, false);
-    // Header route and first weight are planned; the timed pause waits for confirmation.
+    run(&mut s, &spec, 100, false);
     assert_eq!(s.traffic.candidate_weight, 5.0);
     assert_eq!(s.traffic.header_steps, [0]);
     assert_eq!(s.step, 2);
-    assert_eq!(s.pause_until, None);
-    confirm(&mut s, 100);
-    s.advance(&spec, 100, false);
     assert_eq!(s.pause_until, Some(5100));
     s.advance(&spec, 5099, false);
     assert_eq!(s.step, 2, "the pause is not over");
+    // The pause ends and the next weight follows at once: the traffic before it is confirmed.
     s.advance(&spec, 5100, false);
-    assert_eq!(s.traffic.candidate_weight, 25.0);
-    assert_eq!(s.step, 4);
-    confirm(&mut s, 5200);
+    assert_eq!((s.step, s.traffic.candidate_weight), (4, 25.0));
+    run(&mut s, &spec, 5200, false);
     s.advance(&spec, 5200, false);
     assert_eq!(s.phase, Phase::Paused);
     s.advance(&spec, 99_999, false);
     assert_eq!(s.phase, Phase::Paused, "an indefinite pause waits for promote");
     s.command(&spec, Command::Promote { full: false }, 100_000).unwrap();
-    s.advance(&spec, 100_000, false);
+    run(&mut s, &spec, 100_000, false);
     assert_eq!(s.phase, Phase::Completed);
     assert_eq!(s.traffic, Traffic::candidate());
 }
@@ -61,16 +89,14 @@ fn a_canary_walks_its_steps_waiting_for_confirmation_and_pauses() {
 fn an_operator_pause_keeps_the_time_left() {
     let spec = spec();
     let mut s = RolloutState::new(0);
-    s.advance(&spec, 0, false);
-    confirm(&mut s, 0);
-    s.advance(&spec, 1000, false);
+    run(&mut s, &spec, 1000, false);
     assert_eq!(s.pause_until, Some(6000));
     s.command(&spec, Command::Pause, 2000).unwrap();
     s.advance(&spec, 60_000, false);
     assert_eq!((s.phase, s.step), (Phase::Paused, 2));
     s.command(&spec, Command::Resume, 60_000).unwrap();
     assert_eq!(s.pause_until, Some(64_000), "4 s were left");
-    s.advance(&spec, 64_000, false);
+    run(&mut s, &spec, 64_000, false);
     assert_eq!(s.step, 4);
 }
 
@@ -78,7 +104,7 @@ fn an_operator_pause_keeps_the_time_left() {
 fn abort_sends_everything_to_the_baseline_and_records_why() {
     let spec = spec();
     let mut s = RolloutState::new(0);
-    s.advance(&spec, 0, false);
+    run(&mut s, &spec, 0, false);
     s.abort(
         500,
         "error rate 6% > 5%".to_owned(),
@@ -104,14 +130,80 @@ fn abort_sends_everything_to_the_baseline_and_records_why() {
 fn promote_full_set_weight_and_undo() {
     let spec = spec();
     let mut s = RolloutState::new(0);
-    s.advance(&spec, 0, false);
+    run(&mut s, &spec, 0, false);
     s.command(&spec, Command::SetWeight(40.0), 1).unwrap();
     assert_eq!((s.phase, s.traffic.candidate_weight), (Phase::Paused, 40.0));
     s.command(&spec, Command::Undo, 2).unwrap();
     assert_eq!(s.traffic.candidate_weight, 5.0);
     assert!(s.command(&spec, Command::SetWeight(101.0), 3).is_err());
     s.command(&spec, Command::Promote { full: true }, 4).unwrap();
-    s.advance(&spec, 4, false);
+    run(&mut s, &spec, 4, false);
     assert_eq!(s.phase, Phase::Completed);
     assert_eq!(s.traffic, Traffic::candidate());
+}
+
+fn example(name: &str) -> RolloutSpec {
+    let text = std::fs::read_to_string(format!("{}/../config/examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    load_rollout(&text, Format::Yaml).unwrap()
+}
+
+#[test]
+fn blue_green_previews_waits_switches_in_steps_and_keeps_a_rollback_window() {
+    let spec = example("rollout-blue-green.yaml");
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 0, false);
+    // Preview by header, weight 0, waiting on the pre-promotion analysis.
+    assert_eq!(
+        (s.traffic.candidate_weight, s.traffic.header_steps.clone()),
+        (0.0, vec![0])
+    );
+    assert_eq!(s.step, 1);
+    run(&mut s, &spec, 10, true);
+    assert_eq!(s.pause_until, Some(10 + 120_000), "auto-promotion after 2m");
+    // The switch: one weight per confirmed publish.
+    let mut now = 120_010;
+    s.advance(&spec, now, false);
+    let mut weights = Vec::new();
+    while s.step < 6 {
+        weights.push(s.traffic.candidate_weight);
+        now += 1;
+        confirm(&mut s, now);
+        s.advance(&spec, now, false);
+    }
+    weights.push(s.traffic.candidate_weight);
+    assert_eq!(weights, [10.0, 50.0, 100.0]);
+    assert_eq!(s.traffic.candidate_weight, 100.0);
+    // Post-promotion analysis, then the rollback window during which undo is instant.
+    run(&mut s, &spec, now, true);
+    assert!(s.pause_until.is_some(), "in the rollback window");
+    let mut undone = s.clone();
+    undone.command(&spec, Command::Undo, now + 1).unwrap();
+    assert!(undone.traffic.candidate_weight < 100.0);
+    run(&mut s, &spec, now + 600_000, false);
+    assert_eq!(s.phase, Phase::Completed);
+    assert_eq!(s.traffic, Traffic::candidate());
+}
+
+#[test]
+fn rings_open_one_audience_after_another() {
+    let spec = example("rollout-rings.yaml");
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 0, false);
+    assert_eq!(
+        (s.traffic.header_steps.len(), s.traffic.candidate_weight),
+        (1, 0.0),
+        "internal users only"
+    );
+    // The ring's minimum duration (10m), then its exit analysis.
+    run(&mut s, &spec, 600_000, false);
+    run(&mut s, &spec, 600_001, true);
+    assert_eq!(s.traffic.header_steps.len(), 2, "beta users joined");
+    run(&mut s, &spec, 600_001 + 1_800_000, false);
+    run(&mut s, &spec, 600_002 + 1_800_000, true);
+    assert_eq!(s.traffic.candidate_weight, 10.0);
+    run(&mut s, &spec, 10_000_000, false);
+    run(&mut s, &spec, 10_000_001, true);
+    assert_eq!(s.traffic.candidate_weight, 100.0);
+    run(&mut s, &spec, 10_000_002, true);
+    assert_eq!(s.phase, Phase::Completed);
 }
