@@ -284,6 +284,11 @@ impl Controller {
         }
         let step_passed = record.analysis.step_passed == Some(record.state.step);
         record.state.advance(spec, now, step_passed);
+        // Persist a decision before acting on it: an abort decided here must survive a crash
+        // between publishing it and saving it, or a restart would publish the old weight again.
+        if record.state != before {
+            self.save(&spec.name, &record);
+        }
 
         if !record.state.settled() {
             // An abort goes out before anything else, to every proxy at once.
@@ -301,9 +306,7 @@ impl Controller {
         }
 
         if record.state != before {
-            if let Err(e) = self.store.save(&spec.name, &record) {
-                tracing::error!(rollout = %spec.name, error = %e, "cannot persist the rollout's state");
-            }
+            self.save(&spec.name, &record);
             if let Some(url) = &spec.notify {
                 let fresh: Vec<Event> =
                     record.state.events[before.events.len().min(record.state.events.len())..].to_vec();
@@ -311,6 +314,12 @@ impl Controller {
             }
         }
         !record.state.active() && record.state.settled()
+    }
+
+    fn save(&self, name: &str, record: &Record) {
+        if let Err(e) = self.store.save(name, record) {
+            tracing::error!(rollout = %name, error = %e, "cannot persist the rollout's state");
+        }
     }
 
     /// Observes and measures the analyses that run now, and acts on their verdicts.

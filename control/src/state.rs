@@ -268,7 +268,7 @@ impl RolloutState {
                 self.event(now, "pause", "paused by an operator");
             }
             Command::Resume => {
-                if !self.paused_by_operator {
+                if !self.paused_by_operator || self.phase != Phase::Paused {
                     return Err(Refused(
                         "not paused by an operator; an indefinite pause step needs promote".to_owned(),
                     ));
@@ -298,6 +298,11 @@ impl RolloutState {
                 self.event(now, "retry", "retrying from the first step");
             }
             Command::Undo => {
+                if self.phase == Phase::Aborted {
+                    return Err(Refused(
+                        "an aborted rollout stays on the baseline; use retry to start again".to_owned(),
+                    ));
+                }
                 let Some(previous) = self.previous.pop() else {
                     return Err(Refused("there is no earlier traffic to go back to".to_owned()));
                 };
@@ -346,6 +351,7 @@ impl RolloutState {
         self.phase = Phase::Aborted;
         self.pause_until = None;
         self.pause_left = None;
+        self.paused_by_operator = false;
         self.message = format!("aborted: {reason}");
         self.event(now, "abort", reason.clone());
         self.abort = Some(AbortRecord {

@@ -175,12 +175,26 @@ async fn a_healthy_canary_completes_and_a_failing_one_is_aborted() {
     let c = Controller::start(&scratch, free_port());
     assert_eventually!(c.up().await);
 
-    let (status, body) = c.post("/rollouts", &spec(&p.admin.to_string(), "healthy")).await;
+    // Notifications go to a webhook; a mock upstream stands in for it and keeps what it got.
+    let hook = MockUpstream::start("hook").await;
+    let healthy = spec(&p.admin.to_string(), "healthy") + &format!("notify: http://{}/rollouts\n", hook.addr());
+    let (status, body) = c.post("/rollouts", &healthy).await;
     assert_eq!(status, 201, "{body}");
     assert_eventually!(
         c.get("/rollouts/healthy").await["phase"] == "Completed",
         Duration::from_secs(60)
     );
+    let notified = |kind: &'static str| {
+        hook.seen().iter().any(|r| {
+            let v: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            v["rollout"] == "healthy"
+                && v["events"]
+                    .as_array()
+                    .is_some_and(|es| es.iter().any(|e| e["kind"] == kind))
+        })
+    };
+    assert_eventually!(notified("complete"));
+    assert!(notified("step") && notified("pause"));
     assert_eq!(canary_weight(&p).await, 100.0);
     let history = c.get("/rollouts/healthy/history").await;
     let kinds: Vec<&str> = history["events"]

@@ -207,3 +207,70 @@ fn rings_open_one_audience_after_another() {
     run(&mut s, &spec, 10_000_002, true);
     assert_eq!(s.phase, Phase::Completed);
 }
+
+mod abort_is_final {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// What can happen to a rollout between two looks at it.
+    #[derive(Debug, Clone)]
+    enum Happening {
+        Time(u64),
+        Confirm,
+        AnalysisPassed,
+        Command(u8, f64),
+        Abort,
+    }
+
+    fn happening() -> impl Strategy<Value = Happening> {
+        prop_oneof![
+            (0u64..20_000).prop_map(Happening::Time),
+            Just(Happening::Confirm),
+            Just(Happening::AnalysisPassed),
+            (0u8..6, 0.0f64..100.0).prop_map(|(c, w)| Happening::Command(c, w)),
+            Just(Happening::Abort),
+        ]
+    }
+
+    proptest! {
+        /// Once an abort is decided, the traffic the rollout wants is the baseline only, and it
+        /// stays so whatever follows (short of `retry`, which starts a new attempt).
+        #[test]
+        fn once_aborted_the_candidate_weight_stays_zero(events in prop::collection::vec(happening(), 1..60)) {
+            let spec = spec();
+            let mut s = RolloutState::new(0);
+            let mut now = 0;
+            let mut aborted = false;
+            for e in events {
+                match e {
+                    Happening::Time(dt) => now += dt,
+                    Happening::Confirm => confirm(&mut s, now),
+                    Happening::AnalysisPassed => s.advance(&spec, now, true),
+                    Happening::Command(c, w) => {
+                        let cmd = match c {
+                            0 => Command::Promote { full: false },
+                            1 => Command::Promote { full: true },
+                            2 => Command::Pause,
+                            3 => Command::Resume,
+                            4 => Command::Undo,
+                            _ => Command::SetWeight(w),
+                        };
+                        let _ = s.command(&spec, cmd, now);
+                    }
+                    Happening::Abort => {
+                        if s.active() {
+                            s.abort(now, "test".to_owned(), serde_json::Value::Null, now);
+                            aborted = true;
+                        }
+                    }
+                }
+                s.advance(&spec, now, false);
+                if aborted {
+                    prop_assert_eq!(s.phase, Phase::Aborted);
+                    prop_assert_eq!(&s.traffic, &Traffic::baseline());
+                }
+            }
+        }
+    }
+}
