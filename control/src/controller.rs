@@ -261,10 +261,9 @@ impl Controller {
             .map_or(Duration::from_secs(1), |a| a.interval)
             .min(Duration::from_secs(1));
         loop {
-            let done = self.tick(&entry).await;
-            if done {
-                return;
-            }
+            // A finished rollout keeps its task: `undo` or `retry` can make it act again, and a
+            // settled, finished rollout costs one lock a second and no I/O.
+            self.tick(&entry).await;
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 () = entry.wake.notified() => {}
@@ -272,8 +271,8 @@ impl Controller {
         }
     }
 
-    /// One round for one rollout; true once it is finished and settled.
-    async fn tick(&self, entry: &Entry) -> bool {
+    /// One round for one rollout.
+    async fn tick(&self, entry: &Entry) {
         let spec = &entry.spec;
         let mut record = entry.record.lock().await;
         let before = record.state.clone();
@@ -313,7 +312,6 @@ impl Controller {
                 self.notify(url, spec, &record.state, fresh);
             }
         }
-        !record.state.active() && record.state.settled()
     }
 
     fn save(&self, name: &str, record: &Record) {

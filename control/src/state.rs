@@ -179,7 +179,8 @@ impl RolloutState {
                     let mut t = self.traffic.clone();
                     t.candidate_weight = *w;
                     self.set_traffic(t);
-                    self.event(now, "step", format!("step {n}: candidate weight {w}%"));
+                    self.message = format!("step {n}: candidate weight {w}%");
+                    self.event(now, "step", self.message.clone());
                     self.step += 1;
                 }
                 Step::SetHeaderRoute(_) => {
@@ -188,7 +189,8 @@ impl RolloutState {
                         t.header_steps.push(n);
                     }
                     self.set_traffic(t);
-                    self.event(now, "step", format!("step {n}: header route to the candidate"));
+                    self.message = format!("step {n}: header route to the candidate");
+                    self.event(now, "step", self.message.clone());
                     self.step += 1;
                 }
                 Step::Pause(pause) => match (pause.duration, self.pause_until) {
