@@ -1,33 +1,62 @@
 //! A minimal, fast HTTP/1.1 upstream: every request gets the same small body and its name in
-//! `x-upstream`. Keep-alive, one thread, no logging: it should cost as little as possible.
+//! `x-upstream`. Keep-alive, no logging: it should cost as little as possible. Optional faults
+//! (a share of 500s, added latency) make it a faulty candidate for demos and scenarios.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
+/// Faults an upstream injects.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Faults {
+    /// Share of requests answered 500, 0 to 1 (spread evenly: every ⌈1/rate⌉-th request).
+    pub error_rate: f64,
+    /// Added to every answer.
+    pub latency: Duration,
+}
+
 /// Serves on `listener` forever, answering `body` with `x-upstream: name`.
-pub async fn serve(listener: TcpListener, name: &'static str, body: &'static str) -> std::io::Error {
+pub async fn serve(listener: TcpListener, name: &'static str, body: &'static str, faults: Faults) -> std::io::Error {
+    let every = if faults.error_rate > 0.0 {
+        (1.0 / faults.error_rate.min(1.0)).round().max(1.0) as u64
+    } else {
+        0
+    };
+    let count = Arc::new(AtomicU64::new(0));
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => return e,
         };
         let _ = stream.set_nodelay(true);
+        let count = Arc::clone(&count);
         tokio::spawn(async move {
-            let service = service_fn(move |_req: Request<Incoming>| async move {
-                let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                response
-                    .headers_mut()
-                    .insert("x-upstream", hyper::header::HeaderValue::from_static(name));
-                Ok::<_, Infallible>(response)
+            let service = service_fn(move |_req: Request<Incoming>| {
+                let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                async move {
+                    if !faults.latency.is_zero() {
+                        tokio::time::sleep(faults.latency).await;
+                    }
+                    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+                    if every > 0 && n.is_multiple_of(every) {
+                        *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    response
+                        .headers_mut()
+                        .insert("x-upstream", hyper::header::HeaderValue::from_static(name));
+                    Ok::<_, Infallible>(response)
+                }
             });
             let _ = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -36,14 +65,14 @@ pub async fn serve(listener: TcpListener, name: &'static str, body: &'static str
     }
 }
 
-/// Binds `addr` and serves until the process ends.
-pub fn run(addr: SocketAddr, name: String, body: String) -> anyhow::Result<()> {
+/// Binds `addr` and serves on one thread until the process ends.
+pub fn run(addr: SocketAddr, name: String, body: String, faults: Faults) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The strings live as long as the process; leaking them lets every request borrow them.
     let name: &'static str = name.leak();
     let body: &'static str = body.leak();
     runtime.block_on(async {
         let listener = TcpListener::bind(addr).await?;
-        Err(serve(listener, name, body).await.into())
+        Err(serve(listener, name, body, faults).await.into())
     })
 }
