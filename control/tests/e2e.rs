@@ -280,3 +280,57 @@ async fn killing_the_controller_mid_rollout_resumes_where_it_was() {
     );
     assert_eq!(canary_weight(&p).await, 100.0);
 }
+
+/// kill -9 at pseudo-random moments (seeded) while a canary with timed pauses progresses: every
+/// restart resumes, the rollout still completes, and its history takes each step exactly once,
+/// in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_kills_at_random_moments_skip_and_repeat_no_step() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let p = proxy(&stable, &canary).await;
+    let _traffic = Traffic::start(format!("http://{}/", p.listen[0]));
+    let scratch = Scratch::new("control-kills");
+    let port = free_port();
+    let mut c = Controller::start(&scratch, port);
+    assert_eventually!(c.up().await);
+    let (status, body) = c.post("/rollouts", &spec(&p.admin.to_string(), "killed")).await;
+    assert_eq!(status, 201, "{body}");
+
+    let mut seed = 0x5eed_u64;
+    for _ in 0..4 {
+        // A moment between 0.2 s and 2.2 s from now (the rollout's pauses are 2 s long).
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let wait = Duration::from_millis(200 + (seed >> 33) % 2000);
+        let until = std::time::Instant::now() + wait;
+        // Not a synchronisation: the point is to kill at an arbitrary moment of the rollout.
+        assert_eventually!(std::time::Instant::now() >= until);
+        c.kill();
+        c = Controller::start(&scratch, port);
+        assert_eventually!(c.up().await);
+    }
+    assert_eventually!(
+        c.get("/rollouts/killed").await["phase"] == "Completed",
+        Duration::from_secs(60)
+    );
+    assert_eq!(canary_weight(&p).await, 100.0);
+    let history = c.get("/rollouts/killed/history").await;
+    let steps: Vec<String> = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "step")
+        .map(|e| e["message"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "step 0: candidate weight 20%",
+            "step 2: candidate weight 50%",
+            "step 4: candidate weight 100%"
+        ],
+        "{history}"
+    );
+}
