@@ -201,6 +201,17 @@ fn rings_open_to_internal_and_beta_users_and_respect_opt_out() {
 }
 
 #[test]
+fn the_container_configuration_validates() {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/proxy.yaml")).unwrap();
+    let loaded = load_config(&text, Format::Yaml, 1).unwrap_or_else(|e| panic!("deploy/proxy.yaml: {e}"));
+    assert_eq!(loaded.config.listen[0].address, "0.0.0.0:8080");
+    assert_eq!(
+        track(&loaded.table, "svc", "/", &[("x-canary", "true")], 0).as_deref(),
+        Some("canary")
+    );
+}
+
+#[test]
 fn every_configuration_block_in_the_readme_validates() {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
     let mut blocks = 0;
