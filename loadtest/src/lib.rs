@@ -1,6 +1,8 @@
-//! Switchyard's demo ([`demo`]: the whole system in one process) and load-test tooling: a fast
-//! upstream with optional faults for benchmarks ([`upstream`]) and, run by
-//! `loadtest/scenarios/`, side-by-side measurements of Switchyard and other proxies.
+//! Switchyard's demo ([`demo`]: the whole system in one process) and load-test tooling: the load
+//! generator ([`generate`]: open loop with coordinated-omission correction, or closed loop at
+//! maximum throughput; per-track breakdown from `x-switchyard-track`), a fast upstream with
+//! optional faults ([`upstream`]), and, run by `loadtest/scenarios/`, side-by-side
+//! measurements of Switchyard and other proxies.
 //!
 //! `switchyard-loadtest upstream --listen 127.0.0.1:9001` serves a small fixed answer on one
 //! thread, so that a benchmark measures the proxy in front of it rather than the upstream.
@@ -8,4 +10,5 @@
 #![forbid(unsafe_code)]
 
 pub mod demo;
+pub mod generate;
 pub mod upstream;

@@ -1,11 +1,12 @@
 //! `switchyard-loadtest`: the demo (`demo`) and load-test tools (`upstream`, a fast
-//! fixed-answer upstream with optional faults).
+//! fixed-answer upstream with optional faults; `run`, the load generator).
 
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
+use switchyard_loadtest::generate::Options;
 use switchyard_loadtest::upstream::Faults;
 
 /// Switchyard's load-test tools.
@@ -49,6 +50,49 @@ enum Command {
         #[arg(long, default_value_t = 400)]
         rate: u32,
     },
+    /// Generate load: open loop at a fixed rate (latency from each request's intended send
+    /// time, correcting coordinated omission) or closed loop at maximum throughput.
+    Run {
+        /// Target, http://host[:port]/path.
+        #[arg(long)]
+        url: http::Uri,
+        /// Keep-alive connections.
+        #[arg(long, short = 'c', default_value_t = 16)]
+        connections: usize,
+        /// Requests per second on a fixed schedule (open loop); 0 = closed loop, as --max.
+        #[arg(long, required_unless_present = "max")]
+        rate: Option<f64>,
+        /// Closed loop: each connection sends its next request when the answer arrives.
+        #[arg(long, conflicts_with = "rate")]
+        max: bool,
+        /// The measured window.
+        #[arg(long, short = 'd', value_parser = humantime::parse_duration, default_value = "10s")]
+        duration: std::time::Duration,
+        /// Load before the measured window, not recorded.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+        warmup: std::time::Duration,
+        /// h2c with prior knowledge; connections multiplex.
+        #[arg(long)]
+        http2: bool,
+        /// A request header, 'name: value' (repeatable).
+        #[arg(long = "header", short = 'H', value_parser = switchyard_loadtest::generate::parse_header)]
+        headers: Vec<(http::HeaderName, http::HeaderValue)>,
+        /// Send x-user-id: user-K, K drawn from 1..=N per request (0: no such header).
+        #[arg(long, default_value_t = 0)]
+        users: u32,
+        /// Seed of the user draws.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// The response header that names the track.
+        #[arg(long, default_value = switchyard_config::schema::DEFAULT_TRACK_HEADER)]
+        track_header: http::HeaderName,
+        /// Print JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Runtime threads (1: current-thread runtime).
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,6 +109,36 @@ fn main() -> std::process::ExitCode {
             latency,
             rate,
         } => switchyard_loadtest::demo::run(Faults { error_rate, latency }, rate),
+        Command::Run {
+            url,
+            connections,
+            rate,
+            max: _,
+            duration,
+            warmup,
+            http2,
+            headers,
+            users,
+            seed,
+            track_header,
+            json,
+            threads,
+        } => {
+            let options = Options {
+                connections,
+                rate: rate.unwrap_or(0.0),
+                duration,
+                warmup,
+                http2,
+                headers,
+                users,
+                seed,
+                track_header,
+                threads,
+                ..Options::new(url)
+            };
+            switchyard_loadtest::generate::run(&options, json)
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
