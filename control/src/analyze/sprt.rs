@@ -104,8 +104,9 @@ fn ln_normal_cdf(x: f64) -> f64 {
 }
 
 /// The complementary error function, with fractional error below 1.2e-7 everywhere (the
-/// Chebyshev fit of Press et al., *Numerical Recipes*, 2nd ed., §6.2).
-fn erfc(x: f64) -> f64 {
+/// Chebyshev fit of Press et al., *Numerical Recipes*, 2nd ed., §6.2). Also checks the
+/// analysis's z-scores in its tests.
+pub(super) fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
     let poly = -z * z - 1.265_512_23

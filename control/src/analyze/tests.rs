@@ -72,47 +72,117 @@ fn healthy() -> Sample {
 
 #[test]
 fn success_rate() {
-    let r = one(
-        MetricCheck::SuccessRate { min: 0.995 },
-        &obs(sample(1000, 4, 20.0), healthy()),
-    );
+    let min = MetricCheck::SuccessRate { min: 0.995 };
+    let r = one(min.clone(), &obs(sample(1000, 4, 20.0), healthy()));
     assert_eq!((r.outcome, r.value), (Outcome::Pass, Some(0.996)));
     assert_eq!(r.limit, "≥ 99.50%");
     assert_eq!(r.message, "success rate 99.60% ≥ 99.50%");
-    let r = one(
-        MetricCheck::SuccessRate { min: 0.995 },
-        &obs(sample(1000, 9, 20.0), healthy()),
+    let r = one(min.clone(), &obs(sample(1000, 25, 20.0), healthy()));
+    assert_eq!((r.outcome, r.value), (Outcome::Fail, Some(0.975)));
+    assert_eq!(
+        r.message,
+        "success rate 97.50% < 99.50% (at most 98.79% with 99.99% confidence, 1000 requests)"
     );
-    assert_eq!(r.outcome, Outcome::Fail);
-    assert_eq!(r.message, "success rate 99.10% < 99.50%");
+    let r = one(min, &obs(sample(1000, 9, 20.0), healthy()));
+    assert_eq!((r.outcome, r.value), (Outcome::Inconclusive, Some(0.991)));
+    assert_eq!(
+        r.message,
+        "success rate 99.10% < 99.50%, but not clearly (could be as high as 99.72% at 99.99% confidence, 1000 requests)"
+    );
 }
 
 #[test]
 fn error_rate() {
-    let r = one(
-        MetricCheck::ErrorRate { max: 0.01 },
-        &obs(sample(1000, 31, 20.0), healthy()),
-    );
+    let max = MetricCheck::ErrorRate { max: 0.01 };
+    let r = one(max.clone(), &obs(sample(1000, 31, 20.0), healthy()));
     assert_eq!((r.outcome, r.value), (Outcome::Fail, Some(0.031)));
-    assert_eq!(r.message, "error rate 3.10% > 1.00%");
-    let r = one(
-        MetricCheck::ErrorRate { max: 0.01 },
-        &obs(sample(1000, 10, 20.0), healthy()),
+    assert_eq!(
+        r.message,
+        "error rate 3.10% > 1.00% (at least 1.62% with 99.99% confidence, 1000 requests)"
     );
+    let r = one(max.clone(), &obs(sample(1000, 15, 20.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Inconclusive);
+    assert_eq!(
+        r.message,
+        "error rate 1.50% > 1.00%, but not clearly (could be as low as 0.60% at 99.99% confidence, 1000 requests)"
+    );
+    let r = one(max, &obs(sample(1000, 10, 20.0), healthy()));
     assert_eq!(r.outcome, Outcome::Pass, "the limit itself passes");
+}
+
+/// The contract's `successRate ≥ 99.5%` on the first windows of a canary at 50 requests/s: a
+/// candidate at 2.5% errors (3.75 expected in 150 requests) fails with four, and one error in a
+/// hundred requests (1%, twice the limit) is noise.
+#[test]
+fn a_rate_fails_only_on_a_clear_breach() {
+    let min = MetricCheck::SuccessRate { min: 0.995 };
+    let outcome = |n, errors| one(min.clone(), &obs(sample(n, errors, 20.0), healthy())).outcome;
+    assert_eq!(outcome(150, 4), Outcome::Fail);
+    assert_eq!(outcome(150, 3), Outcome::Inconclusive);
+    assert_eq!(outcome(100, 1), Outcome::Inconclusive);
+    assert_eq!(outcome(5000, 40), Outcome::Inconclusive, "0.8% of 5,000");
+    assert_eq!(outcome(5000, 50), Outcome::Fail, "1% of 5,000");
+}
+
+/// The probability that a window of `n` requests from a candidate whose error rate is exactly
+/// `p` fails `check`: the binomial probabilities of the error counts that fail, summed.
+fn chance_to_fail(check: &MetricCheck, n: u64, p: f64) -> f64 {
+    let mut chance = 0.0;
+    let mut pmf = (1.0 - p).powf(n as f64);
+    for errors in 0..=n {
+        if one(check.clone(), &obs(sample(n, errors, 20.0), healthy())).outcome == Outcome::Fail {
+            chance += pmf;
+        }
+        pmf *= (n - errors) as f64 / (errors + 1) as f64 * p / (1.0 - p);
+        if errors as f64 > 10.0 * n as f64 * p + 50.0 {
+            break;
+        }
+    }
+    chance
+}
+
+/// What [`METRIC_CONFIDENCE`] documents: a candidate exactly at its limit fails a window the
+/// less often the more errors the limit allows in it, nearing one in 10,000; small windows, where
+/// the Wilson bound is loose, fail up to one in 140.
+#[test]
+fn a_candidate_at_its_limit_rarely_fails_a_window() {
+    let min = MetricCheck::SuccessRate { min: 0.995 };
+    for (n, at_most) in [
+        (100, 0.002),
+        (150, 0.0075),
+        (500, 0.0012),
+        (2500, 0.0006),
+        (5000, 0.0004),
+        (100_000, 0.0002),
+    ] {
+        let chance = chance_to_fail(&min, n, 0.005);
+        assert!(chance <= at_most, "{n} requests: {chance}");
+    }
+    let chance = chance_to_fail(&MetricCheck::ErrorRate { max: 0.05 }, 2000, 0.05);
+    assert!(chance <= 0.0002, "5% of 2,000: {chance}");
+}
+
+#[test]
+fn the_z_scores_match_their_confidence() {
+    let phi = |z: f64| 1.0 - 0.5 * sprt::erfc(z / std::f64::consts::SQRT_2);
+    assert!((phi(METRIC_Z) - METRIC_CONFIDENCE).abs() < 1e-9);
+    assert!((phi(EMERGENCY_Z) - EMERGENCY_CONFIDENCE).abs() < 1e-9);
 }
 
 #[test]
 fn latency_quantile() {
     let mut c = sample(1000, 0, 20.0);
-    c.latency = latencies(&[(20.0, 985), (800.0, 15)]);
+    c.latency = latencies(&[(20.0, 950), (800.0, 50)]);
     let p99 = MetricCheck::Latency {
         quantile: Quantile::P99,
         max_ms: 500.0,
     };
     let r = one(p99.clone(), &obs(c.clone(), healthy()));
     assert_eq!(r.outcome, Outcome::Fail);
-    assert_eq!(r.message, "p99 latency 800 ms > 500 ms");
+    assert_eq!(
+        r.message,
+        "p99 latency 800 ms > 500 ms (50 of 1000 requests slower: more than 1.00% with 99.99% confidence)"
+    );
     let p90 = MetricCheck::Latency {
         quantile: Quantile::P90,
         max_ms: 100.0,
@@ -120,6 +190,15 @@ fn latency_quantile() {
     let r = one(p90, &obs(c.clone(), healthy()));
     assert_eq!(r.outcome, Outcome::Pass);
     assert_eq!(r.message, "p90 latency 20.0 ms ≤ 100 ms");
+
+    // 1.5% slower than the limit: the p99 is above it, but 15 of 1,000 is within noise of 1%.
+    c.latency = latencies(&[(20.0, 985), (800.0, 15)]);
+    let r = one(p99.clone(), &obs(c.clone(), healthy()));
+    assert_eq!(r.outcome, Outcome::Inconclusive);
+    assert_eq!(
+        r.message,
+        "p99 latency 800 ms > 500 ms, but not clearly (15 of 1000 requests slower: too few to show more than 1.00% with 99.99% confidence)"
+    );
 
     c.latency.reset();
     let r = one(p99, &obs(c, healthy()));
@@ -151,11 +230,15 @@ fn error_rate_vs_baseline_passes_if_either_bound_holds() {
     let r = one(both.clone(), &obs(sample(1000, 10, 20.0), healthy()));
     assert_eq!(r.outcome, Outcome::Pass);
     assert_eq!(r.limit, "≤ 1.00%");
+    assert_eq!(
+        r.message,
+        "error rate 1.00% ≤ 1.00% (baseline 0.50% × 1.1 or baseline 0.50% + 0.5 pp)"
+    );
     let r = one(both.clone(), &obs(sample(1000, 31, 20.0), healthy()));
     assert_eq!(r.outcome, Outcome::Fail);
     assert_eq!(
         r.message,
-        "error rate 3.10% > 1.00% (baseline 0.50% × 1.1 or baseline 0.50% + 0.5 pp)"
+        "error rate 3.10% > 1.00% (baseline 0.50% × 1.1 or baseline 0.50% + 0.5 pp) with 99.99% confidence over 1000 candidate and 10000 baseline requests"
     );
     // Baseline 20%: now the ratio bound (22%) is the larger.
     let r = one(both, &obs(sample(1000, 215, 20.0), sample(10_000, 2000, 20.0)));
@@ -165,13 +248,38 @@ fn error_rate_vs_baseline_passes_if_either_bound_holds() {
         max_ratio: Some(1.1),
         max_diff: None,
     };
+    let r = one(ratio_only.clone(), &obs(sample(1000, 40, 20.0), healthy()));
+    assert_eq!(r.outcome, Outcome::Fail, "4.00% > 0.55%");
     let r = one(ratio_only, &obs(sample(1000, 10, 20.0), healthy()));
-    assert_eq!(r.outcome, Outcome::Fail, "1.00% > 0.55%");
+    assert_eq!(
+        r.outcome,
+        Outcome::Inconclusive,
+        "1.00% > 0.55%, but 10 errors in 1,000 are noise"
+    );
+    assert_eq!(
+        r.message,
+        "error rate 1.00% > 0.55% (baseline 0.50% × 1.1), but not clearly: not with 99.99% confidence over 1000 candidate and 10000 baseline requests"
+    );
     let none = MetricCheck::ErrorRateVsBaseline {
         max_ratio: None,
         max_diff: None,
     };
     assert_eq!(one(none, &obs(healthy(), healthy())).outcome, Outcome::Inconclusive);
+}
+
+/// The baseline's error rate is measured too: the same candidate is a clear breach against a
+/// baseline of 100,000 requests and noise against one of 200.
+#[test]
+fn a_quiet_baseline_widens_the_comparison() {
+    let diff = MetricCheck::ErrorRateVsBaseline {
+        max_ratio: None,
+        max_diff: Some(0.005),
+    };
+    let candidate = || sample(5000, 100, 20.0);
+    let r = one(diff.clone(), &obs(candidate(), sample(100_000, 500, 20.0)));
+    assert_eq!(r.outcome, Outcome::Fail, "2% against 0.5% of 100,000");
+    let r = one(diff, &obs(candidate(), sample(200, 1, 20.0)));
+    assert_eq!(r.outcome, Outcome::Inconclusive, "2% against 1 error in 200");
 }
 
 #[test]
@@ -207,10 +315,34 @@ fn latency_vs_baseline() {
     };
     let r = one(p99.clone(), &obs(sample(1000, 0, 23.0), healthy()));
     assert_eq!(r.outcome, Outcome::Pass);
+    assert_eq!(r.message, "p99 latency 23.0 ms ≤ 24.0 ms (baseline 20.0 ms × 1.2)");
     let r = one(p99, &obs(sample(1000, 0, 30.0), healthy()));
     assert_eq!(r.outcome, Outcome::Fail);
     assert_eq!(r.limit, "≤ 24.0 ms");
-    assert_eq!(r.message, "p99 latency 30.0 ms > 24.0 ms (baseline 20.0 ms × 1.2)");
+    assert_eq!(
+        r.message,
+        "p99 latency 30.0 ms > 24.0 ms (baseline 20.0 ms × 1.2): 1000 of 1000 requests slower than 24.0 ms (baseline up to 20.0 ms × 1.2), more than 1.00% with 99.99% confidence"
+    );
+}
+
+/// The baseline's p99 over 1,000 requests is 20 ms, but ten of them took 40 ms: its true p99
+/// could well be 40 ms, so a candidate at 30 ms is not clearly slower than 1.2 times it.
+#[test]
+fn latency_vs_an_uncertain_baseline_is_inconclusive() {
+    let p99 = MetricCheck::LatencyVsBaseline {
+        quantile: Quantile::P99,
+        max_ratio: 1.2,
+    };
+    let mut baseline = sample(1000, 0, 20.0);
+    baseline.latency = latencies(&[(20.0, 990), (40.0, 10)]);
+    let r = one(p99.clone(), &obs(sample(1000, 0, 30.0), baseline.clone()));
+    assert_eq!(r.outcome, Outcome::Inconclusive);
+    assert_eq!(
+        r.message,
+        "p99 latency 30.0 ms > 24.0 ms (baseline 20.0 ms × 1.2), but not clearly: 0 of 1000 requests slower than 48.0 ms (baseline up to 40.0 ms × 1.2), too few to show more than 1.00% with 99.99% confidence"
+    );
+    let r = one(p99, &obs(sample(1000, 0, 60.0), baseline));
+    assert_eq!(r.outcome, Outcome::Fail);
 }
 
 #[test]
@@ -285,7 +417,10 @@ fn any_failure_fails_and_any_inconclusive_holds_back_a_pass() {
         &totals_of(&o),
     );
     assert_eq!(m.outcome, Outcome::Fail);
-    assert_eq!(m.failures(), "m0: error rate 3.10% > 1.00%");
+    assert_eq!(
+        m.failures(),
+        "m0: error rate 3.10% > 1.00% (at least 1.62% with 99.99% confidence, 1000 requests)"
+    );
     let m = measure(
         &spec(vec![MetricCheck::ErrorRate { max: 0.05 }, vs], EmergencySpec::default()),
         &o,
@@ -456,6 +591,50 @@ proptest! {
         }
         if m.outcome == Outcome::Pass {
             prop_assert!(m.results.iter().all(|r| r.outcome == Outcome::Pass));
+        }
+    }
+}
+
+fn rank(o: Outcome) -> u8 {
+    match o {
+        Outcome::Pass => 0,
+        Outcome::Inconclusive => 1,
+        Outcome::Fail => 2,
+    }
+}
+
+proptest! {
+    #[test]
+    fn wilson_bounds_hold_the_estimate(n in 1u64..10_000_000, share in 0.0..=1.0f64, z in 0.0..5.0f64) {
+        let hits = (share * n as f64) as u64;
+        let (lower, upper) = wilson(hits, n, z);
+        let p = hits as f64 / n as f64;
+        prop_assert!(0.0 <= lower && lower <= p + 1e-12, "{lower} vs {p}");
+        prop_assert!(p <= upper + 1e-12 && upper <= 1.0, "{upper} vs {p}");
+    }
+
+    /// More errors in the same window never judge better, and a failed rate is beyond its limit.
+    #[test]
+    fn more_errors_never_judge_better(n in 1u64..20_000, a in 0.0..=1.0f64, b in 0.0..=1.0f64, max in 0.0..0.2f64) {
+        let (fewer, more) = ((a.min(b) * n as f64) as u64, (a.max(b) * n as f64) as u64);
+        let checks = [
+            MetricCheck::ErrorRate { max },
+            MetricCheck::SuccessRate { min: 1.0 - max },
+            MetricCheck::ErrorRateVsBaseline { max_ratio: Some(1.5), max_diff: Some(max) },
+        ];
+        for check in checks {
+            let judge = |errors| one(check.clone(), &obs(sample(n, errors, 20.0), healthy()));
+            let (r_fewer, r_more) = (judge(fewer), judge(more));
+            prop_assert!(rank(r_fewer.outcome) <= rank(r_more.outcome), "{check:?}: {r_fewer:?} then {r_more:?}");
+            for r in [r_fewer, r_more] {
+                let errors = match check {
+                    MetricCheck::SuccessRate { .. } => 1.0 - r.value.unwrap(),
+                    _ => r.value.unwrap(),
+                };
+                if r.outcome == Outcome::Fail {
+                    prop_assert!(errors > max, "{check:?}: {r:?}");
+                }
+            }
         }
     }
 }
