@@ -266,7 +266,9 @@ impl Quantile {
     }
 }
 
-/// The kinds of check. YAML keys: `successRate: {min}`, `errorRate: {max}`,
+/// The kinds of check. A threshold passes when the window's estimate is within its limit and
+/// fails only when the breach is clear at 99.99% one-sided confidence (inconclusive in between),
+/// so overlapping windows measured every second do not abort healthy rollouts on noise. YAML keys: `successRate: {min}`, `errorRate: {max}`,
 /// `latencyP50Ms`/`latencyP90Ms`/`latencyP99Ms`/`latencyP999Ms: {max}`, `requestRate: {min}`,
 /// `errorRateVsBaseline: {maxRatio, maxDiff}`, `latencyP99VsBaseline: {maxRatio}` (and the other
 /// quantiles), `sequentialErrorRate: {confidence}`.

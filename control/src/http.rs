@@ -76,7 +76,11 @@ impl Http {
         for (name, value) in headers {
             req = req.header(*name, value);
         }
-        if body.is_some() {
+        if body.is_some()
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+        {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req

@@ -170,7 +170,7 @@ async fn demo(faults: Faults, rate: u32) -> anyhow::Result<()> {
 }
 
 /// A routes document from the YAML table text, as JSON for `PUT /routes`.
-fn routes_json(yaml: &str) -> anyhow::Result<Value> {
+pub(crate) fn routes_json(yaml: &str) -> anyhow::Result<Value> {
     let table = switchyard_config::load_routes(yaml, Format::Yaml, 0).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(serde_json::json!({ "routes": table.spec() }))
 }
@@ -213,13 +213,13 @@ async fn watch(http: &Http, url: &str, traffic: &Traffic) -> anyhow::Result<Valu
 }
 
 /// Steady traffic at a fixed rate from a pool of sticky users.
-struct Traffic {
+pub(crate) struct Traffic {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
 }
 
 impl Traffic {
-    fn start(url: String, rate: u32) -> Self {
+    pub(crate) fn start(url: String, rate: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let workers = 8u32;
@@ -253,7 +253,7 @@ impl Drop for Traffic {
     }
 }
 
-struct RemoveOnDrop(std::path::PathBuf);
+pub(crate) struct RemoveOnDrop(pub(crate) std::path::PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

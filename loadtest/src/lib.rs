@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod abort_timing;
 pub mod demo;
 pub mod generate;
 pub mod upstream;

@@ -37,6 +37,25 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         latency: std::time::Duration,
     },
+    /// Measure how fast a canary that turns faulty is sent back: fault to detection, fault
+    /// to every proxy on the baseline, and requests that reached it afterwards.
+    AbortTiming {
+        /// Aborts to measure.
+        #[arg(long, default_value_t = 5)]
+        runs: u32,
+        /// Proxies serving the route.
+        #[arg(long, default_value_t = 2)]
+        proxies: usize,
+        /// Error rate of the faulty candidate (0 to 1).
+        #[arg(long, default_value_t = 0.05)]
+        error_rate: f64,
+        /// Latency the faulty candidate adds.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "50ms")]
+        latency: std::time::Duration,
+        /// Requests per second, over all proxies.
+        #[arg(long, default_value_t = 400)]
+        rate: u32,
+    },
     /// Run the whole system on this machine: mock upstreams, a proxy, the control loop and
     /// steady traffic; a healthy canary completes, then a faulty one is aborted.
     Demo {
@@ -104,6 +123,13 @@ fn main() -> std::process::ExitCode {
             error_rate,
             latency,
         } => switchyard_loadtest::upstream::run(listen, name, body, Faults { error_rate, latency }),
+        Command::AbortTiming {
+            runs,
+            proxies,
+            error_rate,
+            latency,
+            rate,
+        } => switchyard_loadtest::abort_timing::run(runs, proxies, Faults { error_rate, latency }, rate),
         Command::Demo {
             error_rate,
             latency,

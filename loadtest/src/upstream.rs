@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,8 +26,38 @@ pub struct Faults {
     pub latency: Duration,
 }
 
-/// Serves on `listener` forever, answering `body` with `x-upstream: name`.
+/// Switches an upstream's faults on and off while it serves, and counts its requests.
+#[derive(Debug)]
+pub struct Live {
+    /// Whether the faults apply now.
+    pub faulty: AtomicBool,
+    /// Requests served so far.
+    pub requests: AtomicU64,
+}
+
+impl Live {
+    /// Faults on or off from the start.
+    pub fn new(faulty: bool) -> Arc<Self> {
+        Arc::new(Self {
+            faulty: AtomicBool::new(faulty),
+            requests: AtomicU64::new(0),
+        })
+    }
+}
+
+/// Serves on `listener` forever, answering `body` with `x-upstream: name`, with `faults`.
 pub async fn serve(listener: TcpListener, name: &'static str, body: &'static str, faults: Faults) -> std::io::Error {
+    serve_live(listener, name, body, faults, Live::new(true)).await
+}
+
+/// As [`serve`], with the faults applying only while `live.faulty` is set.
+pub async fn serve_live(
+    listener: TcpListener,
+    name: &'static str,
+    body: &'static str,
+    faults: Faults,
+    live: Arc<Live>,
+) -> std::io::Error {
     let every = if faults.error_rate > 0.0 {
         (1.0 / faults.error_rate.min(1.0)).round().max(1.0) as u64
     } else {
@@ -41,15 +71,18 @@ pub async fn serve(listener: TcpListener, name: &'static str, body: &'static str
         };
         let _ = stream.set_nodelay(true);
         let count = Arc::clone(&count);
+        let live = Arc::clone(&live);
         tokio::spawn(async move {
             let service = service_fn(move |_req: Request<Incoming>| {
                 let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                live.requests.fetch_add(1, Ordering::Relaxed);
+                let faulty = live.faulty.load(Ordering::Relaxed);
                 async move {
-                    if !faults.latency.is_zero() {
+                    if faulty && !faults.latency.is_zero() {
                         tokio::time::sleep(faults.latency).await;
                     }
                     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-                    if every > 0 && n.is_multiple_of(every) {
+                    if faulty && every > 0 && n.is_multiple_of(every) {
                         *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                     }
                     response

@@ -23,3 +23,26 @@ fn the_demo_completes_one_rollout_aborts_the_other_and_exits_0() {
         "{stdout}"
     );
 }
+
+#[test]
+fn abort_timing_measures_a_real_abort() {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
+        .args(["abort-timing", "--runs", "1"])
+        .output()
+        .expect("the scenario runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = stdout.lines().find(|l| l.starts_with("| 1 |")).expect("one row");
+    let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+    let secs = |c: &str| c.trim_end_matches(" s").parse::<f64>().expect("seconds");
+    // Detection never precedes the fault, and confirmation never precedes detection.
+    assert!(secs(cells[2]) > 0.0 && secs(cells[3]) >= secs(cells[2]), "{row}");
+    assert_eq!(
+        cells[4], "0",
+        "requests reached the candidate after every proxy confirmed: {row}"
+    );
+}
