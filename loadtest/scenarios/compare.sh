@@ -40,21 +40,7 @@ fi
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
+. loadtest/scenarios/lib.sh
 
 "$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_A" --name stable &
 pids+=($!)
@@ -164,24 +150,6 @@ for s in "${SYSTEMS[@]}"; do wait_port "${PORT[$s]}"; done
 sleep 1
 PIDS[nginx]="$(pgrep -f "nginx.*$work/nginx.conf" | tr '\n' ' ') $(for p in $(pgrep -f "nginx.*$work/nginx.conf"); do pgrep -P "$p"; done | tr '\n' ' ')"
 
-ticks() {
-  local total=0
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    set -- $(sed 's/^.*) //' "/proc/$p/stat")
-    total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
-rss_kb() {
-  local total=0
-  for p in "$@"; do
-    [ -r "/proc/$p/status" ] || continue
-    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 load() { "$BIN/switchyard-loadtest" run --json --connections "$CONNS" --warmup 1s "$@"; }
 
 declare -A idle_rss
@@ -203,7 +171,6 @@ for rep in $(seq 1 "$REPS"); do
     echo "rep $rep $s: $rps req/s max, $c µs CPU/request" >&2
   done
 done
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 slowest=$(for s in "${SYSTEMS[@]}"; do [ "$s" = direct ] || echo "${max_rps[$s]}" | median; done | sort -g | head -1)
 
 # Latency at fixed rates.
@@ -217,28 +184,6 @@ for pct in 25 50 75; do
   done
 done
 
-with_conns_rss() {
-  local port=$1
-  shift
-  python3 - "$port" <<'EOF' &
-import socket, sys, time
-port = int(sys.argv[1])
-conns = []
-for i in range(1000):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-    s.recv(4096)
-    conns.append(s)
-open("/dev/shm/switchyard-conns-%d" % port, "w").close()
-time.sleep(30)
-EOF
-  local holder=$!
-  for _ in $(seq 1 600); do [ -e "/dev/shm/switchyard-conns-$port" ] && break; sleep 0.05; done
-  rss_kb "$@"
-  kill "$holder" 2>/dev/null || true
-  wait "$holder" 2>/dev/null || true
-  rm -f "/dev/shm/switchyard-conns-$port"
-}
 declare -A busy_rss
 for s in "${SYSTEMS[@]}"; do busy_rss[$s]=$(with_conns_rss "${PORT[$s]}" ${PIDS[$s]}); done
 

@@ -17,21 +17,7 @@ UP_A=$((BASE + 1)) UP_B=$((BASE + 2)) SY=$((BASE + 10)) ADMIN=$((BASE + 11))
 
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
+. loadtest/scenarios/lib.sh
 
 "$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_A" --name stable &
 pids+=($!)

@@ -28,23 +28,7 @@ fi
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$work/nginx.pid" ] && kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "port $1 did not open" >&2
-  exit 1
-}
+. loadtest/scenarios/lib.sh
 
 "$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_STABLE" --name stable &
 pids+=($!)
@@ -120,24 +104,6 @@ request = function()
 end
 EOF
 
-ticks() { # user+system clock ticks of the given pids
-  local total=0
-  for p in "$@"; do
-    [ -r "/proc/$p/stat" ] || continue
-    set -- $(sed 's/^.*) //' "/proc/$p/stat")
-    total=$((total + ${12} + ${13}))
-  done
-  echo "$total"
-}
-rss_kb() {
-  local total=0
-  for p in "$@"; do
-    [ -r "/proc/$p/status" ] || continue
-    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
-  done
-  echo "$total"
-}
-HZ=$(getconf CLK_TCK)
 
 declare -A idle_rss
 idle_rss[switchyard]=$(rss_kb $SY_PID)
@@ -174,34 +140,10 @@ for rep in $(seq 1 "$REPS"); do
   done
 done
 
-# RSS with 1,000 open keep-alive connections (each has served one request).
-with_conns_rss() { # port pids...
-  local port=$1
-  shift
-  python3 - "$port" <<'EOF' &
-import socket, sys, time
-port = int(sys.argv[1])
-conns = []
-for i in range(1000):
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nx-user-id: u%d\r\n\r\n" % i)
-    s.recv(4096)
-    conns.append(s)
-open("/dev/shm/switchyard-conns-%d" % port, "w").close()
-time.sleep(30)
-EOF
-  local holder=$!
-  for _ in $(seq 1 600); do [ -e "/dev/shm/switchyard-conns-$port" ] && break; sleep 0.05; done
-  rss_kb "$@"
-  kill "$holder" 2>/dev/null || true
-  wait "$holder" 2>/dev/null || true
-  rm -f "/dev/shm/switchyard-conns-$port"
-}
 declare -A busy_rss
 busy_rss[switchyard]=$(with_conns_rss "$SY" $SY_PID)
 busy_rss[nginx]=$(with_conns_rss "$NG" $NG_PIDS)
 
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 mkdir -p loadtest/results
 {
   echo "| system | CPU µs / request (median of $REPS) | runs | req/s (median) | RSS idle | RSS, 1,000 connections |"

@@ -16,7 +16,7 @@ use switchyard_control::store::Store;
 use tokio::net::TcpListener;
 
 use crate::demo::{RemoveOnDrop, Traffic, routes_json};
-use crate::upstream::{Faults, Live, serve_live};
+use crate::upstream::{Faults, Live, spawn};
 
 const ANALYSIS: &str = r#"
 canary:
@@ -54,17 +54,10 @@ pub fn run(runs: u32, proxies: usize, faults: Faults, rate: u32) -> anyhow::Resu
     runtime.block_on(scenario(runs, proxies.max(1), faults, rate))
 }
 
-async fn upstream(name: &'static str, faults: Faults, live: std::sync::Arc<Live>) -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    tokio::spawn(serve_live(listener, name, "ok\n", faults, live));
-    Ok(addr)
-}
-
 async fn scenario(runs: u32, proxies: usize, faults: Faults, rate: u32) -> anyhow::Result<()> {
-    let stable = upstream("stable", Faults::default(), Live::new(false)).await?;
+    let stable = spawn("stable", Faults::default(), Live::new(false)).await?;
     let live = Live::new(false);
-    let candidate = upstream("candidate", faults, std::sync::Arc::clone(&live)).await?;
+    let candidate = spawn("candidate", faults, std::sync::Arc::clone(&live)).await?;
     let table = format!(
         "routes:\n  - name: checkout\n    sticky: {{ header: x-user-id }}\n    tracks:\n      - {{ name: stable, endpoints: [\"{stable}\"], weight: 100 }}\n      - {{ name: canary, endpoints: [\"{candidate}\"], weight: 0 }}\n"
     );

@@ -17,7 +17,7 @@ use switchyard_control::http::Http;
 use switchyard_control::store::Store;
 use tokio::net::TcpListener;
 
-use crate::upstream::{Faults, serve};
+use crate::upstream::{Faults, Live, spawn};
 
 /// The canary both rollouts follow.
 const STEPS: &str = r#"
@@ -63,19 +63,12 @@ pub fn run(faults: Faults, rate: u32) -> anyhow::Result<()> {
     })
 }
 
-async fn upstream(name: &'static str, faults: Faults) -> anyhow::Result<String> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    tokio::spawn(serve(listener, name, "ok\n", faults));
-    Ok(addr)
-}
-
 async fn demo(faults: Faults, rate: u32) -> anyhow::Result<()> {
     let started = Instant::now();
     println!("Switchyard demo: three upstreams, one proxy, the control loop, {rate} req/s from 1,000 sticky users.\n");
-    let stable = upstream("stable", Faults::default()).await?;
-    let healthy = upstream("canary-v2", Faults::default()).await?;
-    let faulty = upstream("canary-v3", faults).await?;
+    let stable = spawn("stable", Faults::default(), Live::new(false)).await?;
+    let healthy = spawn("canary-v2", Faults::default(), Live::new(false)).await?;
+    let faulty = spawn("canary-v3", faults, Live::new(true)).await?;
     println!(
         "upstreams: stable {stable}, healthy candidate {healthy}, faulty candidate {faulty} ({:.1}% 500s, +{} latency)",
         faults.error_rate * 100.0,

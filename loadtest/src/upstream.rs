@@ -98,6 +98,15 @@ pub async fn serve_live(
     }
 }
 
+/// Serves on a free loopback port, in the background on the current runtime; returns the
+/// address (`127.0.0.1:PORT`).
+pub async fn spawn(name: &'static str, faults: Faults, live: Arc<Live>) -> std::io::Result<String> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    tokio::spawn(serve_live(listener, name, "ok\n", faults, live));
+    Ok(addr)
+}
+
 /// Binds `addr` and serves on one thread until the process ends.
 pub fn run(addr: SocketAddr, name: String, body: String, faults: Faults) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

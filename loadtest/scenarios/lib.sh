@@ -1,0 +1,71 @@
+# Shared by the scenario scripts (sourced, not run): process cleanup, port waits, and CPU time
+# and memory read from /proc.
+
+# Processes started by the scenario, killed on exit with the work directory.
+pids=()
+work=$(mktemp -d)
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Waits until something listens on 127.0.0.1:$1 (10 s at most).
+wait_port() {
+  for _ in $(seq 1 200); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.05
+  done
+  echo "port $1 did not open" >&2
+  exit 1
+}
+
+# User plus system clock ticks of the given processes.
+ticks() {
+  local total=0
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    set -- $(sed 's/^.*) //' "/proc/$p/stat")
+    total=$((total + ${12} + ${13}))
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
+
+# Resident memory of the given processes, KiB.
+rss_kb() {
+  local total=0
+  for p in "$@"; do
+    [ -r "/proc/$p/status" ] || continue
+    total=$((total + $(awk '/^VmRSS/ {print $2}' "/proc/$p/status")))
+  done
+  echo "$total"
+}
+
+# RSS of the given processes while 1,000 keep-alive connections to 127.0.0.1:$1 are open, each
+# having served one request.
+with_conns_rss() {
+  local port=$1
+  shift
+  python3 - "$port" <<'PY' &
+import socket, sys, time
+port = int(sys.argv[1])
+conns = []
+for i in range(1000):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench\r\nx-user-id: u%d\r\n\r\n" % i)
+    s.recv(4096)
+    conns.append(s)
+open("/dev/shm/switchyard-conns-%d" % port, "w").close()
+time.sleep(30)
+PY
+  local holder=$!
+  for _ in $(seq 1 600); do [ -e "/dev/shm/switchyard-conns-$port" ] && break; sleep 0.05; done
+  rss_kb "$@"
+  kill "$holder" 2>/dev/null || true
+  wait "$holder" 2>/dev/null || true
+  rm -f "/dev/shm/switchyard-conns-$port"
+}
+
+# The median of whitespace-separated numbers on stdin.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
