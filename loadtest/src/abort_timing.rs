@@ -15,27 +15,15 @@ use switchyard_control::http::Http;
 use switchyard_control::store::Store;
 use tokio::net::TcpListener;
 
-use crate::demo::{RemoveOnDrop, Traffic, routes_json};
+use crate::demo::{ANALYSIS, RemoveOnDrop, Traffic, routes_json};
 use crate::upstream::{Faults, Live, spawn};
 
-const ANALYSIS: &str = r#"
+/// A canary held at 25% until the fault.
+const STEPS: &str = r#"
 canary:
   steps:
     - setWeight: 25
     - pause: {}
-analysis:
-  interval: 1s
-  window: 5s
-  minRequests: 50
-  failureLimit: 3
-  metrics:
-    - name: success-rate
-      successRate: { min: 0.99 }
-    - name: latency
-      latencyP99Ms: { max: 40 }
-  emergency:
-    errorRate: { max: 0.2 }
-    latencyP99Ms: { max: 2000 }
 "#;
 
 /// One abort: milliseconds from the fault to detection and to confirmation, and late requests.
@@ -105,7 +93,7 @@ async fn scenario(runs: u32, proxies: usize, faults: Faults, rate: u32) -> anyho
         let name = format!("abort-{run}");
         let proxies_list: Vec<String> = admins.iter().map(|a| format!("\"{a}\"")).collect();
         let spec = format!(
-            "name: {name}\nroute: checkout\nproxies: [{}]\nbaseline: stable\ncandidate: canary\n{ANALYSIS}",
+            "name: {name}\nroute: checkout\nproxies: [{}]\nbaseline: stable\ncandidate: canary\n{STEPS}{ANALYSIS}",
             proxies_list.join(", ")
         );
         let (code, _, body) = http

@@ -30,6 +30,11 @@ canary:
     - setWeight: 50
     - pause: { duration: 4s }
     - setWeight: 100
+"#;
+
+/// The analysis of the demo's rollouts and of the abort-timing scenario: every second over the
+/// last 5 s, at least 50 candidate requests, success ≥ 99% and p99 ≤ 40 ms.
+pub(crate) const ANALYSIS: &str = r#"
 analysis:
   interval: 1s
   window: 5s
@@ -116,7 +121,7 @@ async fn demo(faults: Faults, rate: u32) -> anyhow::Result<()> {
         .await
         .context("resetting the proxy's table")?;
         let spec = format!(
-            "name: {name}\nroute: checkout\nproxies: [\"http://{admin}\"]\nbaseline: stable\ncandidate: canary\n{STEPS}"
+            "name: {name}\nroute: checkout\nproxies: [\"http://{admin}\"]\nbaseline: stable\ncandidate: canary\n{STEPS}{ANALYSIS}"
         );
         println!("── rollout {name}: candidate {candidate} ──");
         let (code, _, body) = http
