@@ -1,6 +1,7 @@
 //! Test helpers for Switchyard's integration tests: in-process mock upstreams whose status,
 //! latency and failure mode can change while they serve, a builder for routing tables, a small
-//! HTTP client that keeps connections alive, and [`assert_eventually!`].
+//! HTTP client that keeps connections alive, temporary directories, checks that keep an OpenAPI
+//! description true ([`openapi`]), and [`assert_eventually!`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod openapi;
 mod scratch;
 mod table;
 mod upstream;
