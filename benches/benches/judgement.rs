@@ -9,17 +9,21 @@
 //! Not a timing benchmark: it prints a markdown table of outcomes. The world it simulates:
 //! 1,000 requests/s split by the canary plan (5% → 25% → 50%, 30 s each); the baseline fails
 //! 0.5% of requests; latencies are log-normal around 20 ms; the proxies keep per-second stats and
-//! every second the controller reads the last 10 s (`window`) of both tracks and the totals since
-//! the analysis began, calls `measure`, and feeds the measurement to a `Tracker`. Every analysis
-//! variant sees exactly the same traffic (one seeded generator per run).
+//! every second the controller reads the last 10 s (`window`) of both tracks, adds the second's
+//! fresh counts to what the sequential judges have seen since the analysis began, calls
+//! `measure`, and feeds the measurement to a `Tracker`. Every analysis variant sees exactly the
+//! same traffic (one seeded generator per run, so the figures of a variant do not depend on which
+//! other variants run).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use switchyard_config::rollout::{AnalysisSpec, EmergencySpec, MetricCheck, MetricSpec, Quantile};
+use switchyard_config::rollout::{
+    AnalysisSpec, EmergencySpec, MetricCheck, MetricSpec, Quantile, SEQUENTIAL_CONFIDENCE,
+};
 use switchyard_control::analyze::{
-    Cumulative, METRIC_CONFIDENCE, Observation, Outcome, Sample, Tracker, Verdict, measure,
+    Counts, Cumulative, METRIC_CONFIDENCE, Observation, Outcome, Sample, Tracker, Verdict, measure,
 };
 
 /// Requests per second, both tracks together.
@@ -149,14 +153,16 @@ struct Tally {
 
 /// Runs the rollouts of `scenario` and judges each with every variant.
 fn run(scenario: &Scenario, variants: &[Variant], seed: u64) -> Vec<Tally> {
-    let mut rng = Rng(seed);
     let mut tallies: Vec<Tally> = variants.iter().map(|_| Tally::default()).collect();
     let window = variants
         .iter()
         .map(|v| v.spec.window.as_secs() as usize)
         .max()
         .unwrap_or(10);
-    for _ in 0..scenario.runs {
+    for i in 0..scenario.runs {
+        // A generator per run: a run stops once every variant has aborted, so a shared one would
+        // give the next runs other traffic whenever the set of variants changes.
+        let mut rng = Rng(seed.wrapping_mul(0x1_0000_0001).wrapping_add(u64::from(i)));
         let mut trackers: Vec<Option<Tracker>> = variants.iter().map(|v| Some(Tracker::new(&v.spec))).collect();
         let mut history: Vec<(Second, Second)> = Vec::new();
         let mut totals = Cumulative::default();
@@ -167,7 +173,7 @@ fn run(scenario: &Scenario, variants: &[Variant], seed: u64) -> Vec<Tally> {
             let candidate_requests = rng.binomial(TRAFFIC, weight as f64 / 100.0);
             let c = Second::simulate(&mut rng, candidate_requests, candidate_rate);
             let b = Second::simulate(&mut rng, TRAFFIC - candidate_requests, BASELINE_ERRORS);
-            totals += Cumulative {
+            totals += Counts {
                 candidate_requests: c.requests,
                 candidate_errors: c.errors,
                 baseline_requests: b.requests,
@@ -269,7 +275,7 @@ fn sequential() -> MetricSpec {
 }
 
 /// The contract's analysis (1 s interval, 10 s window, failureLimit 3, emergency 5% errors or
-/// p99 2000 ms) with these metrics and `minRequests`.
+/// p99 2000 ms, the default `sequentialConfidence`) with these metrics and `minRequests`.
 fn spec(metrics: Vec<MetricSpec>, min_requests: u64) -> AnalysisSpec {
     AnalysisSpec {
         interval: Duration::from_secs(1),
@@ -279,12 +285,18 @@ fn spec(metrics: Vec<MetricSpec>, min_requests: u64) -> AnalysisSpec {
         failure_limit: 3,
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
+        sequential_confidence: Some(SEQUENTIAL_CONFIDENCE),
         metrics,
         emergency: EmergencySpec {
             error_rate: Some(0.05),
             latency_p99_ms: Some(2000.0),
         },
     }
+}
+
+fn sequential_confidence(confidence: Option<f64>, mut spec: AnalysisSpec) -> AnalysisSpec {
+    spec.sequential_confidence = confidence;
+    spec
 }
 
 fn variants() -> Vec<Variant> {
@@ -298,34 +310,47 @@ fn variants() -> Vec<Variant> {
         spec.failure_limit = limit;
         spec
     };
+    let at = |confidence| sequential_confidence(Some(confidence), spec(contract(), 100));
     vec![
         Variant {
-            name: "contract: success ≥ 99.5%, p99 ≤ 500 ms, vs baseline ×1.1 or +0.5 pp",
+            name: "contract: success ≥ 99.5%, p99 ≤ 500 ms, vs baseline ×1.1 or +0.5 pp (sequentialConfidence 0.995)",
             spec: spec(contract(), 100),
         },
         Variant {
-            name: "contract + sequential 99%",
+            name: "contract, sequentialConfidence off (windows only)",
+            spec: sequential_confidence(None, spec(contract(), 100)),
+        },
+        Variant {
+            name: "contract + sequentialErrorRate 99%",
             spec: spec(with_sequential(contract()), 100),
         },
         Variant {
-            name: "contract, failureLimit 2",
-            spec: failure_limit(2, spec(contract(), 100)),
-        },
-        Variant {
-            name: "contract, minRequests 200",
-            spec: spec(contract(), 200),
-        },
-        Variant {
-            name: "p99 + sequential 99% (no rate thresholds)",
+            name: "p99 + sequentialErrorRate 99% (no rate thresholds)",
             spec: spec(vec![p99(), sequential()], 100),
+        },
+        Variant {
+            name: "contract, sequential off, failureLimit 2",
+            spec: failure_limit(2, sequential_confidence(None, spec(contract(), 100))),
         },
         Variant {
             name: "success ≥ 98%, p99, vs baseline ×1.1 or +1.5 pp",
             spec: spec(wider(), 100),
         },
         Variant {
-            name: "same + sequential 99%",
-            spec: spec(with_sequential(wider()), 100),
+            name: "contract, sequentialConfidence 0.95",
+            spec: at(0.95),
+        },
+        Variant {
+            name: "contract, sequentialConfidence 0.98",
+            spec: at(0.98),
+        },
+        Variant {
+            name: "contract, sequentialConfidence 0.99",
+            spec: at(0.99),
+        },
+        Variant {
+            name: "contract, sequentialConfidence 0.999",
+            spec: at(0.999),
         },
     ]
 }
@@ -403,8 +428,8 @@ fn main() {
     println!(
         "\n{healthy_runs} healthy and {runs} faulty rollouts per scenario, {TRAFFIC} req/s, plan {} ({} s); baseline errors {:.1}%, faulty \
          candidate {:.1}%; measured every 1 s over a 10 s window, failureLimit 3, emergency 5% / p99 2000 ms; \
-         a threshold fails only when its breach is clear with {}% confidence. \
-         Detection: seconds from the fault's start to the abort; \"early\": aborted before the fault began.\n",
+         a threshold fails only when its breach is clear in the window with {}% confidence; a sequential judge \
+         rejects on everything since the analysis began and aborts at once. Detection: seconds from the fault's start to the abort; \"early\": aborted before the fault began.\n",
         plan.join(" → "),
         plan_seconds(),
         BASELINE_ERRORS * 100.0,

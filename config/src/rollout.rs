@@ -19,7 +19,7 @@ use crate::schema::{RequestMatch, RouteName, TrackName};
 
 /// Reads and validates a rollout spec (YAML or JSON, camelCase). Defaults are filled in: an
 /// analysis's `interval` 1s, `window` 10s, `minRequests` 100, `failureLimit` 3,
-/// `inconclusiveLimit` 0, `consecutiveErrorLimit` 4; blue-green's `previewMatch` (header
+/// `inconclusiveLimit` 0, `consecutiveErrorLimit` 4, `sequentialConfidence` 0.995; blue-green's `previewMatch` (header
 /// `x-environment` equal to the candidate's name) and `rollbackWindow` 5m; a ring's
 /// `minDuration` 0s.
 ///
@@ -223,11 +223,40 @@ pub struct AnalysisSpec {
     pub inconclusive_limit: u32,
     /// Consecutive measurements with a proxy's stats unreachable that abort. Default 4.
     pub consecutive_error_limit: u32,
+    /// The confidence of the sequential judge that runs beside every `successRate` and
+    /// `errorRate` limit, or `None` (written `off`) for none. Default
+    /// [`SEQUENTIAL_CONFIDENCE`].
+    ///
+    /// The judge tests the candidate's error rate against the limit on every request since the
+    /// analysis began, with an anytime-valid test: a candidate whose error rate stays within the
+    /// limit is aborted by it with probability at most `1 − confidence` over the whole analysis,
+    /// however long it runs and however often it is measured. Because that holds for the whole
+    /// analysis, a rejection aborts at once, without waiting for `failureLimit`. Several limits
+    /// each spend their own `1 − confidence`.
+    #[serde(serialize_with = "sequential_confidence")]
+    pub sequential_confidence: Option<f64>,
     /// The checks.
     pub metrics: Vec<MetricSpec>,
     /// Limits whose first breach aborts, without waiting for `failureLimit`.
     #[serde(skip_serializing_if = "EmergencySpec::is_empty")]
     pub emergency: EmergencySpec,
+}
+
+/// The default [`AnalysisSpec::sequential_confidence`]: 99.5%, so a candidate exactly at its
+/// limit is aborted by the judge in at most 0.5% of analyses, half of the 1% false-abort target
+/// that the windowed thresholds share. In the judgement bench (`cargo bench -p
+/// switchyard-benches --bench judgement`, the README's "Judgement") the contract's spec then
+/// aborts 0.9% of healthy rollouts (0.7% with windows only: the two mostly abort the same
+/// unlucky ones) and catches a candidate at +2 percentage points and 50 requests/s in a median
+/// 5 s instead of 6; 99% is no faster there.
+pub const SEQUENTIAL_CONFIDENCE: f64 = 0.995;
+
+/// `sequentialConfidence`: the number, or `off`.
+fn sequential_confidence<S: serde::Serializer>(c: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.serialize_f64(*c),
+        None => s.serialize_str("off"),
+    }
 }
 
 /// One named check.
@@ -268,7 +297,9 @@ impl Quantile {
 
 /// The kinds of check. A threshold passes when the window's estimate is within its limit and
 /// fails only when the breach is clear at 99.99% one-sided confidence (inconclusive in between),
-/// so overlapping windows measured every second do not abort healthy rollouts on noise. YAML keys: `successRate: {min}`, `errorRate: {max}`,
+/// so overlapping windows measured every second do not abort healthy rollouts on noise;
+/// `successRate` and `errorRate` also get a sequential judge (see
+/// [`AnalysisSpec::sequential_confidence`]). YAML keys: `successRate: {min}`, `errorRate: {max}`,
 /// `latencyP50Ms`/`latencyP90Ms`/`latencyP99Ms`/`latencyP999Ms: {max}`, `requestRate: {min}`,
 /// `errorRateVsBaseline: {maxRatio, maxDiff}`, `latencyP99VsBaseline: {maxRatio}` (and the other
 /// quantiles), `sequentialErrorRate: {confidence}`.
@@ -311,11 +342,14 @@ pub enum MetricCheck {
         /// Allowed ratio.
         max_ratio: f64,
     },
-    /// Anytime-valid sequential test (mixture SPRT) that the candidate's error rate exceeds the
-    /// baseline's, over everything since the analysis began; fails when the evidence reaches
-    /// `confidence` (e.g. 0.99), so checking every second does not inflate false aborts.
+    /// Anytime-valid sequential test (an exact mixture SPRT, conditional on each interval's
+    /// errors) that the candidate's error rate exceeds the baseline's, over every interval since
+    /// the analysis began; fails when the evidence reaches `confidence` (e.g. 0.99), so checking
+    /// every second does not inflate false aborts, and then aborts at once, without waiting for
+    /// `failureLimit`.
     SequentialErrorRate {
-        /// 1 − the false-abort probability allowed over the whole analysis.
+        /// 1 − the false-abort probability allowed over the whole analysis, for a candidate
+        /// whose error rate is at most the baseline's.
         confidence: f64,
     },
 }

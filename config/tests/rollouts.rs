@@ -80,6 +80,7 @@ fn default_analysis() -> AnalysisSpec {
         failure_limit: 3,
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
+        sequential_confidence: Some(rollout::SEQUENTIAL_CONFIDENCE),
         metrics: vec![],
         emergency: EmergencySpec::default(),
     }
@@ -272,8 +273,9 @@ canary:
     - setWeight: 0.5
     - pause: { duration: 1m 30s 250ms }
     - setHeaderRoute: { method: [GET, HEAD], pathPrefix: /api, cookies: [{ name: uid, regex: "^a" }] }
-    - analysis: { count: 3, interval: 2s, window: 4s, minRequests: 1, failureLimit: 1, inconclusiveLimit: 2, consecutiveErrorLimit: 1 }
+    - analysis: { count: 3, interval: 2s, window: 4s, minRequests: 1, failureLimit: 1, inconclusiveLimit: 2, consecutiveErrorLimit: 1, sequentialConfidence: off }
 analysis:
+  sequentialConfidence: 0.9
   metrics:
     - { name: m1, successRate: { min: 0.9 } }
     - { name: m2, errorRate: { max: 0.1 } }
@@ -364,6 +366,7 @@ analysis:
   window: 500s
   minRequests: 0
   failureLimit: 0
+  sequentialConfidence: 1.5
   metrics:
     - name: a
       successRate: { min: 99.5 }
@@ -405,6 +408,7 @@ extra: 1
             "canary.steps[7].analysis.count: required here: the rollout waits for this analysis, which passes after `count` passing measurements",
             "canary.steps[8].setHeaderRoute.headers[0].name: invalid header name \"bad header\"",
             "canary.steps[9]: expected a mapping, found a number",
+            "analysis.sequentialConfidence: confidence must be above 0.5 and below 1 (0.99 is usual), found 1.5",
             "analysis.interval: interval must be longer than 0s",
             "analysis.window: window must be from 1s to 5m, found 8m 20s",
             "analysis.minRequests: must be at least 1: a window without requests proves nothing",
@@ -428,6 +432,34 @@ extra: 1
 }
 
 const HEAD: &str = "name: r\nroute: api\nproxies: [\"http://127.0.0.1:9901\"]\nbaseline: stable\ncandidate: canary\n";
+
+#[test]
+fn sequential_confidence_is_a_confidence_or_off() {
+    let analysis = |value: &str| {
+        load_rollout(
+            &format!("{HEAD}canary: {{steps: [{{pause: }}]}}\nanalysis: {{sequentialConfidence: {value}}}"),
+            Format::Yaml,
+        )
+        .map(|spec| spec.analysis.unwrap().sequential_confidence)
+    };
+    assert_eq!(analysis("0.999"), Ok(Some(0.999)));
+    assert_eq!(analysis("off"), Ok(None));
+    assert_eq!(
+        analysis("null"),
+        Ok(Some(rollout::SEQUENTIAL_CONFIDENCE)),
+        "null is absent"
+    );
+    for (value, found) in [("on", "\"on\""), ("false", "false"), ("[0.9]", "a list")] {
+        let e = analysis(value).unwrap_err();
+        assert_eq!(
+            e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [format!(
+                "analysis.sequentialConfidence: expected a confidence above 0.5 and below 1 (0.995 is the default) or `off`, found {found}"
+            )],
+        );
+    }
+    assert!(analysis("1").is_err());
+}
 
 #[test]
 fn a_spec_gives_exactly_one_strategy() {
@@ -584,6 +616,8 @@ const NAMES: &[&str] = &[
     "failureLimit",
     "inconclusiveLimit",
     "consecutiveErrorLimit",
+    "sequentialConfidence",
+    "off",
     "metrics",
     "emergency",
     "successRate",

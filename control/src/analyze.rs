@@ -4,9 +4,10 @@
 //!
 //! The control loop runs two stages every `interval`:
 //!
-//! 1. [`measure`] turns one stats window of both tracks ([`Observation`]) and the totals since the
-//!    analysis began ([`Cumulative`]) into a [`Measurement`]: one [`MetricResult`] per emergency
-//!    limit and per metric, and an [`Outcome`] for the whole.
+//! 1. [`measure`] turns one stats window of both tracks ([`Observation`]) and everything since
+//!    the analysis began ([`Cumulative`], to which the caller has added the interval's fresh
+//!    counts) into a [`Measurement`]: one [`MetricResult`] per emergency limit, per metric and
+//!    per sequential judge, and an [`Outcome`] for the whole.
 //! 2. A [`Tracker`] folds the measurements of one analysis run into a [`Verdict`]: continue,
 //!    passed, abort, or pause because nothing conclusive comes in.
 //!
@@ -15,7 +16,7 @@
 //!
 //! use hdrhistogram::Histogram;
 //! use switchyard_config::rollout::{AnalysisSpec, EmergencySpec, MetricCheck, MetricSpec};
-//! use switchyard_control::analyze::{Cumulative, Observation, Outcome, Sample, Tracker, Verdict, measure};
+//! use switchyard_control::analyze::{Counts, Cumulative, Observation, Outcome, Sample, Tracker, Verdict, measure};
 //!
 //! let spec = AnalysisSpec {
 //!     interval: Duration::from_secs(1),
@@ -25,6 +26,7 @@
 //!     failure_limit: 3,
 //!     inconclusive_limit: 0,
 //!     consecutive_error_limit: 4,
+//!     sequential_confidence: Some(0.99),
 //!     metrics: vec![MetricSpec { name: "error-rate".into(), check: MetricCheck::ErrorRate { max: 0.01 } }],
 //!     emergency: EmergencySpec { error_rate: Some(0.05), latency_p99_ms: None },
 //! };
@@ -34,19 +36,24 @@
 //!     latency: Histogram::new(2).unwrap(),
 //!     seconds: 10.0,
 //! };
-//! let obs = Observation { candidate: window(500, 45), baseline: window(9_500, 40) };
-//! let totals = Cumulative { candidate_requests: 500, candidate_errors: 45, baseline_requests: 9_500, baseline_errors: 40 };
-//!
-//! let m = measure(&spec, &obs, &totals);
+//! // Two seconds of a canary at 40 requests/s failing 7.5%: too few requests for the window's
+//! // threshold (minRequests), but enough for the sequential judge.
+//! let mut since = Cumulative::default();
+//! for _ in 0..2 {
+//!     since += Counts { candidate_requests: 40, candidate_errors: 3, baseline_requests: 960, baseline_errors: 5 };
+//! }
+//! let obs = Observation { candidate: window(80, 6), baseline: window(1_920, 10) };
+//! let m = measure(&spec, &obs, &since);
 //! assert_eq!(m.outcome, Outcome::Fail);
-//! assert!(m.emergency); // 45 errors in 500 requests: above 5% with 99% confidence
+//! assert!(m.sequential && !m.emergency);
+//! assert_eq!(m.results[1].outcome, Outcome::Inconclusive); // not judged: 80 < minRequests
 //! assert_eq!(
-//!     m.results[1].message,
-//!     "error rate 9.00% > 1.00% (at least 5.28% with 99.99% confidence, 500 requests)"
+//!     m.results[2].message,
+//!     "error rate 7.50% over 80 requests since the analysis began: evidence 241.203 ≥ 100, above 1.00% with 99% confidence"
 //! );
 //!
 //! let mut run = Tracker::new(&spec);
-//! assert!(matches!(run.record(&m, true), Verdict::Abort { .. }));
+//! assert!(matches!(run.record(&m, true), Verdict::Abort { .. })); // at once: no failureLimit
 //! ```
 
 use std::fmt::Write as _;
@@ -82,16 +89,20 @@ const EMERGENCY_Z: f64 = 2.326_347_874_040_841;
 /// counts failures over the whole run, and a healthy candidate may sit right at its limit (the
 /// contract's `successRate ≥ 99.5%` with the baseline at 0.5% errors), where each window is a
 /// fresh chance to fail. The judgement bench (`cargo bench -p switchyard-benches --bench
-/// judgement`, the README's "Judgement") set it: with the contract's spec, 99.99% aborts 0.7% of
-/// healthy rollouts (target ≤ 1%) and catches a candidate at +2 percentage points in every run,
-/// in a median 6 s at 50 requests/s and 5 s at 250; 99.9% aborts 3.4% of healthy rollouts, 99%
-/// 21%, and 99.995% detects a second later.
+/// judgement`, the README's "Judgement") set it: with the contract's spec judged by windows
+/// alone (`sequentialConfidence: off`), 99.99% aborts 0.7% of healthy rollouts (target ≤ 1%) and
+/// catches a candidate at +2 percentage points in every run, in a median 6 s at 50 requests/s
+/// and 5 s at 250; 99.9% aborts 3.4% of healthy rollouts, 99% 21%, and 99.995% detects a second
+/// later. The sequential judges (see [`measure`]) now catch the low-traffic case sooner; the
+/// windows remain for a fault that starts late, which evidence gathered since the analysis
+/// began is slow to show.
 ///
 /// The Wilson bound is approximate where the limit allows only a few errors per window, and
 /// looser there than its nominal level: a candidate exactly at 0.5% errors fails 0.7% of
 /// 150-request windows (4 errors fail), 0.11% of 500-request ones (9) and 0.05% of 2,500-request
 /// ones (26). Those few-error windows are the first seconds of a low-weight canary: few enough
-/// to add little to the false aborts, and where a quick detection needs the looseness. An exact
+/// to add little to the false aborts, and, without a sequential judge, where a quick detection
+/// needs the looseness. An exact
 /// (Clopper–Pearson) bound at 99.9%, stricter there (6 errors of 150) and the same in large
 /// windows, would abort about as many healthy rollouts and catch a bad candidate later.
 pub const METRIC_CONFIDENCE: f64 = 0.9999;
@@ -134,28 +145,46 @@ pub struct Observation {
     pub baseline: Sample,
 }
 
-/// Request and error totals of both tracks since the analysis began, for the sequential judge.
-/// The caller adds each window's fresh counts (`+=`), or passes lifetime totals minus those at
-/// the start.
+/// Request and error counts of both tracks: one interval's fresh counts, or totals.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Cumulative {
-    /// Candidate requests since the analysis began.
+pub struct Counts {
+    /// Candidate requests.
     pub candidate_requests: u64,
-    /// Candidate errors since the analysis began.
+    /// Candidate errors.
     pub candidate_errors: u64,
-    /// Baseline requests since the analysis began.
+    /// Baseline requests.
     pub baseline_requests: u64,
-    /// Baseline errors since the analysis began.
+    /// Baseline errors.
     pub baseline_errors: u64,
 }
 
-impl AddAssign for Cumulative {
+impl AddAssign for Counts {
     fn add_assign(&mut self, fresh: Self) {
         self.candidate_requests = self.candidate_requests.saturating_add(fresh.candidate_requests);
         self.candidate_errors = self.candidate_errors.saturating_add(fresh.candidate_errors);
         self.baseline_requests = self.baseline_requests.saturating_add(fresh.baseline_requests);
         self.baseline_errors = self.baseline_errors.saturating_add(fresh.baseline_errors);
+    }
+}
+
+/// What the sequential judges know since the analysis began: the totals of both tracks, and the
+/// candidate-against-baseline evidence gathered interval by interval. Start from
+/// [`Cumulative::default`] when the analysis begins and add each interval's fresh counts
+/// (`+=`) before measuring it. Serializable, so that a persisted analysis carries on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Cumulative {
+    /// Requests and errors of both tracks since the analysis began.
+    pub totals: Counts,
+    /// The evidence of `sequentialErrorRate`.
+    pub vs_baseline: sprt::OddsEvidence,
+}
+
+impl AddAssign<Counts> for Cumulative {
+    fn add_assign(&mut self, fresh: Counts) {
+        self.totals += fresh;
+        self.vs_baseline.add(fresh);
     }
 }
 
@@ -199,7 +228,13 @@ pub struct Measurement {
     pub outcome: Outcome,
     /// An emergency limit was breached: abort now, whatever `failureLimit` says.
     pub emergency: bool,
-    /// Emergency limits first (those configured), then the metrics in spec order.
+    /// A sequential judge rejected: abort now, whatever `failureLimit` says (its false-abort
+    /// probability is already bounded over the whole analysis).
+    #[serde(default)]
+    pub sequential: bool,
+    /// Emergency limits first (those configured), then the metrics in spec order, each
+    /// `successRate` and `errorRate` followed by its sequential judge (named `NAME.sequential`)
+    /// when `sequentialConfidence` is on.
     pub results: Vec<MetricResult>,
 }
 
@@ -240,17 +275,25 @@ impl Measurement {
 ///   lies above 0, from both tracks' Wilson intervals; for `latency…VsBaseline`, more than
 ///   `1 − q` of the candidate's requests are clearly slower than `maxRatio` × the most the
 ///   baseline's quantile could be. Each result's value stays the window's estimate.
-///   `requestRate` is a plain comparison, and the sequential judge has its own `confidence`.
-/// - Fewer than `minRequests` candidate requests in the window make every metric Inconclusive
-///   (values are still reported), so the measurement is never a pass and, barring an
-///   emergency, never a failure.
+///   `requestRate` is a plain comparison.
+/// - **Sequential judges** run on [`Cumulative`], everything since the analysis began, with
+///   the exact anytime-valid tests of [`sprt`]. With `sequentialConfidence` on (the default),
+///   each `successRate` and `errorRate` metric is followed by a row `NAME.sequential` that tests
+///   "the candidate's error rate is at most the limit" on the totals; a `sequentialErrorRate`
+///   metric tests "at most the baseline's" on the evidence gathered interval by interval. A row
+///   fails when its likelihood ratio reaches `1/(1 − confidence)`, and then the measurement is
+///   marked [`Measurement::sequential`]: the [`Tracker`] aborts at once, because the false-abort
+///   probability is bounded for the whole analysis, however often it is measured. Otherwise the
+///   row passes, with the ratio as its value (Inconclusive without candidate requests). A
+///   rejection is valid at any count, so, like an emergency, it needs no `minRequests`.
+/// - Fewer than `minRequests` candidate requests in the window make every threshold
+///   Inconclusive (values are still reported), so the measurement is never a pass and, barring
+///   an emergency or a sequential rejection, never a failure.
 /// - Comparisons with the baseline (`errorRateVsBaseline`, `latency…VsBaseline`) are
-///   Inconclusive while the baseline's window has fewer than `minRequests` requests; the
-///   sequential judge is Inconclusive until both tracks have `minRequests` requests in
-///   [`Cumulative`].
-pub fn measure(spec: &AnalysisSpec, obs: &Observation, totals: &Cumulative) -> Measurement {
+///   Inconclusive while the baseline's window has fewer than `minRequests` requests.
+pub fn measure(spec: &AnalysisSpec, obs: &Observation, since: &Cumulative) -> Measurement {
     let candidate = &obs.candidate;
-    let mut results = Vec::with_capacity(spec.metrics.len() + 2);
+    let mut results = Vec::with_capacity(2 * spec.metrics.len() + 2);
     let floor = EMERGENCY_MIN_REQUESTS.min(spec.min_requests).max(1);
     if let Some(max) = spec.emergency.error_rate {
         results.push(emergency_error_rate(candidate, max, floor));
@@ -261,9 +304,12 @@ pub fn measure(spec: &AnalysisSpec, obs: &Observation, totals: &Cumulative) -> M
     let emergency = results.iter().any(|r| r.outcome == Outcome::Fail);
 
     let enough = candidate.requests >= spec.min_requests.max(1);
+    let mut sequential = false;
     for metric in &spec.metrics {
-        let mut r = check(&metric.name, &metric.check, spec.min_requests, obs, totals);
-        if !enough {
+        let mut r = check(&metric.name, &metric.check, spec.min_requests, obs, since);
+        if let MetricCheck::SequentialErrorRate { .. } = metric.check {
+            sequential |= r.outcome == Outcome::Fail;
+        } else if !enough {
             r.outcome = Outcome::Inconclusive;
             r.message = format!(
                 "not judged: {} candidate requests in the window, fewer than minRequests {}",
@@ -271,6 +317,16 @@ pub fn measure(spec: &AnalysisSpec, obs: &Observation, totals: &Cumulative) -> M
             );
         }
         results.push(r);
+        let limit = match metric.check {
+            MetricCheck::SuccessRate { min } => Some((1.0 - min, true)),
+            MetricCheck::ErrorRate { max } => Some((max, false)),
+            _ => None,
+        };
+        if let (Some((limit, success)), Some(confidence)) = (limit, spec.sequential_confidence) {
+            let r = limit_sequential(&metric.name, limit, success, confidence, &since.totals);
+            sequential |= r.outcome == Outcome::Fail;
+            results.push(r);
+        }
     }
 
     let outcome = if results.iter().any(|r| r.outcome == Outcome::Fail) {
@@ -283,6 +339,7 @@ pub fn measure(spec: &AnalysisSpec, obs: &Observation, totals: &Cumulative) -> M
     Measurement {
         outcome,
         emergency,
+        sequential,
         results,
     }
 }
@@ -393,7 +450,7 @@ fn slower(h: &Histogram<u64>, limit_ms: f64) -> (u64, u64) {
     (n.saturating_sub(h.count_between(0, limit_us)), n)
 }
 
-fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, totals: &Cumulative) -> MetricResult {
+fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, since: &Cumulative) -> MetricResult {
     let (c, b) = (&obs.candidate, &obs.baseline);
     let inconclusive = |limit: String, message: String| row(name, Outcome::Inconclusive, None, limit, message);
     let conf = confidence(METRIC_CONFIDENCE);
@@ -541,7 +598,7 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             };
             row(name, outcome, Some(cv), format!("≤ {}", ms(max)), message)
         }
-        MetricCheck::SequentialErrorRate { confidence } => sequential(name, confidence, min_requests, totals),
+        MetricCheck::SequentialErrorRate { confidence } => vs_baseline_sequential(name, confidence, since),
     }
 }
 
@@ -628,39 +685,98 @@ fn error_rate_vs_baseline(
     row(name, outcome, Some(ce), format!("≤ {}", pct(max)), message)
 }
 
-fn sequential(name: &str, confidence: f64, min_requests: u64, totals: &Cumulative) -> MetricResult {
+/// The row of a sequential judge: its limit, or `Err` with the row to report when `confidence`
+/// is not a probability (the spec's validation prevents that; a hand-built spec may not).
+fn sequential_limit(name: &str, confidence: f64) -> Result<(f64, String), MetricResult> {
     if !(confidence > 0.0 && confidence < 1.0) {
         let message = format!("confidence {} is not between 0 and 1", num(confidence));
-        return row(name, Outcome::Inconclusive, None, "none".into(), message);
+        return Err(row(name, Outcome::Inconclusive, None, "none".into(), message));
     }
-    let alpha = 1.0 - confidence;
-    let threshold = 1.0 / alpha;
+    let threshold = 1.0 / (1.0 - confidence);
     let limit = format!(
-        "evidence < {} ({}% confidence)",
+        "evidence < {} ({} confidence)",
         num(threshold),
-        num(confidence * 100.0)
+        self::confidence(confidence)
     );
-    let (nc, nb) = (totals.candidate_requests, totals.baseline_requests);
-    let min = min_requests.max(1);
-    let evidence = sprt::evidence(totals, sprt::TAU);
-    let Some(e) = evidence.filter(|_| nc >= min && nb >= min) else {
-        let message = format!(
-            "{nc} candidate and {nb} baseline requests since the analysis began; needs minRequests {min_requests} of each"
-        );
-        return row(name, Outcome::Inconclusive, None, limit, message);
+    Ok((threshold, limit))
+}
+
+/// A likelihood ratio from its log, capped at 1e300 so that it stays a finite number in JSON.
+fn ratio_of(log_ratio: f64) -> f64 {
+    log_ratio.min(690.0).exp()
+}
+
+/// The sequential judge of a `successRate` (`success`) or `errorRate` limit, on the totals
+/// since the analysis began: [`sprt::limit_log_evidence`] against the error-rate `limit`.
+fn limit_sequential(name: &str, limit: f64, success: bool, confidence: f64, totals: &Counts) -> MetricResult {
+    let name = format!("{name}.sequential");
+    let (threshold, bound) = match sequential_limit(&name, confidence) {
+        Ok(t) => t,
+        Err(r) => return r,
     };
-    let ratio = e.likelihood_ratio();
-    let rates = format!(
-        "error rate {} vs baseline {} over {nc} and {nb} requests",
-        pct(e.candidate_rate),
-        pct(e.baseline_rate)
+    let (n, errors) = (
+        totals.candidate_requests,
+        totals.candidate_errors.min(totals.candidate_requests),
     );
-    if e.rejects(alpha) {
+    let Some(e) = rate(errors, n) else {
+        let message = "no candidate requests since the analysis began".to_owned();
+        return row(&name, Outcome::Inconclusive, None, bound, message);
+    };
+    let log_ratio = sprt::limit_log_evidence(n, errors, limit);
+    let ratio = ratio_of(log_ratio);
+    let seen = if success {
+        format!(
+            "success rate {} over {n} requests since the analysis began",
+            pct(1.0 - e)
+        )
+    } else {
+        format!("error rate {} over {n} requests since the analysis began", pct(e))
+    };
+    if log_ratio >= threshold.ln() {
+        let side = if success {
+            format!("below {}", pct(1.0 - limit))
+        } else {
+            format!("above {}", pct(limit))
+        };
         let message = format!(
-            "{rates}: evidence {} ≥ {}, candidate worse with {}% confidence",
+            "{seen}: evidence {} ≥ {}, {side} with {} confidence",
             num(ratio),
             num(threshold),
-            num(confidence * 100.0)
+            self::confidence(confidence)
+        );
+        row(&name, Outcome::Fail, Some(ratio), bound, message)
+    } else {
+        let message = format!("{seen}: evidence {} < {}", num(ratio), num(threshold));
+        row(&name, Outcome::Pass, Some(ratio), bound, message)
+    }
+}
+
+/// `sequentialErrorRate`: the candidate against the baseline, on the evidence gathered interval
+/// by interval ([`sprt::OddsEvidence`]).
+fn vs_baseline_sequential(name: &str, confidence: f64, since: &Cumulative) -> MetricResult {
+    let (threshold, limit) = match sequential_limit(name, confidence) {
+        Ok(t) => t,
+        Err(r) => return r,
+    };
+    let t = &since.totals;
+    let (nc, nb) = (t.candidate_requests, t.baseline_requests);
+    let (Some(ce), Some(be)) = (rate(t.candidate_errors, nc), rate(t.baseline_errors, nb)) else {
+        let message = format!("{nc} candidate and {nb} baseline requests since the analysis began: nothing to compare");
+        return row(name, Outcome::Inconclusive, None, limit, message);
+    };
+    let log_ratio = since.vs_baseline.log_evidence();
+    let ratio = ratio_of(log_ratio);
+    let rates = format!(
+        "error rate {} vs baseline {} over {nc} and {nb} requests",
+        pct(ce),
+        pct(be)
+    );
+    if log_ratio >= threshold.ln() {
+        let message = format!(
+            "{rates}: evidence {} ≥ {}, candidate worse with {} confidence",
+            num(ratio),
+            num(threshold),
+            self::confidence(confidence)
         );
         row(name, Outcome::Fail, Some(ratio), limit, message)
     } else {

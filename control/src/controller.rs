@@ -14,7 +14,7 @@ use switchyard_config::stats::TrackWindow;
 use switchyard_config::{ConfigErrors, Format, load_rollout};
 use tokio::sync::{Mutex, Notify};
 
-use crate::analyze::{Cumulative, Measurement, Observation, Outcome, Sample, Tracker, Verdict};
+use crate::analyze::{Counts, Cumulative, Measurement, Observation, Outcome, Sample, Tracker, Verdict};
 use crate::http::Http;
 use crate::observe::{Observed, Totals, observe};
 use crate::publish::{ProxyReport, publish_all};
@@ -34,16 +34,51 @@ pub fn now_ms() -> u64 {
 pub struct AnalysisRun {
     /// The analysis that runs throughout the rollout.
     pub background: Option<Tracker>,
-    /// Totals when the background analysis began (its sequential test counts from there).
-    pub background_origin: Option<Totals>,
-    /// The current analysis step: its index, tracker and origin.
-    pub step: Option<(usize, Tracker, Totals)>,
+    /// What the background analysis's sequential judges have counted since it began.
+    pub background_since: Option<Since>,
+    /// The current analysis step: its index, tracker and counts since it began.
+    pub step: Option<(usize, Tracker, Since)>,
     /// The analysis step that passed, if the rollout has not moved past it yet.
     pub step_passed: Option<usize>,
     /// The last measurement, for status.
     pub last: Option<serde_json::Value>,
     /// The last observation of both tracks, for status.
     pub tracks: Option<serde_json::Value>,
+}
+
+/// An analysis's counts since it began: the proxies' lifetime totals at its last measurement,
+/// and what its sequential judges have gathered from the intervals between.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Since {
+    /// The proxies' totals at the last measurement (at the start: when the analysis began).
+    pub last: Totals,
+    /// Everything since the analysis began.
+    pub cumulative: Cumulative,
+}
+
+impl Since {
+    /// Counting from `totals`, the proxies' totals when the analysis begins.
+    fn from(totals: Totals) -> Self {
+        Self {
+            last: totals,
+            cumulative: Cumulative::default(),
+        }
+    }
+
+    /// Adds the interval up to `totals` as one block of fresh counts. A total that fell (a proxy
+    /// restarted) adds nothing for that count and counts on from the new total.
+    fn advance(&mut self, totals: Totals) -> &Cumulative {
+        let fresh = totals.since(&self.last);
+        self.cumulative += Counts {
+            candidate_requests: fresh.candidate_requests,
+            candidate_errors: fresh.candidate_errors,
+            baseline_requests: fresh.baseline_requests,
+            baseline_errors: fresh.baseline_errors,
+        };
+        self.last = totals;
+        &self.cumulative
+    }
 }
 
 /// What `GET /rollouts/NAME` shows.
@@ -341,9 +376,11 @@ impl Controller {
         let run = &mut record.analysis;
 
         if let Some(analysis) = &background {
-            let origin = *run.background_origin.get_or_insert_with(|| totals_of(&observed));
+            let since = run
+                .background_since
+                .get_or_insert_with(|| Since::from(totals_of(&observed)));
             let tracker = run.background.get_or_insert_with(|| Tracker::new(analysis));
-            let (verdict, m) = judge(analysis, tracker, &observed, origin);
+            let (verdict, m) = judge(analysis, tracker, &observed, since);
             run.last = m.as_ref().map(measurement_json);
             self.act(spec, &mut record.state, verdict, m.as_ref(), now, "analysis");
         }
@@ -352,10 +389,10 @@ impl Controller {
         {
             let run = &mut record.analysis;
             if run.step.as_ref().is_none_or(|(i, _, _)| *i != step) {
-                run.step = Some((step, Tracker::new(analysis), totals_of(&observed)));
+                run.step = Some((step, Tracker::new(analysis), Since::from(totals_of(&observed))));
             }
-            if let Some((_, tracker, origin)) = &mut run.step {
-                let (verdict, m) = judge(analysis, tracker, &observed, *origin);
+            if let Some((_, tracker, since)) = &mut run.step {
+                let (verdict, m) = judge(analysis, tracker, &observed, since);
                 if m.is_some() {
                     run.last = m.as_ref().map(measurement_json);
                 }
@@ -440,23 +477,18 @@ fn judge(
     spec: &AnalysisSpec,
     tracker: &mut Tracker,
     observed: &Result<Observed, String>,
-    origin: Totals,
+    since: &mut Since,
 ) -> (Verdict, Option<Measurement>) {
     match observed {
         Ok(o) => {
-            let since = o.totals.since(&origin);
+            let cumulative = since.advance(o.totals);
             let m = crate::analyze::measure(
                 spec,
                 &Observation {
                     candidate: sample(&o.candidate),
                     baseline: sample(&o.baseline),
                 },
-                &Cumulative {
-                    candidate_requests: since.candidate_requests,
-                    candidate_errors: since.candidate_errors,
-                    baseline_requests: since.baseline_requests,
-                    baseline_errors: since.baseline_errors,
-                },
+                cumulative,
             );
             (tracker.record(&m, true), Some(m))
         }

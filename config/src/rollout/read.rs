@@ -12,7 +12,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::{
     AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MetricSpec, Pause, QUANTILES,
-    Ring, RingsSpec, RolloutSpec, STEP_KEYS, STRATEGY_KEYS, Step, Strategy, check, quantile_keys,
+    Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step, Strategy, check,
+    quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};
@@ -359,6 +360,9 @@ impl FromTree for AnalysisSpec {
         let failure_limit: u32 = f.or("failureLimit", 3, p);
         let inconclusive_limit = f.or("inconclusiveLimit", 0, p);
         let consecutive_error_limit: u32 = f.or("consecutiveErrorLimit", 4, p);
+        let sequential_confidence = f.raw("sequentialConfidence").map_or(Some(SEQUENTIAL_CONFIDENCE), |v| {
+            sequential_confidence(v, &f.path_of("sequentialConfidence"), p)
+        });
         let field_paths = [
             "interval",
             "window",
@@ -441,6 +445,7 @@ impl FromTree for AnalysisSpec {
             failure_limit,
             inconclusive_limit,
             consecutive_error_limit,
+            sequential_confidence,
             metrics: metrics.into_iter().map(|(_, m)| m).collect(),
             emergency,
         })
@@ -472,6 +477,30 @@ impl FromTree for MetricSpec {
             name: name?,
             check: check?,
         })
+    }
+}
+
+/// Reads `sequentialConfidence`: a confidence, or `off` (`None`). A malformed value is
+/// reported and leaves the default.
+fn sequential_confidence(v: &Value, path: &str, p: &mut Problems) -> Option<f64> {
+    match v {
+        Value::String(s) if s == "off" => None,
+        Value::Number(_) => {
+            let c = f64::from_tree(v, path, p)?;
+            check::confidence(c, path, p)
+                .then_some(c)
+                .or(Some(SEQUENTIAL_CONFIDENCE))
+        }
+        other => {
+            p.push(
+                path,
+                format!(
+                    "expected a confidence above 0.5 and below 1 (0.995 is the default) or `off`, found {}",
+                    crate::read::describe(other)
+                ),
+            );
+            Some(SEQUENTIAL_CONFIDENCE)
+        }
     }
 }
 

@@ -37,6 +37,7 @@ fn spec(metrics: Vec<MetricCheck>, emergency: EmergencySpec) -> AnalysisSpec {
         failure_limit: 3,
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
+        sequential_confidence: None,
         metrics: metrics
             .into_iter()
             .enumerate()
@@ -49,13 +50,26 @@ fn spec(metrics: Vec<MetricCheck>, emergency: EmergencySpec) -> AnalysisSpec {
     }
 }
 
+/// Everything since the analysis began, as one interval of these counts.
+fn since(candidate_requests: u64, candidate_errors: u64, baseline_requests: u64, baseline_errors: u64) -> Cumulative {
+    let mut c = Cumulative::default();
+    c += Counts {
+        candidate_requests,
+        candidate_errors,
+        baseline_requests,
+        baseline_errors,
+    };
+    c
+}
+
+/// The window as everything since the analysis began.
 fn totals_of(o: &Observation) -> Cumulative {
-    Cumulative {
-        candidate_requests: o.candidate.requests,
-        candidate_errors: o.candidate.errors,
-        baseline_requests: o.baseline.requests,
-        baseline_errors: o.baseline.errors,
-    }
+    since(
+        o.candidate.requests,
+        o.candidate.errors,
+        o.baseline.requests,
+        o.baseline.errors,
+    )
 }
 
 /// Measures one metric on `o` (totals = the window) and returns its only result.
@@ -352,7 +366,7 @@ fn sequential_error_rate() {
     let bad = obs(sample(5_000, 125, 20.0), sample(95_000, 475, 20.0));
     let r = one(seq(0.99), &bad);
     assert_eq!(r.outcome, Outcome::Fail);
-    assert!(r.value.unwrap() > 100.0);
+    assert!(r.value.unwrap() > 1e20);
     assert!(
         r.message.ends_with("candidate worse with 99% confidence"),
         "{}",
@@ -363,24 +377,105 @@ fn sequential_error_rate() {
     let same = obs(sample(5_000, 25, 20.0), sample(95_000, 475, 20.0));
     let r = one(seq(0.99), &same);
     assert_eq!(r.outcome, Outcome::Pass);
-    assert!(r.value.unwrap() < 100.0);
+    assert!(r.value.unwrap() < 1.0, "{r:?}");
+    assert_eq!(
+        r.message,
+        format!(
+            "error rate 0.50% vs baseline 0.50% over 5000 and 95000 requests: evidence {} < 100",
+            num(r.value.unwrap())
+        )
+    );
 
-    // The window has enough requests, but the totals passed in do not.
+    // The window has enough requests, but nothing was counted since the analysis began.
     let m = measure(
         &spec(vec![seq(0.99)], EmergencySpec::default()),
         &bad,
-        &Cumulative {
-            candidate_requests: 5_000,
-            candidate_errors: 125,
-            baseline_requests: 0,
-            baseline_errors: 0,
-        },
+        &Cumulative::default(),
     );
     assert_eq!(m.outcome, Outcome::Inconclusive);
     assert_eq!(m.results[0].value, None);
 
     assert_eq!(one(seq(1.0), &bad).outcome, Outcome::Inconclusive);
     assert_eq!(one(seq(f64::NAN), &bad).outcome, Outcome::Inconclusive);
+}
+
+/// A sequential rejection needs no `minRequests` and marks the measurement, so that the tracker
+/// aborts at once.
+#[test]
+fn a_sequential_rejection_fails_below_min_requests() {
+    let s = spec(
+        vec![MetricCheck::SequentialErrorRate { confidence: 0.99 }],
+        EmergencySpec::default(),
+    );
+    let o = obs(sample(60, 12, 20.0), healthy());
+    let m = measure(&s, &o, &since(60, 12, 1_000, 5));
+    assert_eq!(m.outcome, Outcome::Fail);
+    assert!(m.sequential && !m.emergency);
+    let mut run = Tracker::new(&s);
+    assert!(matches!(
+        run.record(&m, true),
+        Verdict::Abort {
+            reason: AbortReason::Sequential { .. }
+        }
+    ));
+}
+
+fn with_sequential(metrics: Vec<MetricCheck>, confidence: f64) -> AnalysisSpec {
+    let mut s = spec(metrics, EmergencySpec::default());
+    s.sequential_confidence = Some(confidence);
+    s
+}
+
+/// The contract's `successRate ≥ 99.5%` at 40 requests/s: after two seconds, 5 errors in 80
+/// requests reject "at most 0.5%" at 99.5%, while the window is not judged yet (minRequests).
+#[test]
+fn success_and_error_rates_get_a_sequential_judge() {
+    let s = with_sequential(
+        vec![
+            MetricCheck::SuccessRate { min: 0.995 },
+            MetricCheck::ErrorRate { max: 0.05 },
+        ],
+        0.995,
+    );
+    let o = obs(sample(80, 5, 20.0), healthy());
+    let m = measure(&s, &o, &since(80, 5, 1_920, 10));
+    let names: Vec<&str> = m.results.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["m0", "m0.sequential", "m1", "m1.sequential"]);
+    assert_eq!(m.results[0].outcome, Outcome::Inconclusive);
+    let r = &m.results[1];
+    assert_eq!(r.outcome, Outcome::Fail);
+    assert_eq!(r.limit, "evidence < 200 (99.5% confidence)");
+    assert_eq!(
+        r.message,
+        format!(
+            "success rate 93.75% over 80 requests since the analysis began: evidence {} ≥ 200, below 99.50% with 99.5% confidence",
+            num(r.value.unwrap())
+        )
+    );
+    assert_eq!(
+        m.results[3].outcome,
+        Outcome::Pass,
+        "6.25% of 80 is no proof of more than 5%"
+    );
+    assert!(m.sequential);
+    assert_eq!(m.outcome, Outcome::Fail);
+
+    // A healthy candidate: the evidence shrinks, the row passes.
+    let m = measure(&s, &obs(healthy(), healthy()), &since(10_000, 50, 10_000, 50));
+    assert_eq!(m.results[1].outcome, Outcome::Pass);
+    assert!(m.results[1].value.unwrap() < 1.0);
+    assert!(!m.sequential);
+    assert_eq!(m.outcome, Outcome::Pass);
+
+    // Nothing since the analysis began: nothing to judge.
+    let m = measure(&s, &obs(healthy(), healthy()), &Cumulative::default());
+    assert_eq!(m.results[1].outcome, Outcome::Inconclusive);
+    assert_eq!(m.results[1].message, "no candidate requests since the analysis began");
+
+    // `sequentialConfidence: off`.
+    let mut off = s.clone();
+    off.sequential_confidence = None;
+    assert_eq!(measure(&off, &o, &since(80, 5, 1_920, 10)).results.len(), 2);
 }
 
 #[test]
@@ -548,9 +643,10 @@ fn arb_case() -> impl Strategy<Value = (AnalysisSpec, Observation, Cumulative)> 
         arb_sample(),
         arb_sample(),
         (0u64..100_000, 0u64..5_000, 0u64..1_000_000, 0u64..50_000),
+        proptest::option::of(0.5..0.9999f64),
     )
         .prop_map(
-            |(checks, error_rate, latency_p99_ms, min_requests, candidate, baseline, t)| {
+            |(checks, error_rate, latency_p99_ms, min_requests, candidate, baseline, t, sequential)| {
                 let mut s = spec(
                     checks,
                     EmergencySpec {
@@ -559,13 +655,8 @@ fn arb_case() -> impl Strategy<Value = (AnalysisSpec, Observation, Cumulative)> 
                     },
                 );
                 s.min_requests = min_requests;
-                let totals = Cumulative {
-                    candidate_requests: t.0,
-                    candidate_errors: t.1,
-                    baseline_requests: t.2,
-                    baseline_errors: t.3,
-                };
-                (s, Observation { candidate, baseline }, totals)
+                s.sequential_confidence = sequential;
+                (s, Observation { candidate, baseline }, since(t.0, t.1, t.2, t.3))
             },
         )
 }
@@ -577,7 +668,9 @@ proptest! {
         if o.candidate.requests < s.min_requests {
             prop_assert_ne!(m.outcome, Outcome::Pass);
         }
-        prop_assert_eq!(m.results.len(), s.metrics.len() + usize::from(s.emergency.error_rate.is_some())
+        let judged = s.metrics.iter().filter(|m| matches!(m.check, MetricCheck::SuccessRate { .. } | MetricCheck::ErrorRate { .. })).count();
+        let sequential = if s.sequential_confidence.is_some() { judged } else { 0 };
+        prop_assert_eq!(m.results.len(), s.metrics.len() + sequential + usize::from(s.emergency.error_rate.is_some())
             + usize::from(s.emergency.latency_p99_ms.is_some()));
     }
 
@@ -586,9 +679,12 @@ proptest! {
         let m = measure(&s, &o, &t);
         let any_fail = m.results.iter().any(|r| r.outcome == Outcome::Fail);
         prop_assert_eq!(any_fail, m.outcome == Outcome::Fail);
-        if m.emergency {
+        if m.emergency || m.sequential {
             prop_assert_eq!(m.outcome, Outcome::Fail);
         }
+        let sequential_fail = m.results.iter().any(|r| r.outcome == Outcome::Fail
+            && (r.name.ends_with(".sequential") || s.metrics.iter().any(|x| x.name == r.name && matches!(x.check, MetricCheck::SequentialErrorRate { .. }))));
+        prop_assert_eq!(sequential_fail, m.sequential);
         if m.outcome == Outcome::Pass {
             prop_assert!(m.results.iter().all(|r| r.outcome == Outcome::Pass));
         }

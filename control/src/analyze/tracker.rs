@@ -36,6 +36,12 @@ pub enum AbortReason {
         /// The breached limits, `name: message; …`.
         message: String,
     },
+    /// A sequential judge rejected: the candidate's error rate is beyond a limit (or the
+    /// baseline's) with the judge's confidence, over everything since the analysis began.
+    Sequential {
+        /// The failed checks of the measurement, `name: message; …`.
+        message: String,
+    },
     /// `failureLimit` measurements failed.
     FailureLimit {
         /// Failed measurements so far.
@@ -55,11 +61,12 @@ pub enum AbortReason {
 }
 
 impl AbortReason {
-    /// A short, stable label for metrics and logs: `emergency`, `failure_limit`,
+    /// A short, stable label for metrics and logs: `emergency`, `sequential`, `failure_limit`,
     /// `stats_unreachable`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Emergency { .. } => "emergency",
+            Self::Sequential { .. } => "sequential",
             Self::FailureLimit { .. } => "failure_limit",
             Self::StatsUnreachable { .. } => "stats_unreachable",
         }
@@ -70,6 +77,7 @@ impl fmt::Display for AbortReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Emergency { message } => write!(f, "emergency limit breached: {message}"),
+            Self::Sequential { message } => write!(f, "sequential judge rejected: {message}"),
             Self::FailureLimit {
                 failures,
                 limit,
@@ -108,7 +116,10 @@ struct Limits {
 ///    measurement's own outcome is ignored, except that an emergency it shows still aborts (the
 ///    proxies that did answer are evidence enough). `consecutiveErrorLimit` consecutive errors
 ///    abort. A measurement with stats resets the streak.
-/// 3. **Emergency** — aborts at once.
+/// 3. **Emergency** — aborts at once. So does a **sequential rejection**
+///    ([`Measurement::sequential`]): its false-abort probability is bounded over the whole
+///    analysis already, so `failureLimit`, which exists to absorb the noise of windows judged
+///    one by one, would only delay it.
 /// 4. **Fail** — counts towards `failureLimit`, cumulatively over the run, as in Argo Rollouts;
 ///    the run aborts when the count *reaches* the limit (`failureLimit: 3` aborts on the third
 ///    failure, as the schema documents; Argo aborts when the count exceeds it). A limit of 0
@@ -163,6 +174,12 @@ impl Tracker {
             self.failed = self.failed.saturating_add(1);
             return self.end(Verdict::Abort {
                 reason: AbortReason::Emergency { message: m.failures() },
+            });
+        }
+        if m.sequential {
+            self.failed = self.failed.saturating_add(1);
+            return self.end(Verdict::Abort {
+                reason: AbortReason::Sequential { message: m.failures() },
             });
         }
         if !stats_reachable {

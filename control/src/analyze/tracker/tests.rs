@@ -14,6 +14,7 @@ fn spec(count: Option<u32>, failure_limit: u32, inconclusive_limit: u32, consecu
         failure_limit,
         inconclusive_limit,
         consecutive_error_limit,
+        sequential_confidence: None,
         metrics: Vec::new(),
         emergency: EmergencySpec::default(),
     }
@@ -23,6 +24,7 @@ fn m(outcome: Outcome) -> Measurement {
     Measurement {
         outcome,
         emergency: false,
+        sequential: false,
         results: vec![MetricResult {
             name: "error-rate".into(),
             outcome,
@@ -78,6 +80,26 @@ fn an_emergency_aborts_at_once_even_without_all_stats() {
             "{v:?}"
         );
     }
+}
+
+#[test]
+fn a_sequential_rejection_aborts_at_once() {
+    let mut t = Tracker::new(&spec(None, 3, 0, 4));
+    assert_eq!(t.record(&m(PASS), true), Verdict::Continue);
+    let rejected = Measurement {
+        sequential: true,
+        ..m(FAIL)
+    };
+    let v = t.record(&rejected, true);
+    let Verdict::Abort { reason } = v else {
+        panic!("a sequential rejection must abort, got {v:?}");
+    };
+    assert_eq!(reason.label(), "sequential");
+    assert_eq!(
+        reason.to_string(),
+        "sequential judge rejected: error-rate: error rate 3.10% > 1.00%"
+    );
+    assert_eq!(t.failed(), 1);
 }
 
 #[test]
