@@ -3,11 +3,12 @@
 //! with a body that records the request when it ends.
 
 use std::cell::Cell;
+use std::future::{Future, poll_fn};
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -19,14 +20,14 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use switchyard_config::RequestView;
 use switchyard_config::schema::{Timeouts, UpstreamProtocol};
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::publish::Publisher;
 use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
 use crate::upstream::{Failure, Lease, Upstreams};
 
 /// What the proxy knows of a downstream connection, computed once per connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Downstream {
     /// The client's address.
     pub peer: SocketAddr,
@@ -34,13 +35,47 @@ pub struct Downstream {
     pub tls: bool,
     /// The client's IP as a header value, for `x-forwarded-for`.
     client: HeaderValue,
+    /// The timer of the connection's upstream timeouts, re-armed by each request. A timer that
+    /// is armed and moved later only has its deadline stored (tokio moves it in its wheel when
+    /// the old deadline comes), where a fresh one per request costs an insertion into the wheel
+    /// and a removal. Concurrent requests (HTTP/2) that find it taken make their own.
+    timer: Mutex<Option<Pin<Box<Sleep>>>>,
 }
 
 impl Downstream {
     /// A connection from `peer`, over TLS or not.
     pub fn new(peer: SocketAddr, tls: bool) -> Self {
         let client = HeaderValue::from_str(&peer.ip().to_string()).expect("an IP address is a valid header value");
-        Self { peer, tls, client }
+        Self {
+            peer,
+            tls,
+            client,
+            timer: Mutex::new(None),
+        }
+    }
+
+    /// Runs `exchange` until it ends or `deadline` passes (`None`).
+    async fn within<T>(&self, deadline: Instant, exchange: impl Future<Output = T>) -> Option<T> {
+        let taken = self.timer.lock().ok().and_then(|mut slot| slot.take());
+        let mut timer = match taken {
+            Some(mut timer) => {
+                timer.as_mut().reset(deadline);
+                timer
+            }
+            None => Box::pin(tokio::time::sleep_until(deadline)),
+        };
+        let mut exchange = pin!(exchange);
+        let outcome = poll_fn(|cx| {
+            if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
+                return Poll::Ready(Some(done));
+            }
+            timer.as_mut().poll(cx).map(|()| None)
+        })
+        .await;
+        if let Ok(mut slot) = self.timer.lock() {
+            *slot = Some(timer);
+        }
+        outcome
     }
 }
 
@@ -144,8 +179,8 @@ impl Forwarder {
             }
         };
         let recorder = self.publisher.recorder();
-        let failure = match tokio::time::timeout(timeout, exchange).await {
-            Ok(Ok((response, lease))) => {
+        let failure = match downstream.within(start + timeout, exchange).await {
+            Some(Ok((response, lease))) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
                 if let Some((name, value)) = track_header {
@@ -165,8 +200,8 @@ impl Forwarder {
                 };
                 return Response::from_parts(parts, body);
             }
-            Ok(Err(failure)) => failure,
-            Err(_) => Failure::Timeout,
+            Some(Err(failure)) => failure,
+            None => Failure::Timeout,
         };
         let status = failure.status();
         let outcome = Outcome {
@@ -199,8 +234,13 @@ pub fn local(
 }
 
 /// Removes the headers that describe one connection rather than the message (RFC 9110 §7.6.1):
-/// `Connection` and every header it names, and the well-known hop-by-hop ones.
+/// `Connection` and every header it names, and the well-known hop-by-hop ones. One pass over
+/// the names finds whether there is anything to remove; most messages have nothing, and then
+/// nothing is hashed or looked up.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(maybe_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -229,6 +269,20 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if headers.get(header::TE).is_some_and(|v| v != "trailers") {
         headers.remove(header::TE);
     }
+}
+
+/// Whether `name` is one that [`strip_hop_by_hop`] may remove (`TE` only when it is not
+/// `trailers`). Standard names compare as enum values.
+fn maybe_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == header::TRANSFER_ENCODING
+        || name == header::TE
+        || name == header::UPGRADE
+        || name == header::TRAILER
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name.as_str() == "keep-alive"
+        || name.as_str() == "proxy-connection"
 }
 
 fn forwarded_for(headers: &mut HeaderMap, downstream: &Downstream) {
@@ -383,6 +437,28 @@ mod tests {
         grpc.insert("te", HeaderValue::from_static("trailers"));
         strip_hop_by_hop(&mut grpc);
         assert_eq!(grpc.get("te").unwrap(), "trailers");
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_alone_is_removed() {
+        // The quick scan must see every name the full pass removes.
+        for name in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+            "trailer",
+            "proxy-authenticate",
+            "proxy-authorization",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            strip_hop_by_hop(&mut h);
+            assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"], "{name}");
+        }
     }
 
     #[test]

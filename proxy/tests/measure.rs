@@ -136,6 +136,36 @@ async fn a_slow_upstream_is_504_and_a_reset_is_502_each_counted() {
 }
 
 #[tokio::test]
+async fn the_timeout_holds_for_every_request_of_a_keep_alive_connection() {
+    // Requests on one connection share a re-armed timer: each gets the whole timeout, whether
+    // the one before answered in time or timed out.
+    let upstream = MockUpstream::start("stable").await;
+    let p = start_proxy(Table::new().setting("timeouts: { request: 200ms }").route("app").track(
+        "stable",
+        &[upstream.addr()],
+        1.0,
+    ))
+    .await;
+    let c = Client::http1();
+    for (behaviour, status) in [
+        (Behaviour::Answer, 200),
+        (Behaviour::Hang, 504),
+        (Behaviour::Answer, 200),
+        (Behaviour::Hang, 504),
+        (Behaviour::Answer, 200),
+    ] {
+        upstream.set_behaviour(behaviour);
+        let r = c.get(&url(&p, "/"), &[]).await.unwrap();
+        assert_eq!(r.status, status, "{}", r.body);
+    }
+    let s = track_stats(&p, "app", "stable").await;
+    assert_eq!(
+        (s["requests"].as_u64(), s["upstreamErrors"]["timeout"].as_u64()),
+        (Some(5), Some(2))
+    );
+}
+
+#[tokio::test]
 async fn stats_windows_are_validated() {
     let stable = MockUpstream::start("stable").await;
     let p = start_proxy(Table::new().route("app").track("stable", &[stable.addr()], 1.0)).await;
