@@ -119,7 +119,9 @@ impl Upstreams {
                 },
             }
         }
-        let mut sender = self.connect(authority).await?;
+        // Boxed: the connect path is cold, and its state would otherwise enlarge every
+        // request's future, which hyper moves into place for each request.
+        let mut sender = Box::pin(self.connect(authority)).await?;
         match sender.send_request(req).await {
             Ok(response) => Ok((response, self.lease(key, sender))),
             Err(e) => Err(Failure::of_hyper(&e)),
