@@ -244,8 +244,8 @@ pub struct AnalysisSpec {
 
 /// The default [`AnalysisSpec::sequential_confidence`]: 99%, so a candidate exactly at its
 /// limit is aborted by the judge in at most 1% of analyses (Ville's bound; about half that in
-/// the judgement bench, where the judge can only reject on whole errors and the rollout is
-/// finite). The judgement bench (`cargo bench -p switchyard-benches --bench judgement`, the
+/// simulations of the judgement bench's 90-second rollouts, because the judge can only reject on
+/// whole errors and the rollout ends). The judgement bench (`cargo bench -p switchyard-benches --bench judgement`, the
 /// README's "Judgement") measures what it costs and buys beside the windowed thresholds.
 pub const SEQUENTIAL_CONFIDENCE: f64 = 0.99;
 
