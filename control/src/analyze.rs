@@ -63,6 +63,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 use switchyard_config::rollout::{AnalysisSpec, MetricCheck, Quantile};
 
+pub mod exact;
 pub mod sprt;
 mod tracker;
 
@@ -77,9 +78,6 @@ pub const EMERGENCY_MIN_REQUESTS: u64 = 20;
 /// once (see [`measure`]).
 pub const EMERGENCY_CONFIDENCE: f64 = 0.99;
 
-/// z-score of [`EMERGENCY_CONFIDENCE`] (one-sided): Φ⁻¹(0.99).
-const EMERGENCY_Z: f64 = 2.326_347_874_040_841;
-
 /// One-sided confidence with which a window must show that the candidate breaks a threshold
 /// (`successRate`, `errorRate`, a latency quantile, `errorRateVsBaseline`,
 /// `latency…VsBaseline`) before that metric fails (see [`measure`]): 99.99%.
@@ -88,23 +86,15 @@ const EMERGENCY_Z: f64 = 2.326_347_874_040_841;
 /// `interval` (about 90 overlapping windows in a 90-second rollout at 1 s), `failureLimit`
 /// counts failures over the whole run, and a healthy candidate may sit right at its limit (the
 /// contract's `successRate ≥ 99.5%` with the baseline at 0.5% errors), where each window is a
-/// fresh chance to fail. The judgement bench (`cargo bench -p switchyard-benches --bench
-/// judgement`, the README's "Judgement") set it: with the contract's spec judged by windows
-/// alone (`sequentialConfidence: off`), 99.99% aborts 0.7% of healthy rollouts (target ≤ 1%) and
-/// catches a candidate at +2 percentage points in every run, in a median 6 s at 50 requests/s
-/// and 5 s at 250; 99.9% aborts 3.4% of healthy rollouts, 99% 21%, and 99.995% detects a second
-/// later. The sequential judges (see [`measure`]) now catch the low-traffic case sooner; the
-/// windows remain for a fault that starts late, which evidence gathered since the analysis
-/// began is slow to show.
-///
-/// The Wilson bound is approximate where the limit allows only a few errors per window, and
-/// looser there than its nominal level: a candidate exactly at 0.5% errors fails 0.7% of
-/// 150-request windows (4 errors fail), 0.11% of 500-request ones (9) and 0.05% of 2,500-request
-/// ones (26). Those few-error windows are the first seconds of a low-weight canary: few enough
-/// to add little to the false aborts, and, without a sequential judge, where a quick detection
-/// needs the looseness. An exact
-/// (Clopper–Pearson) bound at 99.9%, stricter there (6 errors of 150) and the same in large
-/// windows, would abort about as many healthy rollouts and catch a bad candidate later.
+/// fresh chance to fail. Rates and shares are judged by the exact binomial test ([`exact`]), so
+/// a candidate at its limit fails at most one window in 10,000 whatever the window's size. The
+/// judgement bench (`cargo bench -p switchyard-benches --bench judgement`, the README's
+/// "Judgement") measures the result: with the contract's spec judged by windows alone
+/// (`sequentialConfidence: off`), 0.1% of healthy rollouts aborted, and a candidate at +2
+/// percentage points caught in every run, in a median 11 s at 50 requests/s (a 10-second
+/// window of 500 requests needs 11 errors) and 6 s at 250. The sequential judges (see
+/// [`measure`]) catch the low-traffic case sooner; the windows remain for a fault that starts
+/// late, which evidence gathered since the analysis began is slow to show.
 pub const METRIC_CONFIDENCE: f64 = 0.9999;
 
 /// z-score of [`METRIC_CONFIDENCE`] (one-sided): Φ⁻¹(0.9999).
@@ -258,8 +248,9 @@ impl Measurement {
 /// - **Emergency limits** are checked first, on the candidate's window. One aborts at once
 ///   (`emergency: true`, outcome Fail) when the window holds at least [`EMERGENCY_MIN_REQUESTS`]
 ///   candidate requests (or `minRequests`, if lower) *and* shows the breach with
-///   [`EMERGENCY_CONFIDENCE`]: the Wilson score lower bound of the error rate — or, for p99, of
-///   the share of requests slower than the limit — must exceed the limit (the share 1%). A
+///   [`EMERGENCY_CONFIDENCE`]: the exact (Clopper–Pearson) lower bound of the error rate — or,
+///   for p99, of the share of requests slower than the limit — must exceed the limit (the share
+///   1%); see [`exact`]. A
 ///   crashed candidate clears that bar within its first 20 requests (20 errors in 20 bound the
 ///   rate above 78%); two errors among 30 requests in a quiet minute, which a plain comparison
 ///   would call a 6.7% emergency, do not. A breach seen but not yet confident makes that row
@@ -267,9 +258,10 @@ impl Measurement {
 /// - **Thresholds** are judged on the candidate's window with [`METRIC_CONFIDENCE`]: a metric
 ///   passes when the window's estimate is within its limit, fails only when the breach is clear,
 ///   and is Inconclusive in between (beyond the limit, but within the window's noise). Clear
-///   means: for `successRate {min}` and `errorRate {max}`, the one-sided Wilson score lower
-///   bound of the error rate lies above `1 − min` or `max`; for a latency quantile q, the lower
-///   bound of the share of requests slower than `maxMs` lies above `1 − q` (p99 > 500 ms exactly
+///   means: for `successRate {min}` and `errorRate {max}`, the exact one-sided (Clopper–Pearson)
+///   lower bound of the error rate lies above `1 − min` or `max`, that is, the exact binomial
+///   test rejects "at most the limit" (see [`exact`]); for a latency quantile q, the same bound
+///   of the share of requests slower than `maxMs` lies above `1 − q` (p99 > 500 ms exactly
 ///   when more than 1% of requests take longer); for `errorRateVsBaseline`, the lower bound of
 ///   `candidate − baseline × maxRatio` and of `candidate − baseline − maxDiff` (each given one)
 ///   lies above 0, from both tracks' Wilson intervals; for `latency…VsBaseline`, more than
@@ -360,7 +352,7 @@ fn emergency_error_rate(candidate: &Sample, max: f64, floor: u64) -> MetricResul
             "error rate {} > emergency limit {} (at least {} with {conf} confidence, {n} requests)",
             pct(observed),
             pct(max),
-            pct(wilson(errors, n, EMERGENCY_Z).0)
+            pct(exact::lower_bound(errors, n, EMERGENCY_CONFIDENCE))
         ),
         Outcome::Inconclusive => format!(
             "error rate {} above emergency limit {}, but not yet with {conf} confidence ({n} requests)",
@@ -410,7 +402,7 @@ fn emergency_latency(candidate: &Sample, max_ms: f64, floor: u64) -> MetricResul
 fn breach(hits: u64, n: u64, limit: f64, floor: u64) -> Outcome {
     grade(
         n == 0 || hits as f64 <= limit * n as f64,
-        n >= floor && wilson(hits, n, EMERGENCY_Z).0 > limit,
+        n >= floor && exact::exceeds(hits, n, limit, EMERGENCY_CONFIDENCE),
     )
 }
 
@@ -462,21 +454,21 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             };
             let (s, n) = (1.0 - e, c.requests);
             // The highest success rate the window is consistent with.
-            let most = 1.0 - wilson(c.errors, n, METRIC_Z).0;
-            let outcome = grade(s >= min, most < min);
+            let most = || 1.0 - exact::lower_bound(c.errors, n, METRIC_CONFIDENCE);
+            let outcome = grade(s >= min, exact::exceeds(c.errors, n, 1.0 - min, METRIC_CONFIDENCE));
             let message = match outcome {
                 Outcome::Pass => format!("success rate {} ≥ {}", pct(s), pct(min)),
                 Outcome::Fail => format!(
                     "success rate {} < {} (at most {} with {conf} confidence, {n} requests)",
                     pct(s),
                     pct(min),
-                    pct(most)
+                    pct(most())
                 ),
                 Outcome::Inconclusive => format!(
                     "success rate {} < {}, but not clearly (could be as high as {} at {conf} confidence, {n} requests)",
                     pct(s),
                     pct(min),
-                    pct(most)
+                    pct(most())
                 ),
             };
             row(name, outcome, Some(s), limit, message)
@@ -488,21 +480,21 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             };
             let n = c.requests;
             // The lowest error rate the window is consistent with.
-            let least = wilson(c.errors, n, METRIC_Z).0;
-            let outcome = grade(e <= max, least > max);
+            let least = || exact::lower_bound(c.errors, n, METRIC_CONFIDENCE);
+            let outcome = grade(e <= max, exact::exceeds(c.errors, n, max, METRIC_CONFIDENCE));
             let message = match outcome {
                 Outcome::Pass => format!("error rate {} ≤ {}", pct(e), pct(max)),
                 Outcome::Fail => format!(
                     "error rate {} > {} (at least {} with {conf} confidence, {n} requests)",
                     pct(e),
                     pct(max),
-                    pct(least)
+                    pct(least())
                 ),
                 Outcome::Inconclusive => format!(
                     "error rate {} > {}, but not clearly (could be as low as {} at {conf} confidence, {n} requests)",
                     pct(e),
                     pct(max),
-                    pct(least)
+                    pct(least())
                 ),
             };
             row(name, outcome, Some(e), limit, message)
@@ -515,7 +507,7 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             let q = quantile_name(quantile);
             let tail = 1.0 - quantile.fraction();
             let (slow, n) = slower(&c.latency, max_ms);
-            let outcome = grade(v <= max_ms, wilson(slow, n, METRIC_Z).0 > tail);
+            let outcome = grade(v <= max_ms, exact::exceeds(slow, n, tail, METRIC_CONFIDENCE));
             let message = match outcome {
                 Outcome::Pass => format!("{q} latency {} ≤ {}", ms(v), ms(max_ms)),
                 Outcome::Fail => format!(
@@ -573,7 +565,7 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             let rank = f + METRIC_Z * (f * (1.0 - f) / b.latency.len() as f64).sqrt();
             let b_most = b.latency.value_at_quantile(rank.min(1.0)) as f64 / 1000.0;
             let (slow, n) = slower(&c.latency, b_most * max_ratio);
-            let outcome = grade(cv <= max, wilson(slow, n, METRIC_Z).0 > 1.0 - f);
+            let outcome = grade(cv <= max, exact::exceeds(slow, n, 1.0 - f, METRIC_CONFIDENCE));
             let base = format!("baseline {} × {}", ms(bv), num(max_ratio));
             let evidence = format!(
                 "{slow} of {n} requests slower than {} (baseline up to {} × {})",

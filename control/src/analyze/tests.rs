@@ -95,13 +95,13 @@ fn success_rate() {
     assert_eq!((r.outcome, r.value), (Outcome::Fail, Some(0.975)));
     assert_eq!(
         r.message,
-        "success rate 97.50% < 99.50% (at most 98.79% with 99.99% confidence, 1000 requests)"
+        "success rate 97.50% < 99.50% (at most 98.94% with 99.99% confidence, 1000 requests)"
     );
     let r = one(min, &obs(sample(1000, 9, 20.0), healthy()));
     assert_eq!((r.outcome, r.value), (Outcome::Inconclusive, Some(0.991)));
     assert_eq!(
         r.message,
-        "success rate 99.10% < 99.50%, but not clearly (could be as high as 99.72% at 99.99% confidence, 1000 requests)"
+        "success rate 99.10% < 99.50%, but not clearly (could be as high as 99.82% at 99.99% confidence, 1000 requests)"
     );
 }
 
@@ -112,27 +112,28 @@ fn error_rate() {
     assert_eq!((r.outcome, r.value), (Outcome::Fail, Some(0.031)));
     assert_eq!(
         r.message,
-        "error rate 3.10% > 1.00% (at least 1.62% with 99.99% confidence, 1000 requests)"
+        "error rate 3.10% > 1.00% (at least 1.45% with 99.99% confidence, 1000 requests)"
     );
     let r = one(max.clone(), &obs(sample(1000, 15, 20.0), healthy()));
     assert_eq!(r.outcome, Outcome::Inconclusive);
     assert_eq!(
         r.message,
-        "error rate 1.50% > 1.00%, but not clearly (could be as low as 0.60% at 99.99% confidence, 1000 requests)"
+        "error rate 1.50% > 1.00%, but not clearly (could be as low as 0.47% at 99.99% confidence, 1000 requests)"
     );
     let r = one(max, &obs(sample(1000, 10, 20.0), healthy()));
     assert_eq!(r.outcome, Outcome::Pass, "the limit itself passes");
 }
 
-/// The contract's `successRate ≥ 99.5%` on the first windows of a canary at 50 requests/s: a
-/// candidate at 2.5% errors (3.75 expected in 150 requests) fails with four, and one error in a
-/// hundred requests (1%, twice the limit) is noise.
+/// The contract's `successRate ≥ 99.5%` on the first windows of a canary at 50 requests/s: at
+/// the limit, 0.75 errors are expected in 150 requests, and 7 or more come once in 81,000
+/// windows (6 or more once in 8,300, short of 99.99%); one error in a hundred requests (1%,
+/// twice the limit) is noise.
 #[test]
 fn a_rate_fails_only_on_a_clear_breach() {
     let min = MetricCheck::SuccessRate { min: 0.995 };
     let outcome = |n, errors| one(min.clone(), &obs(sample(n, errors, 20.0), healthy())).outcome;
-    assert_eq!(outcome(150, 4), Outcome::Fail);
-    assert_eq!(outcome(150, 3), Outcome::Inconclusive);
+    assert_eq!(outcome(150, 7), Outcome::Fail);
+    assert_eq!(outcome(150, 6), Outcome::Inconclusive);
     assert_eq!(outcome(100, 1), Outcome::Inconclusive);
     assert_eq!(outcome(5000, 40), Outcome::Inconclusive, "0.8% of 5,000");
     assert_eq!(outcome(5000, 50), Outcome::Fail, "1% of 5,000");
@@ -155,32 +156,24 @@ fn chance_to_fail(check: &MetricCheck, n: u64, p: f64) -> f64 {
     chance
 }
 
-/// What [`METRIC_CONFIDENCE`] documents: a candidate exactly at its limit fails a window the
-/// less often the more errors the limit allows in it, nearing one in 10,000; small windows, where
-/// the Wilson bound is loose, fail up to one in 140.
+/// What [`METRIC_CONFIDENCE`] documents: a candidate exactly at its limit fails a window at
+/// most once in 10,000, whatever the window's size; the exact test holds its level where only a
+/// few errors are expected, too.
 #[test]
 fn a_candidate_at_its_limit_rarely_fails_a_window() {
     let min = MetricCheck::SuccessRate { min: 0.995 };
-    for (n, at_most) in [
-        (100, 0.002),
-        (150, 0.0075),
-        (500, 0.0012),
-        (2500, 0.0006),
-        (5000, 0.0004),
-        (100_000, 0.0002),
-    ] {
+    for n in [20, 100, 150, 500, 2500, 5000, 20_000] {
         let chance = chance_to_fail(&min, n, 0.005);
-        assert!(chance <= at_most, "{n} requests: {chance}");
+        assert!(chance <= 1.0 - METRIC_CONFIDENCE, "{n} requests: {chance}");
     }
     let chance = chance_to_fail(&MetricCheck::ErrorRate { max: 0.05 }, 2000, 0.05);
-    assert!(chance <= 0.0002, "5% of 2,000: {chance}");
+    assert!(chance <= 1.0 - METRIC_CONFIDENCE, "5% of 2,000: {chance}");
 }
 
 #[test]
 fn the_z_scores_match_their_confidence() {
     let phi = |z: f64| 1.0 - 0.5 * sprt::erfc(z / std::f64::consts::SQRT_2);
     assert!((phi(METRIC_Z) - METRIC_CONFIDENCE).abs() < 1e-9);
-    assert!((phi(EMERGENCY_Z) - EMERGENCY_CONFIDENCE).abs() < 1e-9);
 }
 
 #[test]
@@ -514,7 +507,7 @@ fn any_failure_fails_and_any_inconclusive_holds_back_a_pass() {
     assert_eq!(m.outcome, Outcome::Fail);
     assert_eq!(
         m.failures(),
-        "m0: error rate 3.10% > 1.00% (at least 1.62% with 99.99% confidence, 1000 requests)"
+        "m0: error rate 3.10% > 1.00% (at least 1.45% with 99.99% confidence, 1000 requests)"
     );
     let m = measure(
         &spec(vec![MetricCheck::ErrorRate { max: 0.05 }, vs], EmergencySpec::default()),
@@ -546,7 +539,7 @@ fn a_crashed_candidate_aborts_within_its_first_twenty_requests() {
     assert_eq!(m.results[0].name, "emergency.errorRate");
     assert_eq!(
         m.results[0].message,
-        "error rate 100.00% > emergency limit 5.00% (at least 78.70% with 99% confidence, 20 requests)"
+        "error rate 100.00% > emergency limit 5.00% (at least 79.43% with 99% confidence, 20 requests)"
     );
     assert_eq!(m.results[2].outcome, Outcome::Inconclusive, "the ordinary metric waits");
 }
