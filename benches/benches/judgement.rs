@@ -313,7 +313,7 @@ fn variants() -> Vec<Variant> {
     let at = |confidence| sequential_confidence(Some(confidence), spec(contract(), 100));
     vec![
         Variant {
-            name: "contract: success ≥ 99.5%, p99 ≤ 500 ms, vs baseline ×1.1 or +0.5 pp (sequentialConfidence 0.99)",
+            name: "contract: success ≥ 99.5%, p99 ≤ 500 ms, vs baseline ×1.1 or +0.5 pp (default sequentialConfidence 0.98)",
             spec: spec(contract(), 100),
         },
         Variant {
@@ -341,8 +341,8 @@ fn variants() -> Vec<Variant> {
             spec: at(0.95),
         },
         Variant {
-            name: "contract, sequentialConfidence 0.98",
-            spec: at(0.98),
+            name: "contract, sequentialConfidence 0.99",
+            spec: at(0.99),
         },
         Variant {
             name: "contract, sequentialConfidence 0.995",

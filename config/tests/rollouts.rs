@@ -454,7 +454,7 @@ fn sequential_confidence_is_a_confidence_or_off() {
         assert_eq!(
             e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [format!(
-                "analysis.sequentialConfidence: expected a confidence above 0.5 and below 1 (0.99 is the default) or `off`, found {found}"
+                "analysis.sequentialConfidence: expected a confidence above 0.5 and below 1 (0.98 is the default) or `off`, found {found}"
             )],
         );
     }

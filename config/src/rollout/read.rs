@@ -495,7 +495,7 @@ fn sequential_confidence(v: &Value, path: &str, p: &mut Problems) -> Option<f64>
             p.push(
                 path,
                 format!(
-                    "expected a confidence above 0.5 and below 1 (0.99 is the default) or `off`, found {}",
+                    "expected a confidence above 0.5 and below 1 (0.98 is the default) or `off`, found {}",
                     crate::read::describe(other)
                 ),
             );
