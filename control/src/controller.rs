@@ -28,6 +28,31 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// The controller's clock: milliseconds since the Unix epoch, read as the wall clock at start
+/// plus the tokio time elapsed since. Monotonic, so a wall-clock jump cannot end or stretch a
+/// pause; still wall-clock ms, so times persisted before a restart compare with it after. It
+/// follows tokio's clock, so tests with a paused clock drive pauses in virtual time.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    wall_ms: u64,
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall_ms: now_ms(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> u64 {
+        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.wall_ms.saturating_add(elapsed)
+    }
+}
+
 /// The running state of a rollout's analyses, persisted with it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -145,6 +170,7 @@ struct Entry {
 pub struct Controller {
     http: Http,
     store: Store,
+    clock: Clock,
     rollouts: std::sync::Mutex<BTreeMap<String, Arc<Entry>>>,
 }
 
@@ -162,6 +188,7 @@ impl Controller {
         let controller = Arc::new(Self {
             http,
             store,
+            clock: Clock::start(),
             rollouts: std::sync::Mutex::new(BTreeMap::new()),
         });
         for (name, record) in controller.store.load_all() {
@@ -222,7 +249,7 @@ impl Controller {
         let record = Record {
             spec_text: text.to_owned(),
             spec_is_json: format == Format::Json,
-            state: RolloutState::new(now_ms()),
+            state: RolloutState::new(self.clock.now_ms()),
             analysis: AnalysisRun::default(),
         };
         self.store.save(&spec.name, &record)?;
@@ -237,7 +264,7 @@ impl Controller {
         {
             let mut record = entry.record.lock().await;
             let mut next = record.clone();
-            next.state.command(&entry.spec, cmd, now_ms())?;
+            next.state.command(&entry.spec, cmd, self.clock.now_ms())?;
             if cmd == Command::Retry {
                 next.analysis = AnalysisRun::default();
             }
@@ -311,7 +338,7 @@ impl Controller {
         let spec = &entry.spec;
         let mut record = entry.record.lock().await;
         let before = record.state.clone();
-        let now = now_ms();
+        let now = self.clock.now_ms();
 
         if record.state.active() {
             self.analyze(spec, &mut record, now).await;
@@ -329,8 +356,9 @@ impl Controller {
             let traffic = record.state.traffic.clone();
             let reports = publish_all(&self.http, spec, &traffic).await;
             if reports.iter().all(|r| r.error.is_none()) {
-                record.state.confirm(traffic, now_ms());
-                record.state.advance(spec, now_ms(), step_passed);
+                let now = self.clock.now_ms();
+                record.state.confirm(traffic, now);
+                record.state.advance(spec, now, step_passed);
             } else {
                 for r in reports.iter().filter(|r| r.error.is_some()) {
                     tracing::warn!(rollout = %spec.name, proxy = %r.url, error = ?r.error, "proxy did not confirm");

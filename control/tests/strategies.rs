@@ -1,0 +1,676 @@
+//! Every strategy path of the control loop in virtual time: the real [`Controller`] drives
+//! in-process fake proxies (their admin API: `GET`/`PUT /routes` with `If-Match`, and scripted
+//! `GET /stats`) under tokio's paused clock, so pauses, auto-promotion, rollback windows and ring
+//! durations pass in virtual time and are asserted in virtual time. Tests synchronise on what
+//! the controller publishes and reports, never on real sleeps.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+use switchyard_config::stats::{
+    LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, new_histogram,
+};
+use switchyard_config::{Format, load_routes};
+use switchyard_control::controller::{Controller, Status};
+use switchyard_control::http::Http;
+use switchyard_control::state::{Command, Event, Phase};
+use switchyard_control::store::Store;
+use switchyard_proxy::record::encode_histogram;
+use switchyard_testkit::{Scratch, Table};
+use tokio::time::Instant;
+
+/// Requests per second each track of a fake proxy reports serving.
+const RPS: u64 = 100;
+/// The latency every request of a fake proxy took, µs.
+const LATENCY_US: u64 = 10_000;
+
+/// One `PUT /routes` a fake proxy accepted: when (virtual time) and the route it set.
+#[derive(Debug, Clone)]
+struct Published {
+    at: Instant,
+    route: Value,
+}
+
+#[derive(Debug)]
+struct ProxyState {
+    version: u64,
+    routes: Value,
+    published: Vec<Published>,
+    /// The candidate's 5xx share in the stats served from now on.
+    candidate_error_rate: f64,
+    /// Lifetime totals per track: (requests, errors).
+    totals: BTreeMap<String, (u64, u64)>,
+    last_stats: Instant,
+}
+
+/// A fake proxy admin API on 127.0.0.1:0 serving one route, `checkout`, with tracks `stable`
+/// and `canary` (the baseline at 100%).
+#[derive(Clone)]
+struct FakeProxy {
+    url: String,
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl FakeProxy {
+    async fn start() -> Self {
+        let yaml = Table::new()
+            .route("checkout")
+            .track("stable", &["127.0.0.1:1".to_owned()], 100.0)
+            .track("canary", &["127.0.0.1:2".to_owned()], 0.0)
+            .yaml();
+        let table = load_routes(&yaml, Format::Yaml, 1).expect("the initial table loads");
+        let state = Arc::new(Mutex::new(ProxyState {
+            version: 1,
+            routes: serde_json::to_value(table.spec()).expect("routes serialize"),
+            published: Vec::new(),
+            candidate_error_rate: 0.0,
+            totals: BTreeMap::new(),
+            last_stats: Instant::now(),
+        }));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("local addr"));
+        let shared = Arc::clone(&state);
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&shared);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(answer(&state, req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, state }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProxyState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes the candidate answer this share of its requests with 5xx from now on.
+    fn fail_candidate(&self, error_rate: f64) {
+        self.lock().candidate_error_rate = error_rate;
+    }
+
+    /// The route the proxy serves now.
+    fn route(&self) -> Value {
+        route_of(&self.lock().routes)
+    }
+
+    /// The candidate's weight the proxy serves now.
+    fn weight(&self) -> f64 {
+        candidate_weight(&self.route())
+    }
+
+    /// Every accepted `PUT /routes`, oldest first.
+    fn published(&self) -> Vec<Published> {
+        self.lock().published.clone()
+    }
+
+    /// When the candidate's weight was first published as `weight`.
+    fn published_at(&self, weight: f64) -> Option<Instant> {
+        self.published()
+            .iter()
+            .find(|p| candidate_weight(&p.route) == weight)
+            .map(|p| p.at)
+    }
+}
+
+fn route_of(routes: &Value) -> Value {
+    routes
+        .as_array()
+        .and_then(|rs| rs.iter().find(|r| r["name"] == "checkout"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn candidate_weight(route: &Value) -> f64 {
+    route["tracks"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == "canary"))
+        .and_then(|t| t["weight"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+/// How many rules of the route send requests to the candidate (header routes).
+fn candidate_rules(route: &Value) -> usize {
+    route["rules"]
+        .as_array()
+        .map_or(0, |rs| rs.iter().filter(|r| r["track"] == "canary").count())
+}
+
+async fn answer(state: &Mutex<ProxyState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
+    match (parts.method, parts.uri.path()) {
+        (Method::GET, "/routes") => reply(StatusCode::OK, &json!({ "version": s.version, "routes": s.routes })),
+        (Method::PUT, "/routes") => {
+            let if_match = parts
+                .headers
+                .get("if-match")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim_matches('"').parse::<u64>().ok());
+            if if_match != Some(s.version) {
+                return reply(StatusCode::CONFLICT, &json!({ "version": s.version }));
+            }
+            let Ok(doc) = serde_json::from_slice::<Value>(&body) else {
+                return reply(StatusCode::BAD_REQUEST, &json!({}));
+            };
+            s.version += 1;
+            s.routes = doc["routes"].clone();
+            let route = route_of(&s.routes);
+            s.published.push(Published {
+                at: Instant::now(),
+                route,
+            });
+            reply(StatusCode::OK, &json!({ "version": s.version }))
+        }
+        (Method::GET, "/stats") => {
+            let window = parts
+                .uri
+                .query()
+                .and_then(|q| q.strip_prefix("window="))
+                .and_then(|w| w.trim_end_matches('s').parse::<u64>().ok())
+                .unwrap_or(10);
+            reply(StatusCode::OK, &stats(&mut s, window))
+        }
+        _ => reply(StatusCode::NOT_FOUND, &json!({})),
+    }
+}
+
+/// The stats document: both tracks served [`RPS`] over the window, the candidate with its
+/// scripted error share; lifetime totals grow with the virtual time since the last call.
+fn stats(s: &mut ProxyState, window_seconds: u64) -> Value {
+    let now = Instant::now();
+    let elapsed = now.duration_since(s.last_stats).as_secs_f64();
+    s.last_stats = now;
+    let requests = RPS * window_seconds;
+    let mut tracks = BTreeMap::new();
+    for (name, error_rate) in [("stable", 0.0), ("canary", s.candidate_error_rate)] {
+        let errors = (requests as f64 * error_rate).round() as u64;
+        let mut histogram = new_histogram();
+        histogram.saturating_record_n(LATENCY_US, requests);
+        tracks.insert(
+            name.to_owned(),
+            TrackStatsDoc {
+                requests,
+                errors,
+                error_rate,
+                status_classes: StatusClasses {
+                    success: requests - errors,
+                    redirection: 0,
+                    client_error: 0,
+                    server_error: errors,
+                },
+                upstream_errors: UpstreamErrors {
+                    connect: 0,
+                    timeout: 0,
+                    reset: 0,
+                },
+                latency_ms: LatencyMs {
+                    p50: 10.0,
+                    p90: 10.0,
+                    p99: 10.0,
+                    p999: 10.0,
+                    max: 10.0,
+                },
+                histogram: encode_histogram(&histogram),
+            },
+        );
+        let fresh = (RPS as f64 * elapsed).round() as u64;
+        let total = s.totals.entry(name.to_owned()).or_default();
+        total.0 += fresh;
+        total.1 += (fresh as f64 * error_rate).round() as u64;
+    }
+    let doc = StatsDocument {
+        version: s.version,
+        window_seconds,
+        routes: BTreeMap::from([("checkout".to_owned(), RouteStats { tracks })]),
+    };
+    let mut doc = serde_json::to_value(doc).expect("stats serialize");
+    // The lifetime totals are read from the raw document (they are not in `TrackStatsDoc`).
+    for (name, (requests, errors)) in &s.totals {
+        let track = &mut doc["routes"]["checkout"]["tracks"][name.as_str()];
+        track["totalRequests"] = json!(requests);
+        track["totalErrors"] = json!(errors);
+    }
+    doc
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
+    *response.status_mut() = status;
+    response
+}
+
+/// A controller with its own store, and the fake proxies it publishes to.
+struct Rig {
+    controller: Arc<Controller>,
+    proxies: Vec<FakeProxy>,
+    _scratch: Scratch,
+}
+
+impl Rig {
+    async fn start(test: &str, proxies: usize) -> Self {
+        let scratch = Scratch::new(test);
+        let store = Store::open(&scratch.join("state")).expect("open the store");
+        let controller = Controller::start(store, Http::new(Duration::from_secs(5)));
+        let mut fakes = Vec::new();
+        for _ in 0..proxies {
+            fakes.push(FakeProxy::start().await);
+        }
+        Self {
+            controller,
+            proxies: fakes,
+            _scratch: scratch,
+        }
+    }
+
+    /// Applies `spec` (YAML) with `proxies: [...]` pointing at the fake proxies.
+    async fn apply(&self, spec: &str) -> Status {
+        let urls: Vec<String> = self.proxies.iter().map(|p| format!("\"{}\"", p.url)).collect();
+        let spec = format!("proxies: [{}]\n{spec}", urls.join(", "));
+        self.controller
+            .apply(&spec, Format::Yaml)
+            .await
+            .expect("the spec applies")
+    }
+
+    async fn status(&self, name: &str) -> Status {
+        self.controller.status(name).await.expect("the rollout exists")
+    }
+
+    async fn history(&self, name: &str) -> Vec<Event> {
+        self.controller.history(name).await.expect("the rollout exists")
+    }
+
+    /// Waits (in virtual time, at most `within`) until the status satisfies `cond`.
+    async fn wait_status(&self, name: &str, within: Duration, what: &str, cond: impl Fn(&Status) -> bool) -> Status {
+        let deadline = Instant::now() + within;
+        loop {
+            let status = self.status(name).await;
+            if cond(&status) {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {within:?} of virtual time; status: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (in virtual time, at most `within`) until every fake proxy serves `weight`.
+    async fn wait_weight(&self, weight: f64, within: Duration) {
+        wait_until(within, &format!("every proxy at weight {weight}"), || {
+            self.proxies.iter().all(|p| p.weight() == weight)
+        })
+        .await;
+    }
+}
+
+/// Polls `cond` every 100 ms of virtual time until it holds; fails after `within`.
+async fn wait_until(within: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + within;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {within:?} of virtual time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The virtual time between the first events matching `a` and then `b`, ms.
+fn between(events: &[Event], a: impl Fn(&Event) -> bool, b: impl Fn(&Event) -> bool) -> u64 {
+    let first = events.iter().position(a).expect("the first event happened");
+    let second = events[first..]
+        .iter()
+        .find(|e| b(e))
+        .expect("the second event happened");
+    second.at - events[first].at
+}
+
+const CANARY: &str = r#"
+name: checkout-v2
+route: checkout
+baseline: stable
+candidate: canary
+canary:
+  steps:
+    - setWeight: 5
+    - pause: { duration: 5s }
+    - setWeight: 25
+    - pause: { duration: 5s }
+    - setWeight: 50
+    - pause: {}
+    - setWeight: 100
+analysis:
+  interval: 1s
+  window: 10s
+  minRequests: 100
+  failureLimit: 3
+  metrics:
+    - name: success-rate
+      successRate: { min: 0.995 }
+    - name: latency
+      latencyP99Ms: { max: 500 }
+    - name: vs-baseline
+      errorRateVsBaseline: { maxRatio: 1.1, maxDiff: 0.005 }
+  emergency:
+    errorRate: { max: 0.05 }
+    latencyP99Ms: { max: 2000 }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn canary_pauses_last_their_duration_and_waits_for_promote() {
+    let rig = Rig::start("strategies-canary", 1).await;
+    let proxy = &rig.proxies[0];
+    rig.apply(CANARY).await;
+
+    rig.wait_weight(5.0, Duration::from_secs(3)).await;
+    rig.wait_weight(25.0, Duration::from_secs(8)).await;
+    rig.wait_weight(50.0, Duration::from_secs(8)).await;
+    let status = rig
+        .wait_status("checkout-v2", Duration::from_secs(3), "paused at 50%", |s| {
+            s.phase == Phase::Paused && s.confirmed_weight == Some(50.0)
+        })
+        .await;
+    assert_eq!(status.step, 5, "{status:?}");
+
+    // Each timed pause counts from the confirmation of the weight before it, in virtual time.
+    let (at5, at25, at50) = (
+        proxy.published_at(5.0).expect("5% published"),
+        proxy.published_at(25.0).expect("25% published"),
+        proxy.published_at(50.0).expect("50% published"),
+    );
+    for (from, to) in [(at5, at25), (at25, at50)] {
+        let pause = to - from;
+        assert!(
+            pause >= Duration::from_secs(5) && pause <= Duration::from_secs(7),
+            "pause lasted {pause:?}"
+        );
+    }
+    let events = rig.history("checkout-v2").await;
+    let confirmed = |w: &'static str| move |e: &Event| e.kind == "confirmed" && e.message.ends_with(w);
+    let step = |w: &'static str| move |e: &Event| e.kind == "step" && e.message.ends_with(w);
+    assert!(between(&events, confirmed(" 5%"), step(" 25%")) >= 5_000, "{events:?}");
+    assert!(between(&events, confirmed(" 25%"), step(" 50%")) >= 5_000, "{events:?}");
+
+    // The indefinite pause holds however long it lasts.
+    tokio::time::sleep(Duration::from_secs(120)).await;
+    assert_eq!(proxy.weight(), 50.0);
+    assert_eq!(rig.status("checkout-v2").await.phase, Phase::Paused);
+
+    rig.controller
+        .command("checkout-v2", Command::Promote { full: false })
+        .await
+        .expect("promote");
+    rig.wait_weight(100.0, Duration::from_secs(3)).await;
+    let status = rig
+        .wait_status("checkout-v2", Duration::from_secs(3), "completed", |s| {
+            s.phase == Phase::Completed && s.confirmed_weight == Some(100.0)
+        })
+        .await;
+    assert_eq!(status.weight, 100.0);
+    let weights: Vec<f64> = proxy.published().iter().map(|p| candidate_weight(&p.route)).collect();
+    assert_eq!(weights, [5.0, 25.0, 50.0, 100.0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_canary_is_aborted_on_every_proxy() {
+    let rig = Rig::start("strategies-canary-abort", 2).await;
+    rig.apply(CANARY).await;
+    rig.wait_weight(25.0, Duration::from_secs(10)).await;
+
+    for proxy in &rig.proxies {
+        proxy.fail_candidate(0.10);
+    }
+    let status = rig
+        .wait_status("checkout-v2", Duration::from_secs(5), "aborted and confirmed", |s| {
+            s.phase == Phase::Aborted && s.confirmed_weight == Some(0.0)
+        })
+        .await;
+    for proxy in &rig.proxies {
+        assert_eq!(proxy.weight(), 0.0, "{}", proxy.url);
+        assert_eq!(candidate_rules(&proxy.route()), 0, "{}", proxy.url);
+    }
+    let abort = status.abort.expect("an abort record");
+    assert!(abort.reason.contains("analysis"), "{abort:?}");
+    assert!(abort.confirmed_at.is_some_and(|t| t >= abort.detected_at), "{abort:?}");
+    assert!(!abort.measurements.is_null(), "{abort:?}");
+    // Aborted means it stays there.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(rig.proxies.iter().all(|p| p.weight() == 0.0));
+    assert_eq!(rig.status("checkout-v2").await.phase, Phase::Aborted);
+}
+
+const BLUE_GREEN: &str = r#"
+name: storefront-green
+route: checkout
+baseline: stable
+candidate: canary
+blueGreen:
+  previewMatch:
+    headers: [{ name: x-environment, value: green }]
+  autoPromotion: 30s
+  prePromotionAnalysis:
+    count: 5
+    minRequests: 20
+    metrics:
+      - name: success-rate
+        successRate: { min: 0.99 }
+      - name: median-latency
+        latencyP50Ms: { max: 100 }
+  postPromotionAnalysis:
+    count: 3
+    metrics:
+      - name: p99-vs-blue
+        latencyP99VsBaseline: { maxRatio: 1.2 }
+  switchSteps: [50]
+  rollbackWindow: 10m
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_promotes_itself_and_undo_restores_the_previous_table() {
+    let rig = Rig::start("strategies-blue-green", 1).await;
+    let proxy = &rig.proxies[0];
+    rig.apply(BLUE_GREEN).await;
+
+    // The preview route first, with no weighted traffic.
+    wait_until(Duration::from_secs(3), "preview route", || {
+        candidate_rules(&proxy.route()) == 1
+    })
+    .await;
+    assert_eq!(proxy.weight(), 0.0);
+    let preview_at = proxy.published()[0].at;
+
+    // Pre-promotion analysis (5 measurements), then 30 s until the switch, by itself.
+    rig.wait_weight(50.0, Duration::from_secs(45)).await;
+    let switch_at = proxy.published_at(50.0).expect("50% published");
+    assert!(
+        switch_at - preview_at >= Duration::from_secs(30),
+        "{:?}",
+        switch_at - preview_at
+    );
+    let events = rig.history("storefront-green").await;
+    let auto_promotion = between(
+        &events,
+        |e| e.kind == "pause" && e.message.contains("pausing 30s"),
+        |e| e.kind == "step" && e.message.ends_with(" 50%"),
+    );
+    assert!(
+        (30_000..32_000).contains(&auto_promotion),
+        "{auto_promotion} ms; {events:?}"
+    );
+    rig.wait_weight(100.0, Duration::from_secs(3)).await;
+
+    // Post-promotion analysis passes; the rollback window is open.
+    rig.wait_status("storefront-green", Duration::from_secs(10), "rollback window", |s| {
+        s.message.contains("pausing") || s.message.contains("left")
+    })
+    .await;
+    let before_switch = proxy
+        .published()
+        .iter()
+        .rev()
+        .nth(1)
+        .expect("an earlier table")
+        .route
+        .clone();
+    let status = rig
+        .controller
+        .command("storefront-green", Command::Undo)
+        .await
+        .expect("undo in the rollback window");
+    assert_eq!((status.phase, status.weight), (Phase::Paused, 50.0));
+    wait_until(Duration::from_secs(3), "the previous table", || {
+        proxy.route() == before_switch
+    })
+    .await;
+
+    // Undo again: blue takes every weighted request; the preview route stays.
+    rig.controller
+        .command("storefront-green", Command::Undo)
+        .await
+        .expect("second undo");
+    rig.wait_weight(0.0, Duration::from_secs(3)).await;
+    assert_eq!(candidate_rules(&proxy.route()), 1);
+    assert_eq!(rig.status("storefront-green").await.phase, Phase::Paused);
+}
+
+#[tokio::test(start_paused = true)]
+async fn blue_green_completes_after_its_rollback_window() {
+    let rig = Rig::start("strategies-blue-green-done", 1).await;
+    rig.apply(BLUE_GREEN).await;
+    rig.wait_weight(100.0, Duration::from_secs(60)).await;
+    let status = rig
+        .wait_status("storefront-green", Duration::from_secs(11 * 60), "completed", |s| {
+            s.phase == Phase::Completed
+        })
+        .await;
+    assert_eq!(status.confirmed_weight, Some(100.0));
+    let events = rig.history("storefront-green").await;
+    let window = between(
+        &events,
+        |e| e.kind == "pause" && e.message.contains("pausing 10m"),
+        |e| e.kind == "complete",
+    );
+    assert!((600_000..602_000).contains(&window), "{window} ms");
+    wait_until(Duration::from_secs(3), "the preview route removed", || {
+        candidate_rules(&rig.proxies[0].route()) == 0
+    })
+    .await;
+    assert_eq!(rig.proxies[0].weight(), 100.0);
+}
+
+/// `config/examples/rollout-rings.yaml` with minutes for hours, so a run stays short.
+const RINGS: &str = r#"
+name: search-rings
+route: checkout
+baseline: stable
+candidate: canary
+rings:
+  - name: internal
+    match:
+      headers: [{ name: x-user-group, oneOf: [internal] }]
+    minDuration: 1m
+    exitAnalysis:
+      count: 3
+      minRequests: 50
+      metrics:
+        - name: success-rate
+          successRate: { min: 0.995 }
+        - name: p999
+          latencyP999Ms: { max: 1500 }
+  - name: beta
+    match:
+      headers: [{ name: x-user-group, oneOf: [internal, beta] }]
+    minDuration: 2m
+    exitAnalysis:
+      count: 3
+      metrics:
+        - name: success-rate
+          successRate: { min: 0.995 }
+        - name: median-vs-stable
+          latencyP50VsBaseline: { maxRatio: 1.2 }
+  - name: ten-percent
+    weight: 10
+    minDuration: 3m
+    exitAnalysis:
+      count: 3
+      window: 60s
+      metrics:
+        - name: errors-vs-stable
+          errorRateVsBaseline: { maxRatio: 1.1, maxDiff: 0.005 }
+        - name: p99
+          latencyP99Ms: { max: 500 }
+  - name: everyone
+    weight: 100
+    exitAnalysis:
+      count: 3
+      metrics:
+        - name: success-rate
+          successRate: { min: 0.995 }
+analysis:
+  emergency:
+    errorRate: { max: 0.05 }
+    latencyP99Ms: { max: 2000 }
+"#;
+
+#[tokio::test(start_paused = true)]
+async fn rings_open_in_order_after_their_durations_and_exit_analyses() {
+    let rig = Rig::start("strategies-rings", 1).await;
+    let proxy = &rig.proxies[0];
+    rig.apply(RINGS).await;
+
+    let status = rig
+        .wait_status("search-rings", Duration::from_secs(2 * 3600), "completed", |s| {
+            s.phase == Phase::Completed && s.confirmed_weight == Some(100.0)
+        })
+        .await;
+    assert_eq!(status.weight, 100.0);
+    // Completion drops the rings' header routes: everyone is on the candidate by weight.
+    wait_until(Duration::from_secs(3), "header routes removed", || {
+        candidate_rules(&proxy.route()) == 0
+    })
+    .await;
+
+    // Published in ring order: internal (one header route), beta (two), 10%, everyone; then the
+    // completed table without header routes.
+    let published = proxy.published();
+    let shape: Vec<(usize, f64)> = published
+        .iter()
+        .map(|p| (candidate_rules(&p.route), candidate_weight(&p.route)))
+        .collect();
+    assert_eq!(shape, [(1, 0.0), (2, 0.0), (2, 10.0), (2, 100.0), (0, 100.0)]);
+    // Each ring stays open at least its minDuration (then its exit analysis's 3 s).
+    let open = |i: usize| published[i + 1].at - published[i].at;
+    for (i, min) in [(0, 60), (1, 120), (2, 180)] {
+        let open = open(i);
+        assert!(
+            open >= Duration::from_secs(min) && open <= Duration::from_secs(min + 10),
+            "ring {i} open {open:?}"
+        );
+    }
+    let events = rig.history("search-rings").await;
+    let analyses = events.iter().filter(|e| e.kind == "analysis").count();
+    assert_eq!(analyses, 4, "every ring's exit analysis passed: {events:?}");
+}
