@@ -3,8 +3,11 @@
 //! timeouts, and drain gracefully on shutdown.
 
 use std::convert::Infallible;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper::body::Incoming;
@@ -201,29 +204,55 @@ async fn connection<I>(
 /// then close; GOAWAY on HTTP/2) when the proxy stops or when no request was in flight or
 /// started for a whole `idle` period (checked every `idle`, so an idle connection lives one to
 /// two periods).
-async fn supervise<C>(conn: C, activity: &Activity, idle: Duration, mut stop: watch::Receiver<bool>) -> C::Output
+///
+/// The connection is polled on every wake; the stop signal and the idle timer are polled once
+/// to register, and after that only when a cheap check (the signal's version, the timer's
+/// state) says their event came. Both wake this same task, so their registrations stay valid,
+/// and a request's wakes cost one poll of the connection rather than three futures.
+async fn supervise<C>(conn: C, activity: &Activity, idle: Duration, stop: watch::Receiver<bool>) -> C::Output
 where
     C: GracefulConnection,
 {
-    tokio::pin!(conn);
+    let mut conn = pin!(conn);
+    let mut probe = stop.clone();
+    let mut stop = stop;
+    let mut stopped = pin!(crate::until_stopped(&mut stop));
+    let mut tick = pin!(tokio::time::sleep(idle));
     let mut seen = activity.started.load(Ordering::Relaxed);
     let mut closing = false;
-    loop {
-        tokio::select! {
-            output = &mut conn => return output,
-            () = crate::until_stopped(&mut stop), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
+    let mut registered = false;
+    poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(output) = conn.as_mut().poll(cx) {
+                return Poll::Ready(output);
             }
-            () = tokio::time::sleep(idle), if !closing => {
+            if closing {
+                return Poll::Pending;
+            }
+            if !registered || probe.has_changed().unwrap_or(true) {
+                probe.borrow_and_update();
+                if stopped.as_mut().poll(cx).is_ready() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                    continue;
+                }
+            }
+            if (!registered || tick.is_elapsed()) && tick.as_mut().poll(cx).is_ready() {
                 let started = activity.started.load(Ordering::Relaxed);
                 if started == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
                     tracing::debug!("closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    continue;
                 }
                 seen = started;
+                tick.as_mut().reset(tokio::time::Instant::now() + idle);
+                // Register the new deadline.
+                let _ = tick.as_mut().poll(cx);
             }
+            registered = true;
+            return Poll::Pending;
         }
-    }
+    })
+    .await
 }

@@ -297,6 +297,53 @@ async fn a_keep_alive_connection_without_requests_is_closed_after_the_idle_timeo
 }
 
 #[tokio::test]
+async fn a_busy_keep_alive_connection_outlives_many_idle_periods() {
+    let (stable, p) = hardened(&["timeouts: { idle: 300ms, headerRead: 30s }"]).await;
+    let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    // Requests keep coming, more often than the idle period, for several periods: the watchdog
+    // re-arms each time and leaves the connection open.
+    for i in 0..40 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let head = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Then silence: closed.
+    let answer = exchange_on(&mut stream, b"", Duration::from_secs(10)).await;
+    assert!(answer.closed, "the idle connection stayed open");
+    assert_eq!(stable.requests(), 40);
+}
+
+/// Reads one response with a `Content-Length` body; returns its head.
+async fn read_response(stream: &mut TcpStream) -> String {
+    let mut bytes = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut buf).await.expect("read");
+        assert!(n > 0, "closed mid-response: {}", String::from_utf8_lossy(&bytes));
+        bytes.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse().ok())
+                .expect("a content-length");
+            if bytes.len() >= end + 4 + length {
+                return text[..end].to_owned();
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
     let (_stable, p) = hardened(&["limits: { maxConnections: 1 }"]).await;
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
