@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::{Future, poll_fn};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
@@ -126,11 +126,15 @@ struct Shared {
     activity: Activity,
 }
 
-/// Per-connection activity, read by the idle watchdog.
+/// Per-connection activity, read by the watchdog of [`supervise`].
 #[derive(Debug, Default)]
 struct Activity {
     in_flight: AtomicUsize,
     started: AtomicU64,
+    /// Reads that brought bytes (HTTP/1 only).
+    received: AtomicU64,
+    /// `received` when the last request started: more since means a head is under way.
+    received_at_start: AtomicU64,
 }
 
 async fn connection<I>(
@@ -153,8 +157,11 @@ async fn connection<I>(
         let shared = Arc::clone(&shared);
         service_fn(move |req: hyper::Request<Incoming>| {
             let shared = Arc::clone(&shared);
-            shared.activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            shared.activity.started.fetch_add(1, Ordering::Relaxed);
+            let activity = &shared.activity;
+            activity.in_flight.fetch_add(1, Ordering::Relaxed);
+            activity.started.fetch_add(1, Ordering::Relaxed);
+            let received = activity.received.load(Ordering::Relaxed);
+            activity.received_at_start.store(received, Ordering::Relaxed);
             async move {
                 let response = shared.forwarder.handle(req, &shared.downstream).await;
                 shared.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -173,17 +180,25 @@ async fn connection<I>(
             builder.serve_connection(io, service),
             activity,
             settings.timeouts.idle,
+            None,
             stop,
         )
         .await
     } else {
         // hyper takes Content-Length + Transfer-Encoding by dropping Content-Length; the guard
         // makes hyper answer 400 and close instead, so nothing ambiguous is forwarded.
+        let io = Counted {
+            io,
+            shared: Arc::clone(&shared),
+        };
         let io = TokioIo::new(FrameGuard::new(io, settings.limits.max_header_bytes));
+        // The header-read timeout is the watchdog's (see `supervise`): hyper's own arms a
+        // timer for every request head, and also cuts off keep-alive connections that are
+        // merely idle.
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
-            .header_read_timeout(settings.timeouts.header_read)
+            .header_read_timeout(None)
             .max_headers(settings.limits.max_headers)
             .max_header_size(settings.limits.max_header_bytes)
             .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
@@ -191,40 +206,53 @@ async fn connection<I>(
             builder.serve_connection(io, service),
             activity,
             settings.timeouts.idle,
+            Some(settings.timeouts.header_read),
             stop,
         )
         .await
     };
-    if let Err(e) = served {
+    if let Some(Err(e)) = served {
         tracing::debug!(peer = %shared.downstream.peer, error = %e, "connection ended with an error");
     }
 }
 
 /// Runs a connection to its end, asking it to finish gracefully (complete in-flight requests,
-/// then close; GOAWAY on HTTP/2) when the proxy stops or when no request was in flight or
-/// started for a whole `idle` period (checked every `idle`, so an idle connection lives one to
-/// two periods).
+/// then close; GOAWAY on HTTP/2) when the proxy stops, or when it waits too long for a request:
 ///
-/// The connection is polled on every wake; the stop signal and the idle timer are polled once
-/// to register, and after that only when a cheap check (the signal's version, the timer's
+/// - `header_read` (HTTP/1): a request head has begun to arrive, or the connection has not sent
+///   its first one, and no request has started for that long;
+/// - `idle`: otherwise, no request in flight or started for that long.
+///
+/// A watchdog checks every half of the shorter of the two, so a connection is cut off between
+/// one and one and a half times its limit.
+///
+/// The connection is polled on every wake; the stop signal and the watchdog's timer are polled
+/// once to register, and after that only when a cheap check (the signal's version, the timer's
 /// state) says their event came. Both wake this same task, so their registrations stay valid,
 /// and a request's wakes cost one poll of the connection rather than three futures.
-async fn supervise<C>(conn: C, activity: &Activity, idle: Duration, stop: watch::Receiver<bool>) -> C::Output
+async fn supervise<C>(
+    conn: C,
+    activity: &Activity,
+    idle: Duration,
+    header_read: Option<Duration>,
+    stop: watch::Receiver<bool>,
+) -> Option<C::Output>
 where
     C: GracefulConnection,
 {
+    let period = (header_read.map_or(idle, |h| h.min(idle)) / 2).max(Duration::from_millis(1));
     let mut conn = pin!(conn);
     let mut probe = stop.clone();
     let mut stop = stop;
     let mut stopped = pin!(crate::until_stopped(&mut stop));
-    let mut tick = pin!(tokio::time::sleep(idle));
-    let mut seen = activity.started.load(Ordering::Relaxed);
+    let mut tick = pin!(tokio::time::sleep(period));
+    let mut watchdog = Watchdog::new(activity, idle, header_read);
     let mut closing = false;
     let mut registered = false;
     poll_fn(|cx| {
         loop {
             if let Poll::Ready(output) = conn.as_mut().poll(cx) {
-                return Poll::Ready(output);
+                return Poll::Ready(Some(output));
             }
             if closing {
                 return Poll::Pending;
@@ -238,15 +266,22 @@ where
                 }
             }
             if (!registered || tick.is_elapsed()) && tick.as_mut().poll(cx).is_ready() {
-                let started = activity.started.load(Ordering::Relaxed);
-                if started == seen && activity.in_flight.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!("closing idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    continue;
+                let now = tokio::time::Instant::now();
+                match watchdog.overdue(now) {
+                    Overdue::No => {}
+                    Overdue::Idle => {
+                        tracing::debug!("closing an idle connection");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        continue;
+                    }
+                    // Nothing is in flight, and a head under way would never finish.
+                    Overdue::Head => {
+                        tracing::debug!("closing a connection whose request head did not arrive in time");
+                        return Poll::Ready(None);
+                    }
                 }
-                seen = started;
-                tick.as_mut().reset(tokio::time::Instant::now() + idle);
+                tick.as_mut().reset(now + period);
                 // Register the new deadline.
                 let _ = tick.as_mut().poll(cx);
             }
@@ -255,4 +290,131 @@ where
         }
     })
     .await
+}
+
+/// What the watchdog of [`supervise`] saw at its last check.
+struct Watchdog<'a> {
+    activity: &'a Activity,
+    idle: Duration,
+    header_read: Option<Duration>,
+    /// Requests started at the last check.
+    seen: u64,
+    /// When a request was last seen starting or in flight (at first: when the connection
+    /// opened).
+    quiet_since: tokio::time::Instant,
+    /// When the watchdog first saw a head under way that has not become a request.
+    head_since: Option<tokio::time::Instant>,
+}
+
+impl<'a> Watchdog<'a> {
+    fn new(activity: &'a Activity, idle: Duration, header_read: Option<Duration>) -> Self {
+        Self {
+            activity,
+            idle,
+            header_read,
+            seen: activity.started.load(Ordering::Relaxed),
+            quiet_since: tokio::time::Instant::now(),
+            head_since: None,
+        }
+    }
+
+    /// Whether the connection has waited past its limit for a request, at `now`.
+    fn overdue(&mut self, now: tokio::time::Instant) -> Overdue {
+        let a = self.activity;
+        let started = a.started.load(Ordering::Relaxed);
+        if started != self.seen || a.in_flight.load(Ordering::Relaxed) > 0 {
+            self.seen = started;
+            self.quiet_since = now;
+            self.head_since = None;
+            return Overdue::No;
+        }
+        let idle = || {
+            if now - self.quiet_since >= self.idle {
+                Overdue::Idle
+            } else {
+                Overdue::No
+            }
+        };
+        let Some(header_read) = self.header_read else {
+            return idle();
+        };
+        let first = started == 0;
+        let head = a.received.load(Ordering::Relaxed) > a.received_at_start.load(Ordering::Relaxed);
+        if first || head {
+            // The first head counts from the connection's start; a later one from when the
+            // watchdog first saw its bytes.
+            let since = *self
+                .head_since
+                .get_or_insert(if first { self.quiet_since } else { now });
+            if now - since < header_read {
+                Overdue::No
+            } else if head {
+                Overdue::Head
+            } else {
+                // Connected and silent: nothing to lose by asking it to close.
+                Overdue::Idle
+            }
+        } else {
+            self.head_since = None;
+            idle()
+        }
+    }
+}
+
+/// What the watchdog of [`supervise`] found.
+enum Overdue {
+    /// Within its limits.
+    No,
+    /// Waited too long with nothing under way: close gracefully.
+    Idle,
+    /// A request head did not arrive in time: cut off.
+    Head,
+}
+
+/// Downstream I/O that counts the reads that bring bytes, for the watchdog of [`supervise`].
+struct Counted<I> {
+    io: I,
+    shared: Arc<Shared>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Counted<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let read = Pin::new(&mut this.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.shared.activity.received.fetch_add(1, Ordering::Relaxed);
+        }
+        read
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Counted<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
 }

@@ -281,6 +281,46 @@ async fn a_stalled_header_section_is_closed_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn every_request_head_of_a_keep_alive_connection_has_the_header_read_timeout() {
+    // The connection re-arms one timer for each request head: after whole requests, a head
+    // that stalls is still cut off.
+    let (stable, p) = hardened(&["timeouts: { headerRead: 300ms, idle: 60s }"]).await;
+    let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    for i in 0..3 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let head = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+    }
+    let answer = exchange_on(&mut stream, b"GET / HTTP/1.1\r\n", Duration::from_secs(5)).await;
+    assert!(answer.closed, "the connection stays open: {}", answer.text());
+    assert_eq!(stable.requests(), 3);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_kept_past_the_header_read_timeout() {
+    // Between requests only `idle` applies: `headerRead` is for a head under way.
+    let (stable, p) = hardened(&["timeouts: { headerRead: 200ms, idle: 60s }"]).await;
+    let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Five header-read timeouts of silence: what is under test is that nothing happens.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!((stable.requests(), stable.connections()), (2, 1));
+}
+
+#[tokio::test]
 async fn a_keep_alive_connection_without_requests_is_closed_after_the_idle_timeout() {
     let (stable, p) = hardened(&["timeouts: { idle: 200ms, headerRead: 30s }"]).await;
     let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
