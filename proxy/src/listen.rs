@@ -133,8 +133,9 @@ struct Activity {
     started: AtomicU64,
     /// Reads that brought bytes (HTTP/1 only).
     received: AtomicU64,
-    /// `received` when the last request started: more since means a head is under way.
-    received_at_start: AtomicU64,
+    /// `received` when the last request started or was answered: more since, with nothing in
+    /// flight, means a head is under way.
+    received_at_request: AtomicU64,
 }
 
 async fn connection<I>(
@@ -161,10 +162,14 @@ async fn connection<I>(
             activity.in_flight.fetch_add(1, Ordering::Relaxed);
             activity.started.fetch_add(1, Ordering::Relaxed);
             let received = activity.received.load(Ordering::Relaxed);
-            activity.received_at_start.store(received, Ordering::Relaxed);
+            activity.received_at_request.store(received, Ordering::Relaxed);
             async move {
                 let response = shared.forwarder.handle(req, &shared.downstream).await;
-                shared.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+                let activity = &shared.activity;
+                // A body read after the head is not the next head.
+                let received = activity.received.load(Ordering::Relaxed);
+                activity.received_at_request.store(received, Ordering::Relaxed);
+                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
                 Ok::<_, Infallible>(response)
             }
         })
@@ -220,7 +225,8 @@ async fn connection<I>(
 /// then close; GOAWAY on HTTP/2) when the proxy stops, or when it waits too long for a request:
 ///
 /// - `header_read` (HTTP/1): a request head has begun to arrive, or the connection has not sent
-///   its first one, and no request has started for that long;
+///   its first one, and no request has started for that long (bytes that arrive after a request
+///   was answered count as the next head: a request body still coming then is rare);
 /// - `idle`: otherwise, no request in flight or started for that long.
 ///
 /// A watchdog checks every half of the shorter of the two, so a connection is cut off between
@@ -339,7 +345,7 @@ impl<'a> Watchdog<'a> {
             return idle();
         };
         let first = started == 0;
-        let head = a.received.load(Ordering::Relaxed) > a.received_at_start.load(Ordering::Relaxed);
+        let head = a.received.load(Ordering::Relaxed) > a.received_at_request.load(Ordering::Relaxed);
         if first || head {
             // The first head counts from the connection's start; a later one from when the
             // watchdog first saw its bytes.

@@ -321,6 +321,29 @@ async fn an_idle_keep_alive_connection_is_kept_past_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_request_body_that_came_late_is_not_taken_for_a_stalled_head() {
+    let (stable, p) = hardened(&["timeouts: { headerRead: 200ms, idle: 60s }"]).await;
+    let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    stream
+        .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .expect("write");
+    // The body in a read of its own, after the head.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stream.write_all(b"hello").await.expect("write");
+    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    // Five header-read timeouts of silence: still open.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!((stable.requests(), stable.connections()), (2, 1));
+}
+
+#[tokio::test]
 async fn a_keep_alive_connection_without_requests_is_closed_after_the_idle_timeout() {
     let (stable, p) = hardened(&["timeouts: { idle: 200ms, headerRead: 30s }"]).await;
     let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
