@@ -282,17 +282,12 @@ async fn a_stalled_header_section_is_closed_after_the_header_read_timeout() {
 
 #[tokio::test]
 async fn every_request_head_of_a_keep_alive_connection_has_the_header_read_timeout() {
-    // The connection re-arms one timer for each request head: after whole requests, a head
-    // that stalls is still cut off.
+    // The watchdog times every request head: after whole requests, a head that stalls is
+    // still cut off.
     let (stable, p) = hardened(&["timeouts: { headerRead: 300ms, idle: 60s }"]).await;
     let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
-    for i in 0..3 {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let head = read_response(&mut stream).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+    for _ in 0..3 {
+        get_ok(&mut stream).await;
     }
     let answer = exchange_on(&mut stream, b"GET / HTTP/1.1\r\n", Duration::from_secs(5)).await;
     assert!(answer.closed, "the connection stays open: {}", answer.text());
@@ -304,19 +299,10 @@ async fn an_idle_keep_alive_connection_is_kept_past_the_header_read_timeout() {
     // Between requests only `idle` applies: `headerRead` is for a head under way.
     let (stable, p) = hardened(&["timeouts: { headerRead: 200ms, idle: 60s }"]).await;
     let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
+    get_ok(&mut stream).await;
     // Five header-read timeouts of silence: what is under test is that nothing happens.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let head = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    get_ok(&mut stream).await;
     assert_eq!((stable.requests(), stable.connections()), (2, 1));
 }
 
@@ -334,12 +320,7 @@ async fn a_request_body_that_came_late_is_not_taken_for_a_stalled_head() {
     assert!(read_response(&mut stream).await.starts_with("HTTP/1.1 200"));
     // Five header-read timeouts of silence: still open.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("write");
-    let head = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    get_ok(&mut stream).await;
     assert_eq!((stable.requests(), stable.connections()), (2, 1));
 }
 
@@ -365,19 +346,24 @@ async fn a_busy_keep_alive_connection_outlives_many_idle_periods() {
     let mut stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
     // Requests keep coming, more often than the idle period, for several periods: the watchdog
     // re-arms each time and leaves the connection open.
-    for i in 0..40 {
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("write");
-        let head = read_response(&mut stream).await;
-        assert!(head.starts_with("HTTP/1.1 200"), "request {i}: {head}");
+    for _ in 0..40 {
+        get_ok(&mut stream).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Then silence: closed.
     let answer = exchange_on(&mut stream, b"", Duration::from_secs(10)).await;
     assert!(answer.closed, "the idle connection stayed open");
     assert_eq!(stable.requests(), 40);
+}
+
+/// Sends `GET /` on `stream` and expects `200`.
+async fn get_ok(stream: &mut TcpStream) {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let head = read_response(stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
 }
 
 /// Reads one response with a `Content-Length` body; returns its head.
