@@ -189,26 +189,29 @@ async fn hardened(settings: &[&str]) -> (MockUpstream, switchyard_proxy::Running
     (stable, start_yaml(&yaml).await)
 }
 
+/// `GET /` with `count` extra headers `x-hN: value`, asking to close after it or not.
+fn with_headers(count: usize, value: &str, close: bool) -> String {
+    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+    if close {
+        request.push_str("Connection: close\r\n");
+    }
+    for i in 0..count {
+        request.push_str(&format!("x-h{i}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request
+}
+
 #[tokio::test]
 async fn more_headers_than_the_limit_is_431() {
     let (stable, p) = hardened(&["limits: { maxHeaders: 20 }"]).await;
-    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
-    for i in 0..30 {
-        request.push_str(&format!("x-h{i}: v\r\n"));
-    }
-    request.push_str("\r\n");
-    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    let answer = exchange(p.listen[0], with_headers(30, "v", false).as_bytes()).await;
     assert_eq!(answer.status(), Some(431), "{}", answer.text());
     assert!(answer.closed);
     assert_eq!(stable.requests(), 0);
 
     // Within the limit the same shape passes.
-    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for i in 0..10 {
-        request.push_str(&format!("x-h{i}: v\r\n"));
-    }
-    request.push_str("\r\n");
-    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    let answer = exchange(p.listen[0], with_headers(10, "v", true).as_bytes()).await;
     assert_eq!(answer.status(), Some(200), "{}", answer.text());
 }
 
@@ -217,23 +220,13 @@ async fn a_header_section_over_the_byte_limit_is_431() {
     let (stable, p) = hardened(&["limits: { maxHeaderBytes: 8192 }"]).await;
     // 12 headers of 1 KiB: few headers, many bytes.
     let value = "v".repeat(1024);
-    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
-    for i in 0..12 {
-        request.push_str(&format!("x-h{i}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    let answer = exchange(p.listen[0], with_headers(12, &value, false).as_bytes()).await;
     assert_eq!(answer.status(), Some(431), "{}", answer.text());
     assert!(answer.closed);
     assert_eq!(stable.requests(), 0);
 
     // 6 KiB passes.
-    let mut request = String::from("GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for i in 0..6 {
-        request.push_str(&format!("x-h{i}: {value}\r\n"));
-    }
-    request.push_str("\r\n");
-    let answer = exchange(p.listen[0], request.as_bytes()).await;
+    let answer = exchange(p.listen[0], with_headers(6, &value, true).as_bytes()).await;
     assert_eq!(answer.status(), Some(200), "{}", answer.text());
 }
 
