@@ -25,6 +25,7 @@ use switchyard_config::rollout::{
 use switchyard_control::analyze::{
     Counts, Cumulative, METRIC_CONFIDENCE, Observation, Outcome, Sample, Tracker, Verdict, measure,
 };
+use switchyard_testkit::Rng;
 
 /// Requests per second, both tracks together.
 const TRAFFIC: u64 = 1_000;
@@ -42,50 +43,6 @@ const HEALTHY_RUNS: u32 = 1_000;
 /// Median latency, ms, and the log-normal's σ (p99 ≈ 64 ms).
 const LATENCY_MEDIAN_MS: f64 = 20.0;
 const LATENCY_SIGMA: f64 = 0.5;
-
-/// SplitMix64: seeded and dependency-free.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform on (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Standard normal (Box–Muller).
-    fn normal(&mut self) -> f64 {
-        (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
-    }
-
-    /// Binomial(n, p), exactly: jumps from success to success with geometric gaps, about
-    /// `n·min(p, 1−p) + 1` draws.
-    fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        if p > 0.5 {
-            return n - self.binomial(n, 1.0 - p);
-        }
-        if p <= 0.0 {
-            return 0;
-        }
-        let ln_q = (1.0 - p).ln();
-        let (mut hits, mut at) = (0, 0u64);
-        loop {
-            let failures = (self.unit().ln() / ln_q).floor() as u64;
-            at = at.saturating_add(failures).saturating_add(1);
-            if at > n {
-                return hits;
-            }
-            hits += 1;
-        }
-    }
-}
 
 /// One track's requests in one second.
 struct Second {

@@ -1,7 +1,8 @@
 //! Test helpers for Switchyard's integration tests: in-process mock upstreams whose status,
 //! latency and failure mode can change while they serve, a builder for routing tables, a small
 //! HTTP client that keeps connections alive, temporary directories, checks that keep an OpenAPI
-//! description true ([`openapi`]), and [`assert_eventually!`].
+//! description true ([`openapi`]), a seeded generator for simulations ([`Rng`]), and
+//! [`assert_eventually!`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -24,11 +25,13 @@
 
 mod client;
 pub mod openapi;
+mod rng;
 mod scratch;
 mod table;
 mod upstream;
 
 pub use client::{Client, Reply};
+pub use rng::Rng;
 pub use scratch::Scratch;
 pub use table::Table;
 pub use upstream::{Behaviour, MockUpstream, Seen};

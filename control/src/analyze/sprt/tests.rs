@@ -1,43 +1,6 @@
 use super::*;
 
-/// SplitMix64: a seeded, dependency-free generator, good enough for Monte Carlo.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform on (0, 1].
-    fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-
-    /// Binomial(n, p), exactly, by jumping from success to success with geometric gaps: about
-    /// `n·p + 1` draws, so cheap for error rates.
-    fn binomial(&mut self, n: u64, p: f64) -> u64 {
-        if p <= 0.0 {
-            return 0;
-        }
-        if p >= 1.0 {
-            return n;
-        }
-        let ln_q = (1.0 - p).ln();
-        let (mut hits, mut at) = (0, 0u64);
-        loop {
-            let failures = (self.unit().ln() / ln_q).floor() as u64;
-            at = at.saturating_add(failures).saturating_add(1);
-            if at > n {
-                return hits;
-            }
-            hits += 1;
-        }
-    }
-}
+use switchyard_testkit::Rng;
 
 /// Per second of a simulated analysis: (candidate requests, baseline requests, the error rates'
 /// common factor). The factor lets a shared dependency fail both tracks at once.
