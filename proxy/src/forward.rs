@@ -3,28 +3,33 @@
 //! with a body that records the request when it ends.
 
 use std::cell::Cell;
-use std::future::{Future, poll_fn};
+use std::convert::Infallible;
+use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::Authority;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
+use hyper::client::conn::TrySendError;
+use hyper::client::conn::http1::SendRequest;
+use pin_project_lite::pin_project;
 use switchyard_config::RequestView;
 use switchyard_config::schema::{Timeouts, UpstreamProtocol};
 use tokio::time::{Instant, Sleep};
 
 use crate::publish::Publisher;
 use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
-use crate::upstream::{Failure, Lease, Upstreams};
+use crate::upstream::{EndpointKey, Failure, Lease, Upstreams};
 
 /// What the proxy knows of a downstream connection, computed once per connection.
 #[derive(Debug)]
@@ -54,28 +59,22 @@ impl Downstream {
         }
     }
 
-    /// Runs `exchange` until it ends or `deadline` passes (`None`).
-    async fn within<T>(&self, deadline: Instant, exchange: impl Future<Output = T>) -> Option<T> {
-        let taken = self.timer.lock().ok().and_then(|mut slot| slot.take());
-        let mut timer = match taken {
+    /// The connection's upstream-timeout timer, armed for `deadline`.
+    fn arm(&self, deadline: Instant) -> Pin<Box<Sleep>> {
+        match self.timer.lock().ok().and_then(|mut slot| slot.take()) {
             Some(mut timer) => {
                 timer.as_mut().reset(deadline);
                 timer
             }
             None => Box::pin(tokio::time::sleep_until(deadline)),
-        };
-        let mut exchange = pin!(exchange);
-        let outcome = poll_fn(|cx| {
-            if let Poll::Ready(done) = exchange.as_mut().poll(cx) {
-                return Poll::Ready(Some(done));
-            }
-            timer.as_mut().poll(cx).map(|()| None)
-        })
-        .await;
+        }
+    }
+
+    /// Keeps `timer` for the connection's next request.
+    fn disarm(&self, timer: Pin<Box<Sleep>>) {
         if let Ok(mut slot) = self.timer.lock() {
             *slot = Some(timer);
         }
-        outcome
     }
 }
 
@@ -111,17 +110,24 @@ impl Forwarder {
         self.no_route.load(Ordering::Relaxed)
     }
 
-    /// Handles one downstream request.
-    pub async fn handle(&self, req: Request<Incoming>, downstream: &Downstream) -> Response<ProxyBody> {
+    /// Decides `req` and starts forwarding it; the returned future ends with the response.
+    /// `link` is the request's hold on its connection, kept until the future is dropped.
+    pub fn forward<L: Link>(link: L, req: Request<Incoming>) -> Forwarding<L, impl Future<Output = Sent> + Send> {
         let start = Instant::now();
+        let this = link.forwarder();
+        let downstream = link.downstream();
         let (mut parts, body) = req.into_parts();
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track_value, (authority, key), protocol, timeout) = {
-            let snapshot = self.publisher.load();
+        let (slot, track, (authority, key), protocol, timeout) = {
+            let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of(&parts, random())) else {
-                self.no_route.fetch_add(1, Ordering::Relaxed);
-                return local(StatusCode::NOT_FOUND, "no route matches this request\n", None);
+                this.no_route.fetch_add(1, Ordering::Relaxed);
+                let response = local(StatusCode::NOT_FOUND, "no route matches this request\n", None);
+                return Forwarding {
+                    local: Some(response),
+                    exchange: None,
+                };
             };
             let plan = snapshot.plan(d.route.index(), d.track.index());
             (
@@ -129,10 +135,9 @@ impl Forwarder {
                 plan.header.clone(),
                 plan.endpoints[d.endpoint.index()].clone(),
                 d.track.protocol(),
-                d.route.timeout().unwrap_or(self.timeouts.request),
+                d.route.timeout().unwrap_or(this.timeouts.request),
             )
         };
-        let track_header = self.track_header.as_ref().map(|name| (name, &track_value));
 
         // The upstream request: same method, path, query and body; rewritten target and headers.
         let downstream_host = parts.uri.authority().cloned();
@@ -150,47 +155,162 @@ impl Forwarder {
             headers.insert(header::HOST, host);
         }
         forwarded_for(headers, downstream);
-        if let Some((name, value)) = track_header {
-            headers.insert(name.clone(), value.clone());
+        if let Some(name) = &this.track_header {
+            headers.insert(name.clone(), track.clone());
         }
 
-        let exchange = async {
-            match protocol {
-                UpstreamProtocol::Http1 => {
-                    // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`.
-                    parts.uri = Uri::from(path_and_query);
-                    parts.version = Version::HTTP_11;
-                    let (response, lease) = self
-                        .upstreams
-                        .send_http1(key, &authority, Request::from_parts(parts, body))
-                        .await?;
-                    Ok((response, Some(lease)))
-                }
-                UpstreamProtocol::H2c => {
-                    let mut uri = http::uri::Parts::default();
-                    uri.scheme = Some(Scheme::HTTP);
-                    uri.authority = Some(authority.clone());
-                    uri.path_and_query = Some(path_and_query);
-                    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
-                    parts.version = Version::HTTP_2;
-                    let response = self.upstreams.send_h2c(Request::from_parts(parts, body)).await?;
-                    Ok((response, None))
-                }
+        let (request, elsewhere) = match protocol {
+            UpstreamProtocol::Http1 => {
+                // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`.
+                parts.uri = Uri::from(path_and_query);
+                parts.version = Version::HTTP_11;
+                (Some(Request::from_parts(parts, body)), None)
+            }
+            UpstreamProtocol::H2c => {
+                let mut uri = http::uri::Parts::default();
+                uri.scheme = Some(Scheme::HTTP);
+                uri.authority = Some(authority.clone());
+                uri.path_and_query = Some(path_and_query);
+                parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+                parts.version = Version::HTTP_2;
+                let sent = this.upstreams.send_h2c(Request::from_parts(parts, body));
+                let elsewhere: Elsewhere = Box::pin(async move { sent.await.map(|r| (r, None)) });
+                (None, Some(elsewhere))
             }
         };
-        let recorder = self.publisher.recorder();
-        let failure = match downstream.within(start + timeout, exchange).await {
-            Some(Ok((response, lease))) => {
+        Forwarding {
+            local: None,
+            exchange: Some(Exchange {
+                link,
+                start,
+                deadline: start + timeout,
+                slot,
+                track,
+                timer: None,
+                key,
+                authority,
+                send: SendRequest::try_send_request,
+                request,
+                sender: None,
+                sent: None,
+                elsewhere,
+            }),
+        }
+    }
+}
+
+/// A request's hold on its downstream connection: the forwarder that serves the connection and
+/// what the proxy knows of it.
+pub trait Link {
+    /// The forwarder serving the connection.
+    fn forwarder(&self) -> &Forwarder;
+    /// The downstream connection.
+    fn downstream(&self) -> &Downstream;
+}
+
+/// What an exchange with an upstream ends in: its response and, over HTTP/1.1, the connection
+/// it came over; or why there is none.
+type Exchanged = Result<(Response<Incoming>, Option<Lease>), Failure>;
+
+/// An exchange off the hot path: on a new connection, or over h2c.
+type Elsewhere = Pin<Box<dyn Future<Output = Exchanged> + Send>>;
+
+/// What hyper answers a request sent on an HTTP/1.1 connection.
+pub type Sent = Result<Response<Incoming>, TrySendError<Request<Incoming>>>;
+
+pin_project! {
+    /// One request on its way through the proxy, from the decision to the response head.
+    ///
+    /// Written out by hand rather than as nested `async` blocks: hyper moves every request's
+    /// future into place, and nested blocks each keep their own copy of the request and of
+    /// their inner futures' states, which made the future kilobytes large, copied several
+    /// times per request. This one has one field per thing it holds or waits on.
+    pub struct Forwarding<L, F> {
+        // A response of the proxy's own (no route), taken when polled.
+        local: Option<Response<ProxyBody>>,
+        // Or the exchange with an upstream.
+        #[pin]
+        exchange: Option<Exchange<L, F>>,
+    }
+}
+
+pin_project! {
+    /// A request's exchange with its upstream, bounded by the request's timeout: on a pooled
+    /// HTTP/1.1 connection of this thread (waiting for it to be ready, and moving on to the
+    /// next when it turns out closed before the request was written), else on a new connection
+    /// or over h2c.
+    pub struct Exchange<L, F> {
+        link: L,
+        start: Instant,
+        deadline: Instant,
+        slot: SlotId,
+        // The track's name as a header value.
+        track: HeaderValue,
+        // The connection's timer, taken the first time the exchange has to wait.
+        timer: Option<Pin<Box<Sleep>>>,
+        key: EndpointKey,
+        authority: Authority,
+        // `SendRequest::try_send_request`, whose future has no name to write here.
+        send: fn(&mut SendRequest<Incoming>, Request<Incoming>) -> F,
+        // Not yet sent.
+        request: Option<Request<Incoming>>,
+        // The pooled connection the request waits for, or was sent on.
+        sender: Option<SendRequest<Incoming>>,
+        #[pin]
+        sent: Option<F>,
+        elsewhere: Option<Elsewhere>,
+    }
+}
+
+/// The output is hyper's service result; every request gets a response.
+impl<L: Link, F: Future<Output = Sent>> Future for Forwarding<L, F> {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.exchange.as_pin_mut() {
+            Some(exchange) => exchange.poll(cx).map(Ok),
+            None => Poll::Ready(Ok(this.local.take().expect("polled after it ended"))),
+        }
+    }
+}
+
+impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
+    type Output = Response<ProxyBody>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ProxyBody>> {
+        let exchanged = match self.as_mut().poll_exchange(cx) {
+            Poll::Ready(exchanged) => exchanged,
+            Poll::Pending => {
+                let this = self.as_mut().project();
+                let downstream = this.link.downstream();
+                let timer = this.timer.get_or_insert_with(|| downstream.arm(*this.deadline));
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                Err(Failure::Timeout)
+            }
+        };
+        let this = self.project();
+        if let Some(timer) = this.timer.take() {
+            this.link.downstream().disarm(timer);
+        }
+        let forwarder = this.link.forwarder();
+        let track = forwarder.track_header.as_ref().map(|name| (name, &*this.track));
+        let recorder = forwarder.publisher.recorder();
+        let failure = match exchanged {
+            Ok((response, lease)) => {
                 let (mut parts, body) = response.into_parts();
                 strip_hop_by_hop(&mut parts.headers);
-                if let Some((name, value)) = track_header {
+                if let Some((name, value)) = track {
                     parts.headers.insert(name.clone(), value.clone());
                 }
                 let pending = Pending {
                     recorder: Arc::clone(recorder),
-                    slot,
+                    slot: *this.slot,
                     status: parts.status.as_u16(),
-                    start,
+                    start: *this.start,
+                    end: None,
                     error: None,
                 };
                 let body = ProxyBody::Upstream {
@@ -198,19 +318,63 @@ impl Forwarder {
                     pending: Some(pending),
                     lease,
                 };
-                return Response::from_parts(parts, body);
+                return Poll::Ready(Response::from_parts(parts, body));
             }
-            Some(Err(failure)) => failure,
-            None => Failure::Timeout,
+            Err(failure) => failure,
         };
         let status = failure.status();
         let outcome = Outcome {
             status: status.as_u16(),
-            latency: start.elapsed(),
+            latency: this.start.elapsed(),
             upstream_error: Some(failure.kind()),
         };
-        recorder.record(slot, &outcome, Instant::now());
-        local(status, failure.message(), track_header)
+        recorder.record(*this.slot, &outcome, Instant::now());
+        Poll::Ready(local(status, failure.message(), track))
+    }
+}
+
+impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
+    /// Drives the exchange to the response head, without the timeout.
+    fn poll_exchange(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Exchanged> {
+        let mut this = self.project();
+        let upstreams = &this.link.forwarder().upstreams;
+        loop {
+            if let Some(sent) = this.sent.as_mut().as_pin_mut() {
+                let answer = std::task::ready!(sent.poll(cx));
+                this.sent.set(None);
+                let sender = this.sender.take().expect("a sent request keeps its connection");
+                match answer {
+                    Ok(response) => return Poll::Ready(Ok((response, Some(upstreams.lease(*this.key, sender))))),
+                    Err(mut e) => match e.take_message() {
+                        // Not written: the connection had closed; try the next one.
+                        Some(unsent) => *this.request = Some(unsent),
+                        None => return Poll::Ready(Err(Failure::of_hyper(e.error()))),
+                    },
+                }
+            } else if let Some(elsewhere) = this.elsewhere {
+                return elsewhere.as_mut().poll(cx);
+            } else if let Some(sender) = this.sender {
+                // Given back when its last response ended, a connection may need one more
+                // poll before it takes the next request.
+                match std::task::ready!(sender.poll_ready(cx)) {
+                    Err(_) => *this.sender = None,
+                    Ok(()) => {
+                        let request = this.request.take().expect("a request waits for its connection");
+                        this.sent.set(Some((this.send)(sender, request)));
+                    }
+                }
+            } else if let Some(sender) = upstreams.take_idle(*this.key, *this.start) {
+                *this.sender = Some(sender);
+            } else {
+                // The cold path, boxed so that its state does not enlarge every request.
+                let request = this.request.take().expect("an exchange has a request to send");
+                let (upstreams, key, authority) = (upstreams.clone(), *this.key, this.authority.clone());
+                *this.elsewhere = Some(Box::pin(async move {
+                    let (response, lease) = upstreams.connect_and_send(key, authority, request).await?;
+                    Ok((response, Some(lease)))
+                }));
+            }
+        }
     }
 }
 
@@ -338,12 +502,14 @@ pub struct Pending {
     slot: SlotId,
     status: u16,
     start: Instant,
+    /// When the body ended, if it was seen to end.
+    end: Option<Instant>,
     error: Option<UpstreamError>,
 }
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        let now = Instant::now();
+        let now = self.end.unwrap_or_else(Instant::now);
         let outcome = Outcome {
             status: self.status,
             latency: now.saturating_duration_since(self.start),
@@ -355,9 +521,12 @@ impl Drop for Pending {
 
 /// The body ended cleanly: record the request and give the connection back.
 fn finish(pending: &mut Option<Pending>, lease: &mut Option<Lease>) {
-    drop(pending.take());
+    let now = Instant::now();
+    if let Some(mut p) = pending.take() {
+        p.end = Some(now);
+    }
     if let Some(l) = lease.take() {
-        l.give_back();
+        l.give_back(now);
     }
 }
 

@@ -2,7 +2,6 @@
 //! HTTP/2 (ALPN over TLS, the connection preface on plain TCP), apply the header limits and
 //! timeouts, and drain gracefully on shutdown.
 
-use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
 use std::sync::Arc;
@@ -21,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::forward::{Downstream, Forwarder};
+use crate::forward::{Downstream, Forwarder, Link};
 use crate::frame_guard::FrameGuard;
 
 /// How every downstream connection is served.
@@ -126,6 +125,41 @@ struct Shared {
     activity: Activity,
 }
 
+/// A request's hold on its connection, counted in flight from its start until it is
+/// answered or given up.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn start(shared: Arc<Shared>) -> Self {
+        let activity = &shared.activity;
+        activity.in_flight.fetch_add(1, Ordering::Relaxed);
+        activity.started.fetch_add(1, Ordering::Relaxed);
+        let received = activity.received.load(Ordering::Relaxed);
+        activity.received_at_request.store(received, Ordering::Relaxed);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let activity = &self.0.activity;
+        // A body read after the head is not the next head.
+        let received = activity.received.load(Ordering::Relaxed);
+        activity.received_at_request.store(received, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Link for InFlight {
+    fn forwarder(&self) -> &Forwarder {
+        &self.0.forwarder
+    }
+
+    fn downstream(&self) -> &Downstream {
+        &self.0.downstream
+    }
+}
+
 /// Per-connection activity, read by the watchdog of [`supervise`].
 #[derive(Debug, Default)]
 struct Activity {
@@ -156,23 +190,7 @@ async fn connection<I>(
     });
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req: hyper::Request<Incoming>| {
-            let shared = Arc::clone(&shared);
-            let activity = &shared.activity;
-            activity.in_flight.fetch_add(1, Ordering::Relaxed);
-            activity.started.fetch_add(1, Ordering::Relaxed);
-            let received = activity.received.load(Ordering::Relaxed);
-            activity.received_at_request.store(received, Ordering::Relaxed);
-            async move {
-                let response = shared.forwarder.handle(req, &shared.downstream).await;
-                let activity = &shared.activity;
-                // A body read after the head is not the next head.
-                let received = activity.received.load(Ordering::Relaxed);
-                activity.received_at_request.store(received, Ordering::Relaxed);
-                activity.in_flight.fetch_sub(1, Ordering::Relaxed);
-                Ok::<_, Infallible>(response)
-            }
-        })
+        service_fn(move |req: hyper::Request<Incoming>| Forwarder::forward(InFlight::start(Arc::clone(&shared)), req))
     };
     let activity = &shared.activity;
     let served = if h2 {

@@ -95,33 +95,15 @@ impl Upstreams {
         }
     }
 
-    /// Sends `req` (origin-form URI, `Host` set) over HTTP/1.1 to the endpoint, on an idle
-    /// connection of this thread when there is one. A pooled connection that turns out closed
-    /// before the request was written is replaced by a new one.
-    pub async fn send_http1(
+    /// Connects to the endpoint and sends `req` (origin-form URI, `Host` set) over HTTP/1.1:
+    /// the cold path, taken when this thread has no idle connection to the endpoint.
+    pub async fn connect_and_send(
         &self,
         key: EndpointKey,
-        authority: &Authority,
-        mut req: Request<Incoming>,
+        authority: Authority,
+        req: Request<Incoming>,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
-        while let Some(mut sender) = self.take_idle(key) {
-            // Given back when its last response ended; the connection may need one more poll
-            // to be ready for the next request.
-            if sender.ready().await.is_err() {
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(response) => return Ok((response, self.lease(key, sender))),
-                Err(mut e) => match e.take_message() {
-                    // Not written: the connection had closed; try the next one.
-                    Some(unsent) => req = unsent,
-                    None => return Err(Failure::of_hyper(e.error())),
-                },
-            }
-        }
-        // Boxed: the connect path is cold, and its state would otherwise enlarge every
-        // request's future, which hyper moves into place for each request.
-        let mut sender = Box::pin(self.connect(authority)).await?;
+        let mut sender = self.connect(&authority).await?;
         match sender.send_request(req).await {
             Ok(response) => Ok((response, self.lease(key, sender))),
             Err(e) => Err(Failure::of_hyper(&e)),
@@ -129,15 +111,22 @@ impl Upstreams {
     }
 
     /// Sends `req` (absolute URI) over h2c.
-    pub async fn send_h2c(&self, req: Request<Incoming>) -> Result<Response<Incoming>, Failure> {
-        self.h2c.request(req).await.map_err(|e| {
-            let failure = Failure::of(&e);
-            tracing::debug!(error = %e, ?failure, "h2c upstream request failed");
-            failure
-        })
+    pub fn send_h2c(
+        &self,
+        req: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + use<> {
+        let sent = self.h2c.request(req);
+        async move {
+            sent.await.map_err(|e| {
+                let failure = Failure::of(&e);
+                tracing::debug!(error = %e, ?failure, "h2c upstream request failed");
+                failure
+            })
+        }
     }
 
-    fn lease(&self, key: EndpointKey, sender: SendRequest<Incoming>) -> Lease {
+    /// Lends `sender`, a connection to `key`, to one request.
+    pub fn lease(&self, key: EndpointKey, sender: SendRequest<Incoming>) -> Lease {
         Lease {
             key,
             sender,
@@ -145,12 +134,14 @@ impl Upstreams {
         }
     }
 
-    fn take_idle(&self, key: EndpointKey) -> Option<SendRequest<Incoming>> {
+    /// An idle connection of this thread to `key`, for a request that started at `now`; ones
+    /// that closed or idled past the pool's limit are dropped on the way.
+    pub fn take_idle(&self, key: EndpointKey, now: Instant) -> Option<SendRequest<Incoming>> {
         IDLE.with(|idle| {
             let mut idle = idle.borrow_mut();
             let list = idle.get_mut(key.0 as usize)?;
             while let Some(conn) = list.pop() {
-                if !conn.sender.is_closed() && conn.since.elapsed() < self.idle {
+                if !conn.sender.is_closed() && now.saturating_duration_since(conn.since) < self.idle {
                     return Some(conn.sender);
                 }
             }
@@ -185,8 +176,9 @@ impl Upstreams {
 }
 
 impl Lease {
-    /// Returns the connection to this thread's pool, once its response has been read whole.
-    pub fn give_back(self) {
+    /// Returns the connection to this thread's pool, once its response has been read whole
+    /// (at `now`, when its idle time starts).
+    pub fn give_back(self, now: Instant) {
         if self.sender.is_closed() {
             return;
         }
@@ -200,7 +192,7 @@ impl Lease {
             if list.len() < self.max_idle {
                 list.push(Idle {
                     sender: self.sender,
-                    since: Instant::now(),
+                    since: now,
                 });
             }
         });
@@ -266,9 +258,4 @@ impl Failure {
             Self::Reset => UpstreamError::Reset,
         }
     }
-}
-
-/// The timeout for a request on a route: the route's own, else the proxy's.
-pub fn request_timeout(route: Option<Duration>, timeouts: &Timeouts) -> Duration {
-    route.unwrap_or(timeouts.request)
 }
