@@ -125,7 +125,7 @@ impl Forwarder {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
                 let response = local(StatusCode::NOT_FOUND, "no route matches this request\n", None);
                 return Forwarding {
-                    local: Some(response),
+                    local: Some(Box::new(response)),
                     exchange: None,
                 };
             };
@@ -147,24 +147,32 @@ impl Forwarder {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let headers = &mut parts.headers;
-        strip_hop_by_hop(headers);
-        headers.remove(header::EXPECT); // answered here already: hyper sends 100 Continue when the body is read
-        if !headers.contains_key(header::HOST)
+        let mut seen = Seen::of(headers);
+        if seen.hop_by_hop {
+            strip_hop_by_hop(headers);
+            seen = Seen::of(headers); // `Connection` may have named any of them
+        }
+        if seen.expect {
+            headers.remove(header::EXPECT); // answered here already: hyper sends 100 Continue when the body is read
+        }
+        if !seen.host
             && let Some(host) = downstream_host.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             headers.insert(header::HOST, host);
         }
-        forwarded_for(headers, downstream);
+        forwarded_for(headers, downstream, seen.forwarded_for);
         if let Some(name) = &this.track_header {
             headers.insert(name.clone(), track.clone());
         }
 
-        let (request, elsewhere) = match protocol {
+        let step = match protocol {
             UpstreamProtocol::Http1 => {
                 // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`.
                 parts.uri = Uri::from(path_and_query);
                 parts.version = Version::HTTP_11;
-                (Some(Request::from_parts(parts, body)), None)
+                Step::Unsent {
+                    request: Some(Request::from_parts(parts, body)),
+                }
             }
             UpstreamProtocol::H2c => {
                 let mut uri = http::uri::Parts::default();
@@ -174,8 +182,9 @@ impl Forwarder {
                 parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
                 parts.version = Version::HTTP_2;
                 let sent = this.upstreams.send_h2c(Request::from_parts(parts, body));
-                let elsewhere: Elsewhere = Box::pin(async move { sent.await.map(|r| (r, None)) });
-                (None, Some(elsewhere))
+                Step::Elsewhere {
+                    exchange: Box::pin(async move { sent.await.map(|r| (r, None)) }),
+                }
             }
         };
         Forwarding {
@@ -190,10 +199,8 @@ impl Forwarder {
                 key,
                 authority,
                 send: SendRequest::try_send_request,
-                request,
                 sender: None,
-                sent: None,
-                elsewhere,
+                step,
             }),
         }
     }
@@ -226,8 +233,8 @@ pin_project! {
     /// their inner futures' states, which made the future kilobytes large, copied several
     /// times per request. This one has one field per thing it holds or waits on.
     pub struct Forwarding<L, F> {
-        // A response of the proxy's own (no route), taken when polled.
-        local: Option<Response<ProxyBody>>,
+        // A response of the proxy's own (no route), taken when polled; boxed, being rare.
+        local: Option<Box<Response<ProxyBody>>>,
         // Or the exchange with an upstream.
         #[pin]
         exchange: Option<Exchange<L, F>>,
@@ -252,13 +259,23 @@ pin_project! {
         authority: Authority,
         // `SendRequest::try_send_request`, whose future has no name to write here.
         send: fn(&mut SendRequest<Incoming>, Request<Incoming>) -> F,
-        // Not yet sent.
-        request: Option<Request<Incoming>>,
         // The pooled connection the request waits for, or was sent on.
         sender: Option<SendRequest<Incoming>>,
         #[pin]
-        sent: Option<F>,
-        elsewhere: Option<Elsewhere>,
+        step: Step<F>,
+    }
+}
+
+pin_project! {
+    /// Where an exchange stands; the request and the future it becomes share one place.
+    #[project = StepProj]
+    enum Step<F> {
+        // Waiting for a pooled connection to be ready, or for one to be found.
+        Unsent { request: Option<Request<Incoming>> },
+        // Sent on the pooled connection in `Exchange::sender`.
+        Sent { #[pin] answer: F },
+        // On a new connection, or over h2c.
+        Elsewhere { exchange: Elsewhere },
     }
 }
 
@@ -270,7 +287,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Forwarding<L, F> {
         let this = self.project();
         match this.exchange.as_pin_mut() {
             Some(exchange) => exchange.poll(cx).map(Ok),
-            None => Poll::Ready(Ok(this.local.take().expect("polled after it ended"))),
+            None => Poll::Ready(Ok(*this.local.take().expect("polled after it ended"))),
         }
     }
 }
@@ -339,40 +356,45 @@ impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
         let mut this = self.project();
         let upstreams = &this.link.forwarder().upstreams;
         loop {
-            if let Some(sent) = this.sent.as_mut().as_pin_mut() {
-                let answer = std::task::ready!(sent.poll(cx));
-                this.sent.set(None);
-                let sender = this.sender.take().expect("a sent request keeps its connection");
-                match answer {
-                    Ok(response) => return Poll::Ready(Ok((response, Some(upstreams.lease(*this.key, sender))))),
-                    Err(mut e) => match e.take_message() {
-                        // Not written: the connection had closed; try the next one.
-                        Some(unsent) => *this.request = Some(unsent),
-                        None => return Poll::Ready(Err(Failure::of_hyper(e.error()))),
-                    },
-                }
-            } else if let Some(elsewhere) = this.elsewhere {
-                return elsewhere.as_mut().poll(cx);
-            } else if let Some(sender) = this.sender {
-                // Given back when its last response ended, a connection may need one more
-                // poll before it takes the next request.
-                match std::task::ready!(sender.poll_ready(cx)) {
-                    Err(_) => *this.sender = None,
-                    Ok(()) => {
-                        let request = this.request.take().expect("a request waits for its connection");
-                        this.sent.set(Some((this.send)(sender, request)));
+            match this.step.as_mut().project() {
+                StepProj::Sent { answer } => {
+                    let answer = std::task::ready!(answer.poll(cx));
+                    let sender = this.sender.take().expect("a sent request keeps its connection");
+                    match answer {
+                        Ok(response) => return Poll::Ready(Ok((response, Some(upstreams.lease(*this.key, sender))))),
+                        Err(mut e) => match e.take_message() {
+                            // Not written: the connection had closed; try the next one.
+                            Some(unsent) => this.step.set(Step::Unsent { request: Some(unsent) }),
+                            None => return Poll::Ready(Err(Failure::of_hyper(e.error()))),
+                        },
                     }
                 }
-            } else if let Some(sender) = upstreams.take_idle(*this.key, *this.start) {
-                *this.sender = Some(sender);
-            } else {
-                // The cold path, boxed so that its state does not enlarge every request.
-                let request = this.request.take().expect("an exchange has a request to send");
-                let (upstreams, key, authority) = (upstreams.clone(), *this.key, this.authority.clone());
-                *this.elsewhere = Some(Box::pin(async move {
-                    let (response, lease) = upstreams.connect_and_send(key, authority, request).await?;
-                    Ok((response, Some(lease)))
-                }));
+                StepProj::Elsewhere { exchange } => return exchange.as_mut().poll(cx),
+                StepProj::Unsent { request } => {
+                    if let Some(sender) = this.sender {
+                        // Given back when its last response ended, a connection may need one
+                        // more poll before it takes the next request.
+                        match std::task::ready!(sender.poll_ready(cx)) {
+                            Err(_) => *this.sender = None,
+                            Ok(()) => {
+                                let request = request.take().expect("a request waits for its connection");
+                                let answer = (this.send)(sender, request);
+                                this.step.set(Step::Sent { answer });
+                            }
+                        }
+                    } else if let Some(sender) = upstreams.take_idle(*this.key, *this.start) {
+                        *this.sender = Some(sender);
+                    } else {
+                        // The cold path, boxed so that its state does not enlarge every request.
+                        let request = request.take().expect("an exchange has a request to send");
+                        let (upstreams, key, authority) = (upstreams.clone(), *this.key, this.authority.clone());
+                        let exchange: Elsewhere = Box::pin(async move {
+                            let (response, lease) = upstreams.connect_and_send(key, authority, request).await?;
+                            Ok((response, Some(lease)))
+                        });
+                        this.step.set(Step::Elsewhere { exchange });
+                    }
+                }
             }
         }
     }
@@ -449,8 +471,42 @@ fn maybe_hop_by_hop(name: &HeaderName) -> bool {
         || name.as_str() == "proxy-connection"
 }
 
-fn forwarded_for(headers: &mut HeaderMap, downstream: &Downstream) {
-    let value = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+/// What one pass over a request's header names finds, so that headers it lacks are never
+/// looked up.
+#[derive(Debug, Default)]
+struct Seen {
+    /// A header [`strip_hop_by_hop`] may remove.
+    hop_by_hop: bool,
+    expect: bool,
+    host: bool,
+    forwarded_for: bool,
+}
+
+impl Seen {
+    fn of(headers: &HeaderMap) -> Self {
+        let mut seen = Self::default();
+        for name in headers.keys() {
+            if name == header::HOST {
+                seen.host = true;
+            } else if name == header::EXPECT {
+                seen.expect = true;
+            } else if name.as_str() == X_FORWARDED_FOR.as_str() {
+                seen.forwarded_for = true;
+            } else if maybe_hop_by_hop(name) {
+                seen.hop_by_hop = true;
+            }
+        }
+        seen
+    }
+}
+
+/// Appends the client to `x-forwarded-for` (`earlier`: the request has one) and names the
+/// scheme in `x-forwarded-proto`.
+fn forwarded_for(headers: &mut HeaderMap, downstream: &Downstream, earlier: bool) {
+    let earlier = earlier
+        .then(|| headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten();
+    let value = match earlier {
         Some(earlier) => HeaderValue::from_str(&format!("{earlier}, {}", downstream.peer.ip())).ok(),
         None => Some(downstream.client.clone()),
     };
@@ -625,20 +681,34 @@ mod tests {
             let mut h = HeaderMap::new();
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
             h.insert("x-kept", HeaderValue::from_static("1"));
+            assert!(Seen::of(&h).hop_by_hop, "{name}");
             strip_hop_by_hop(&mut h);
             assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"], "{name}");
         }
     }
 
     #[test]
+    fn one_pass_sees_the_headers_the_rewrite_acts_on() {
+        let mut h = HeaderMap::new();
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let seen = Seen::of(&h);
+        assert!(!seen.hop_by_hop && !seen.expect && !seen.host && !seen.forwarded_for);
+        h.insert("host", HeaderValue::from_static("a.example"));
+        h.insert("expect", HeaderValue::from_static("100-continue"));
+        h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
+        let seen = Seen::of(&h);
+        assert!(!seen.hop_by_hop && seen.expect && seen.host && seen.forwarded_for);
+    }
+
+    #[test]
     fn forwarded_headers_append_the_client_and_name_the_scheme() {
         let mut h = HeaderMap::new();
         let peer = Downstream::new("10.1.2.3:5555".parse().unwrap(), true);
-        forwarded_for(&mut h, &peer);
+        forwarded_for(&mut h, &peer, false);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
-        forwarded_for(&mut h, &Downstream::new(peer.peer, false));
+        forwarded_for(&mut h, &Downstream::new(peer.peer, false), true);
         assert_eq!(h.get("x-forwarded-for").unwrap(), "192.0.2.1, 10.1.2.3");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
     }
