@@ -229,7 +229,7 @@ impl Framing {
                     }
                 },
                 State::Head(head) => {
-                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                    let Some(nl) = memchr::memchr(b'\n', rest) else {
                         head.len += rest.len();
                         if head.len > self.head_limit {
                             self.stand_aside();
