@@ -9,7 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::{start_proxy, start_yaml};
-use switchyard_testkit::{Client, MockUpstream, Scratch, Table, assert_eventually};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use switchyard_testkit::{Behaviour, Client, MockUpstream, Scratch, Table, assert_eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -347,6 +348,30 @@ async fn a_busy_keep_alive_connection_outlives_many_idle_periods() {
     let answer = exchange_on(&mut stream, b"", Duration::from_secs(10)).await;
     assert!(answer.closed, "the idle connection stayed open");
     assert_eq!(stable.requests(), 40);
+}
+
+#[tokio::test]
+async fn an_http2_connection_whose_request_was_cancelled_is_closed_when_idle() {
+    // A stream reset by the client drops its request on the proxy: the connection must not stay
+    // counted busy, so the idle watchdog still closes it.
+    let (stable, p) = hardened(&["timeouts: { idle: 200ms, headerRead: 30s }"]).await;
+    stable.set_behaviour(Behaviour::Hang);
+    let stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("HTTP/2 handshake");
+    let connection = tokio::spawn(connection);
+    let request = http::Request::get("http://x/")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a valid request");
+    let response = sender.send_request(request);
+    tokio::select! {
+        r = response => panic!("the hanging upstream answered: {r:?}"),
+        () = async { assert_eventually!(stable.requests() == 1) } => {}
+    }
+    // The response future is dropped: the client resets the stream.
+    let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
+    assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
 }
 
 /// Sends `GET /` on `stream` and expects `200`.
