@@ -70,6 +70,8 @@ pub async fn serve(
         let settings = Arc::clone(&settings);
         let stop = stop.clone();
         let tls = tls.clone();
+        // Each kind of connection's state is boxed on its own: one future holding them all
+        // (TLS handshake, HTTP/2, HTTP/1) was 10 KB for every connection, whatever it spoke.
         tokio::spawn(async move {
             let downstream = Downstream::new(peer, tls.is_some());
             match tls {
@@ -78,15 +80,19 @@ pub async fn serve(
                     connection(stream, h2, downstream, forwarder, &settings, stop).await;
                 }
                 Some(acceptor) => {
-                    let handshake = tokio::time::timeout(settings.timeouts.header_read, acceptor.accept(stream)).await;
-                    match handshake {
-                        Ok(Ok(tls_stream)) => {
-                            let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                            connection(tls_stream, h2, downstream, forwarder, &settings, stop).await;
+                    Box::pin(async {
+                        let handshake =
+                            tokio::time::timeout(settings.timeouts.header_read, acceptor.accept(stream)).await;
+                        match handshake {
+                            Ok(Ok(tls_stream)) => {
+                                let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                                connection(tls_stream, h2, downstream, forwarder, &settings, stop).await;
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                    }
+                    })
+                    .await
                 }
             }
             drop(permit);
@@ -199,13 +205,13 @@ async fn connection<I>(
         builder
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.limits.max_header_bytes).unwrap_or(u32::MAX));
-        supervise(
+        Box::pin(supervise(
             builder.serve_connection(io, service),
             activity,
             settings.timeouts.idle,
             None,
             stop,
-        )
+        ))
         .await
     } else {
         // hyper takes Content-Length + Transfer-Encoding by dropping Content-Length; the guard
@@ -225,13 +231,13 @@ async fn connection<I>(
             .max_headers(settings.limits.max_headers)
             .max_header_size(settings.limits.max_header_bytes)
             .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
-        supervise(
+        Box::pin(supervise(
             builder.serve_connection(io, service),
             activity,
             settings.timeouts.idle,
             Some(settings.timeouts.header_read),
             stop,
-        )
+        ))
         .await
     };
     if let Some(Err(e)) = served {
