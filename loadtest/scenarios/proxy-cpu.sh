@@ -2,7 +2,8 @@
 # CPU time per proxied request: Switchyard against nginx, measured in one run with interleaved
 # repetitions. Each proxy gets one worker, 64 keep-alive connections from wrk, small responses,
 # and the same routing work: a sticky key (x-user-id, 1,000 users), a header rule (x-canary)
-# and a 95/5 split between two upstreams. The upstream alone is measured too.
+# and a 95/5 split between two upstreams. The upstream alone is measured too, and so is the
+# floor for a proxy on hyper: `switchyard-loadtest passthrough`, hyper alone with the same split.
 #
 #   loadtest/scenarios/proxy-cpu.sh            # DURATION=10 REPS=3 CONNS=64 by default
 #
@@ -17,6 +18,7 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-64}
 BASE=${BASE_PORT:-19100}
 UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90)) NG=$((BASE + 81))
+FLOOR=$((BASE + 82))
 
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
@@ -55,6 +57,11 @@ EOF
 RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/switchyard.yaml" --workers 1 &
 SY_PID=$!
 pids+=($SY_PID)
+# The floor: hyper's server and client alone, with the same 95/5 split and nothing else.
+"$BIN/switchyard-loadtest" passthrough --listen "127.0.0.1:$FLOOR" \
+  --upstream "127.0.0.1:$UP_STABLE" --upstream "127.0.0.1:$UP_CANARY" --every 20 &
+FLOOR_PID=$!
+pids+=($FLOOR_PID)
 
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<EOF
@@ -91,7 +98,7 @@ EOF
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
-for port in $UP_STABLE $UP_CANARY $SY $NG; do wait_port "$port"; done
+for port in $UP_STABLE $UP_CANARY $SY $NG $FLOOR; do wait_port "$port"; done
 sleep 0.5
 NG_PIDS=$(pgrep -f "nginx.*$work/nginx.conf" | tr '\n' ' ')
 # The worker is the child of the master.
@@ -109,6 +116,7 @@ declare -A idle_rss
 idle_rss[switchyard]=$(rss_kb $SY_PID)
 idle_rss[nginx]=$(rss_kb $NG_PIDS)
 idle_rss[upstream]=$(rss_kb $UPSTREAM_PID)
+idle_rss[hyper]=$(rss_kb $FLOOR_PID)
 
 run() { # name port pids... -> "requests cpu_us_per_request rps"
   local port=$1
@@ -125,13 +133,15 @@ $(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')"
 # Warm up (pools, caches), then interleave.
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$SY/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$NG/" >/dev/null
+wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$FLOOR/" >/dev/null
 declare -A cpu rps
 for rep in $(seq 1 "$REPS"); do
-  for target in upstream switchyard nginx; do
+  for target in upstream switchyard nginx hyper; do
     case $target in
       upstream) r=$(run "$UP_STABLE" "$UPSTREAM_PID") ;;
       switchyard) r=$(run "$SY" $SY_PID) ;;
       nginx) r=$(run "$NG" $NG_PIDS) ;;
+      hyper) r=$(run "$FLOOR" $FLOOR_PID) ;;
     esac
     set -- $r
     cpu[$target]="${cpu[$target]:-} $2"
@@ -143,12 +153,13 @@ done
 declare -A busy_rss
 busy_rss[switchyard]=$(with_conns_rss "$SY" $SY_PID)
 busy_rss[nginx]=$(with_conns_rss "$NG" $NG_PIDS)
+busy_rss[hyper]=$(with_conns_rss "$FLOOR" $FLOOR_PID)
 
 mkdir -p loadtest/results
 {
   echo "| system | CPU µs / request (median of $REPS) | runs | req/s (median) | RSS idle | RSS, 1,000 connections |"
   echo "|---|---|---|---|---|---|"
-  for target in upstream switchyard nginx; do
+  for target in upstream switchyard nginx hyper; do
     busy=${busy_rss[$target]:-}
     printf '| %s | %s | %s | %s | %s MiB | %s |\n' "$target" \
       "$(echo "${cpu[$target]}" | median)" "$(echo "${cpu[$target]}" | sed 's/^ //; s/ /, /g')" \
@@ -157,5 +168,6 @@ mkdir -p loadtest/results
   done
   echo
   echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread)."
+  echo "hyper: switchyard-loadtest passthrough, hyper's HTTP/1.1 server and client alone with the same 95/5 split (no routing table, measurement, header rewriting or timeouts): the floor for a proxy built on hyper."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
 } | tee loadtest/results/proxy-cpu.md

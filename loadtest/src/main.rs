@@ -37,6 +37,19 @@ enum Command {
         #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
         latency: std::time::Duration,
     },
+    /// Forward with hyper alone, nothing else: the floor of the CPU comparison (not a proxy to
+    /// deploy: no routing, measurement, header rewriting or timeouts).
+    Passthrough {
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1:9002")]
+        listen: SocketAddr,
+        /// Upstream addresses: one, or two to split between.
+        #[arg(long = "upstream", required = true)]
+        upstreams: Vec<SocketAddr>,
+        /// With two upstreams, every N-th request goes to the second (20: a 95/5 split).
+        #[arg(long, default_value_t = 20)]
+        every: u64,
+    },
     /// Measure how fast a canary that turns faulty is sent back: fault to detection, fault
     /// to every proxy on the baseline, and requests that reached it afterwards.
     AbortTiming {
@@ -123,6 +136,11 @@ fn main() -> std::process::ExitCode {
             error_rate,
             latency,
         } => switchyard_loadtest::upstream::run(listen, name, body, Faults { error_rate, latency }),
+        Command::Passthrough {
+            listen,
+            upstreams,
+            every,
+        } => switchyard_loadtest::passthrough::run(listen, upstreams, every),
         Command::AbortTiming {
             runs,
             proxies,
