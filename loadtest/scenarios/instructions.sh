@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted exactly by callgrind: for A/B comparisons of hot-path
+# changes, where CPU time moves by a few percent between runs on a small machine. The proxy runs
+# under `valgrind --tool=callgrind` with the table of proxy-cpu.sh (sticky key, header rules,
+# 95/5 split); h2load sends N1 and then, in a fresh run, N2 requests over 64 keep-alive HTTP/1.1
+# connections; the difference in instructions over the difference in requests leaves start-up
+# and shutdown out.
+#
+#   loadtest/scenarios/instructions.sh                  # the workspace's release build
+#   loadtest/scenarios/instructions.sh path/to/switchyard-proxy   # another build, for A/B
+#
+# Installs valgrind and nghttp2-client (h2load) when missing. Counts instructions, not time:
+# cache misses and system calls are not in it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+N1=${N1:-5000}
+N2=${N2:-25000}
+BASE=${BASE_PORT:-19300}
+UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90))
+
+missing=()
+command -v valgrind >/dev/null || missing+=(valgrind)
+command -v h2load >/dev/null || missing+=(nghttp2-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
+PROXY=${1:-target/release/switchyard-proxy}
+
+. loadtest/scenarios/lib.sh
+
+target/release/switchyard-loadtest upstream --listen "127.0.0.1:$UP_STABLE" --name stable &
+pids+=($!)
+target/release/switchyard-loadtest upstream --listen "127.0.0.1:$UP_CANARY" --name canary &
+pids+=($!)
+cat >"$work/switchyard.yaml" <<EOF
+listen: 127.0.0.1:$SY
+admin: { listen: 127.0.0.1:$SY_ADMIN }
+routes:
+  - name: bench
+    match: { pathPrefix: / }
+    tracks:
+      - { name: stable, endpoints: ["127.0.0.1:$UP_STABLE"], weight: 95 }
+      - { name: canary, endpoints: ["127.0.0.1:$UP_CANARY"], weight: 5 }
+    rules:
+      - match: { headers: [{ name: x-canary, value: "true" }] }
+        track: canary
+      - match: { headers: [{ name: x-environment, value: stable }] }
+        track: stable
+    sticky: { header: x-user-id }
+EOF
+wait_port "$UP_STABLE"
+wait_port "$UP_CANARY"
+
+# Instructions of one run of the proxy serving $1 requests.
+count() {
+  rm -f "$work"/callgrind.out.*
+  RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out.%p" \
+    "$PROXY" --config "$work/switchyard.yaml" --workers 1 >/dev/null 2>"$work/valgrind.log" &
+  local proxy=$!
+  for _ in $(seq 1 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$SY") 2>/dev/null && break
+    sleep 0.1
+  done
+  h2load --h1 -n "$1" -c 64 -H 'x-user-id: user-7' "http://127.0.0.1:$SY/" >"$work/h2load.log"
+  grep -q "$1 succeeded" "$work/h2load.log" || { cat "$work/h2load.log" >&2; exit 1; }
+  kill -INT "$proxy"
+  wait "$proxy" || true
+  awk '/^(summary|totals):/ {print $2; exit}' "$work"/callgrind.out.*
+}
+
+a=$(count "$N1")
+b=$(count "$N2")
+echo "$(basename "$PROXY"): $(((b - a) / (N2 - N1))) instructions per request ($N2 - $N1 requests through h2load --h1 -c 64)"
