@@ -111,7 +111,8 @@ impl Forwarder {
     }
 
     /// Decides `req` and starts forwarding it; the returned future ends with the response.
-    /// `link` is the request's hold on its connection, kept until the future is dropped.
+    /// `link` is the request's hold on its connection: kept while the request is in flight,
+    /// dropped at once when the proxy answers it itself (no route).
     pub fn forward<L: Link>(link: L, req: Request<Incoming>) -> Forwarding<L, impl Future<Output = Sent> + Send> {
         let start = Instant::now();
         let this = link.forwarder();
