@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Instructions per proxied request, counted exactly by callgrind: for A/B comparisons of hot-path
-# changes, where CPU time moves by a few percent between runs on a small machine. The proxy runs
-# under `valgrind --tool=callgrind` with the table of proxy-cpu.sh (sticky key, header rules,
-# 95/5 split); h2load sends N1 and then, in a fresh run, N2 requests over 64 keep-alive HTTP/1.1
-# connections; the difference in instructions over the difference in requests leaves start-up
-# and shutdown out.
+# Instructions per proxied request, counted by callgrind: for A/B comparisons of hot-path
+# changes, where CPU time moves by a few percent between runs on a small machine. The counts
+# repeat within about 1% (how events batch per wake-up still varies). The proxy runs under
+# `valgrind --tool=callgrind` with the CPU benchmarks' table (`bench_table` in lib.sh: sticky
+# key, header rules, 95/5 split); h2load sends N1 and then, in a fresh run, N2 requests over 64
+# keep-alive HTTP/1.1 connections; the difference in instructions over the difference in
+# requests leaves start-up and shutdown out.
 #
 #   loadtest/scenarios/instructions.sh                  # the workspace's release build
 #   loadtest/scenarios/instructions.sh path/to/switchyard-proxy   # another build, for A/B
@@ -31,26 +32,8 @@ PROXY=${1:-target/release/switchyard-proxy}
 
 . loadtest/scenarios/lib.sh
 
-target/release/switchyard-loadtest upstream --listen "127.0.0.1:$UP_STABLE" --name stable &
-pids+=($!)
-target/release/switchyard-loadtest upstream --listen "127.0.0.1:$UP_CANARY" --name canary &
-pids+=($!)
-cat >"$work/switchyard.yaml" <<EOF
-listen: 127.0.0.1:$SY
-admin: { listen: 127.0.0.1:$SY_ADMIN }
-routes:
-  - name: bench
-    match: { pathPrefix: / }
-    tracks:
-      - { name: stable, endpoints: ["127.0.0.1:$UP_STABLE"], weight: 95 }
-      - { name: canary, endpoints: ["127.0.0.1:$UP_CANARY"], weight: 5 }
-    rules:
-      - match: { headers: [{ name: x-canary, value: "true" }] }
-        track: canary
-      - match: { headers: [{ name: x-environment, value: stable }] }
-        track: stable
-    sticky: { header: x-user-id }
-EOF
+start_upstreams "$UP_STABLE" "$UP_CANARY"
+bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
 wait_port "$UP_STABLE"
 wait_port "$UP_CANARY"
 

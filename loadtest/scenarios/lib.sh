@@ -69,3 +69,34 @@ PY
 
 # The median of whitespace-separated numbers on stdin.
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+
+# Starts the two benchmark upstreams (stable on $1, canary on $2) from target/release; the
+# stable one's pid goes to UPSTREAM_PID.
+start_upstreams() {
+  target/release/switchyard-loadtest upstream --listen "127.0.0.1:$1" --name stable &
+  pids+=($!)
+  UPSTREAM_PID=$!
+  target/release/switchyard-loadtest upstream --listen "127.0.0.1:$2" --name canary &
+  pids+=($!)
+}
+
+# The CPU benchmarks' table, listening on $1 with its admin API on $2, in front of the stable
+# ($3) and canary ($4) upstreams: a sticky key, two header rules and a 95/5 split.
+bench_table() {
+  cat <<EOF
+listen: 127.0.0.1:$1
+admin: { listen: 127.0.0.1:$2 }
+routes:
+  - name: bench
+    match: { pathPrefix: / }
+    tracks:
+      - { name: stable, endpoints: ["127.0.0.1:$3"], weight: 95 }
+      - { name: canary, endpoints: ["127.0.0.1:$4"], weight: 5 }
+    rules:
+      - match: { headers: [{ name: x-canary, value: "true" }] }
+        track: canary
+      - match: { headers: [{ name: x-environment, value: stable }] }
+        track: stable
+    sticky: { header: x-user-id }
+EOF
+}

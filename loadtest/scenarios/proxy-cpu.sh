@@ -32,28 +32,8 @@ BIN=target/release
 
 . loadtest/scenarios/lib.sh
 
-"$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_STABLE" --name stable &
-pids+=($!)
-"$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_CANARY" --name canary &
-pids+=($!)
-UPSTREAM_PID=${pids[0]}
-
-cat >"$work/switchyard.yaml" <<EOF
-listen: 127.0.0.1:$SY
-admin: { listen: 127.0.0.1:$SY_ADMIN }
-routes:
-  - name: bench
-    match: { pathPrefix: / }
-    tracks:
-      - { name: stable, endpoints: ["127.0.0.1:$UP_STABLE"], weight: 95 }
-      - { name: canary, endpoints: ["127.0.0.1:$UP_CANARY"], weight: 5 }
-    rules:
-      - match: { headers: [{ name: x-canary, value: "true" }] }
-        track: canary
-      - match: { headers: [{ name: x-environment, value: stable }] }
-        track: stable
-    sticky: { header: x-user-id }
-EOF
+start_upstreams "$UP_STABLE" "$UP_CANARY"
+bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
 RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/switchyard.yaml" --workers 1 &
 SY_PID=$!
 pids+=($SY_PID)
