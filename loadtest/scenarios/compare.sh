@@ -21,13 +21,8 @@ UP_A=$((BASE + 1)) UP_B=$((BASE + 2))
 declare -A PORT=([direct]=$UP_A [switchyard]=$((BASE + 10)) [nginx]=$((BASE + 11)) [haproxy]=$((BASE + 12)) [envoy]=$((BASE + 13)))
 SYSTEMS=(direct switchyard nginx haproxy envoy)
 
-missing=()
-command -v nginx >/dev/null || missing+=(nginx-light)
-command -v haproxy >/dev/null || missing+=(haproxy)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. loadtest/scenarios/lib.sh
+need nginx:nginx-light haproxy:haproxy
 ENVOY=$(command -v envoy || true)
 if [ -z "$ENVOY" ]; then
   if [ ! -x loadtest/.venv/bin/envoy ]; then
@@ -40,7 +35,6 @@ fi
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
 
-. loadtest/scenarios/lib.sh
 
 "$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_A" --name stable &
 pids+=($!)

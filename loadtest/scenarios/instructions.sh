@@ -20,17 +20,10 @@ N2=${N2:-25000}
 BASE=${BASE_PORT:-19300}
 UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90))
 
-missing=()
-command -v valgrind >/dev/null || missing+=(valgrind)
-command -v h2load >/dev/null || missing+=(nghttp2-client)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. loadtest/scenarios/lib.sh
+need valgrind:valgrind h2load:nghttp2-client
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 PROXY=${1:-target/release/switchyard-proxy}
-
-. loadtest/scenarios/lib.sh
 
 start_upstreams "$UP_STABLE" "$UP_CANARY"
 bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"

@@ -1,6 +1,19 @@
 # Shared by the scenario scripts (sourced, not run): process cleanup, port waits, and CPU time
 # and memory read from /proc.
 
+# Installs, from Debian, the packages of the commands that are missing; each argument is
+# `command:package`, e.g. `need wrk:wrk nginx:nginx-light`.
+need() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null || missing+=("${pair#*:}")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]}" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
 # Processes started by the scenario, killed on exit with the work directory.
 pids=()
 work=$(mktemp -d)

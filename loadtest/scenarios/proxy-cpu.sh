@@ -20,17 +20,11 @@ BASE=${BASE_PORT:-19100}
 UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90)) NG=$((BASE + 81))
 FLOOR=$((BASE + 82))
 
-missing=()
-command -v wrk >/dev/null || missing+=(wrk)
-command -v nginx >/dev/null || missing+=(nginx-light)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+. loadtest/scenarios/lib.sh
+need wrk:wrk nginx:nginx-light
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
 
-. loadtest/scenarios/lib.sh
 
 start_upstreams "$UP_STABLE" "$UP_CANARY"
 bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
