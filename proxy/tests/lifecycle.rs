@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener as StdListener};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{start_proxy, start_yaml};
+use common::{start_proxy, start_yaml, url};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use switchyard_testkit::{Behaviour, Client, MockUpstream, Scratch, Table, assert_eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -372,6 +372,34 @@ async fn an_http2_connection_whose_request_was_cancelled_is_closed_when_idle() {
     // The response future is dropped: the client resets the stream.
     let closed = tokio::time::timeout(Duration::from_secs(10), connection).await;
     assert!(closed.is_ok(), "the idle HTTP/2 connection stayed open");
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_close_after_upstream_idle_even_when_never_taken_again() {
+    // Traffic moves to another endpoint (as after a table swap): the first endpoint's pooled
+    // connection is never taken again, and must still be closed once it idled too long.
+    let old = MockUpstream::start("old").await;
+    let new = MockUpstream::start("new").await;
+    let yaml = Table::new()
+        .on_free_ports()
+        .setting("timeouts: { upstreamIdle: 300ms }")
+        .route("old")
+        .matching("pathPrefix: /old")
+        .track("stable", &[old.addr()], 1.0)
+        .route("new")
+        .track("stable", &[new.addr()], 1.0)
+        .yaml();
+    let p = start_yaml(&yaml).await;
+    let client = Client::http1();
+    let r = client.get(&url(&p, "/old"), &[]).await.expect("request to /old");
+    assert_eq!(r.status, 200);
+    assert_eq!(old.open_connections(), 1);
+    assert_eventually!({
+        let r = client.get(&url(&p, "/new"), &[]).await.expect("request to /new");
+        assert_eq!(r.status, 200);
+        old.open_connections() == 0
+    });
+    assert_eq!(old.connections(), 1);
 }
 
 /// Sends `GET /` on `stream` and expects `200`.

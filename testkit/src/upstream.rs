@@ -52,6 +52,7 @@ struct State {
     fail_every: AtomicU64,
     requests: AtomicU64,
     connections: AtomicU64,
+    open: AtomicU64,
     seen: Mutex<Vec<Seen>>,
     release: Notify,
 }
@@ -83,6 +84,7 @@ impl MockUpstream {
             fail_every: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
             release: Notify::new(),
         });
@@ -136,6 +138,11 @@ impl MockUpstream {
         self.state.connections.load(Ordering::Relaxed)
     }
 
+    /// Connections open now (accepted and not yet closed by either side).
+    pub fn open_connections(&self) -> u64 {
+        self.state.open.load(Ordering::Relaxed)
+    }
+
     /// Everything seen so far, oldest first.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().expect("not poisoned").clone()
@@ -148,12 +155,17 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
             continue;
         };
         state.connections.fetch_add(1, Ordering::Relaxed);
+        state.open.fetch_add(1, Ordering::Relaxed);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            let service = service_fn(move |req| answer(Arc::clone(&state), req));
+            let service = {
+                let state = Arc::clone(&state);
+                service_fn(move |req| answer(Arc::clone(&state), req))
+            };
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
+            state.open.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
