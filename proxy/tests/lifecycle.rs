@@ -402,6 +402,47 @@ async fn idle_upstream_connections_close_after_upstream_idle_even_when_never_tak
     assert_eq!(old.connections(), 1);
 }
 
+#[tokio::test]
+async fn an_upstream_that_closes_after_every_answer_still_answers_every_request() {
+    // It answers keep-alive requests without `Connection: close`, then closes: each pooled
+    // connection is dead when the next request comes, and the request goes on a new one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound").to_string();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = std::sync::Arc::clone(&accepted);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Dropped: closed without a word.
+            });
+        }
+    });
+    let yaml = Table::new()
+        .on_free_ports()
+        .route("app")
+        .track("stable", &[addr], 1.0)
+        .yaml();
+    let p = start_yaml(&yaml).await;
+    let client = Client::http1();
+    for i in 0..50 {
+        let r = client.get(&url(&p, "/"), &[]).await.expect("a response");
+        assert_eq!(r.status, 200, "request {i}: {}", r.body);
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 50);
+}
+
 /// Sends `GET /` on `stream` and expects `200`.
 async fn get_ok(stream: &mut TcpStream) {
     stream
