@@ -443,6 +443,77 @@ async fn an_upstream_that_closes_after_every_answer_still_answers_every_request(
     assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 50);
 }
 
+#[tokio::test]
+async fn a_large_response_streams_through_before_the_upstream_has_sent_it_all() {
+    // The upstream sends its first 64 KiB, then waits until the client has them: a proxy that
+    // buffered the body would never deliver them. Then 4 MiB in all, byte for byte.
+    const CHUNK: usize = 64 * 1024;
+    const CHUNKS: usize = 64;
+    let byte = |i: usize| (i % 251) as u8;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("bound").to_string();
+    let first_arrived = std::sync::Arc::new(tokio::sync::Notify::new());
+    let arrived = std::sync::Arc::clone(&first_arrived);
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.expect("the proxy connects");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.expect("the request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", CHUNK * CHUNKS);
+        stream.write_all(head.as_bytes()).await.expect("head");
+        for c in 0..CHUNKS {
+            if c == 1 {
+                arrived.notified().await;
+            }
+            let chunk: Vec<u8> = (c * CHUNK..(c + 1) * CHUNK).map(byte).collect();
+            stream.write_all(&chunk).await.expect("chunk");
+        }
+    });
+    let yaml = Table::new()
+        .on_free_ports()
+        .route("app")
+        .track("stable", &[addr], 1.0)
+        .yaml();
+    let p = start_yaml(&yaml).await;
+
+    let stream = TcpStream::connect(p.listen[0]).await.expect("connect to the proxy");
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(connection);
+    let request = http::Request::get("/")
+        .header("host", "x")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .expect("a valid request");
+    let response = sender.send_request(request).await.expect("a response");
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::with_capacity(CHUNK * CHUNKS);
+    let read_all = async {
+        let mut notified = false;
+        while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+            if let Ok(data) = frame.expect("a body frame").into_data() {
+                received.extend_from_slice(&data);
+            }
+            if !notified && received.len() >= CHUNK {
+                first_arrived.notify_one();
+                notified = true;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read_all)
+        .await
+        .expect("the first chunk came through before the upstream sent the rest");
+    assert_eq!(received.len(), CHUNK * CHUNKS);
+    assert!(
+        received.iter().enumerate().all(|(i, b)| *b == byte(i)),
+        "the body arrived altered"
+    );
+}
+
 /// Sends `GET /` on `stream` and expects `200`.
 async fn get_ok(stream: &mut TcpStream) {
     stream
