@@ -174,18 +174,22 @@ mod tests {
         addr
     }
 
-    #[tokio::test]
-    async fn it_splits_between_two_upstreams_and_reuses_their_connections() {
-        let upstreams: &'static [SocketAddr] = vec![upstream("stable").await, upstream("canary").await].leak();
+    /// A pass-through in front of `upstreams`, and a client connection to it.
+    async fn passthrough(upstreams: Vec<SocketAddr>, every: u64) -> SendRequest<Empty<Bytes>> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, upstreams, 4));
-
+        tokio::spawn(serve(listener, upstreams.leak(), every));
         let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut client, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (client, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
         tokio::spawn(connection);
+        client
+    }
+
+    #[tokio::test]
+    async fn it_splits_between_two_upstreams_and_reuses_their_connections() {
+        let mut client = passthrough(vec![upstream("stable").await, upstream("canary").await], 4).await;
         let mut names = Vec::new();
         for _ in 0..8 {
             client.ready().await.unwrap();
@@ -209,15 +213,7 @@ mod tests {
     #[tokio::test]
     async fn an_upstream_that_refuses_gets_a_502() {
         let closed = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let upstreams: &'static [SocketAddr] = vec![closed].leak();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(serve(listener, upstreams, 0));
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (mut client, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
+        let mut client = passthrough(vec![closed], 0).await;
         let request = Request::get("/").body(Empty::<Bytes>::new()).unwrap();
         assert_eq!(
             client.send_request(request).await.unwrap().status(),
