@@ -414,13 +414,8 @@ async fn an_upstream_that_closes_after_every_answer_still_answers_every_request(
         while let Ok((mut stream, _)) = listener.accept().await {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if !read_head(&mut stream).await {
+                    return;
                 }
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
@@ -456,12 +451,7 @@ async fn a_large_response_streams_through_before_the_upstream_has_sent_it_all() 
     let arrived = std::sync::Arc::clone(&first_arrived);
     tokio::spawn(async move {
         let (mut stream, _) = listener.accept().await.expect("the proxy connects");
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.expect("the request");
-            head.extend_from_slice(&buf[..n]);
-        }
+        assert!(read_head(&mut stream).await, "the request");
         let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", CHUNK * CHUNKS);
         stream.write_all(head.as_bytes()).await.expect("head");
         for c in 0..CHUNKS {
@@ -522,6 +512,20 @@ async fn get_ok(stream: &mut TcpStream) {
         .expect("write");
     let head = read_response(stream).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// Reads a request head (through its empty line) for a hand-written upstream; false when the
+/// connection ended or failed first.
+async fn read_head(stream: &mut TcpStream) -> bool {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
 }
 
 /// Reads one response with a `Content-Length` body; returns its head.
