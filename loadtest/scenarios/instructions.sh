@@ -9,6 +9,8 @@
 #
 #   loadtest/scenarios/instructions.sh                  # the workspace's release build
 #   loadtest/scenarios/instructions.sh path/to/switchyard-proxy   # another build, for A/B
+#   loadtest/scenarios/instructions.sh --floor          # `switchyard-loadtest passthrough`,
+#                                                       # hyper alone with the same 95/5 split
 #
 # Installs valgrind and nghttp2-client (h2load) when missing. Counts instructions, not time:
 # cache misses and system calls are not in it.
@@ -24,6 +26,14 @@ UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BA
 need valgrind:valgrind h2load:nghttp2-client
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 PROXY=${1:-target/release/switchyard-proxy}
+if [ "$PROXY" = --floor ]; then
+  PROXY=target/release/switchyard-loadtest
+  ARGS=(passthrough --listen "127.0.0.1:$SY" --upstream "127.0.0.1:$UP_STABLE" --upstream "127.0.0.1:$UP_CANARY" --every 20)
+  NAME=passthrough
+else
+  ARGS=(--config "$work/switchyard.yaml" --workers 1)
+  NAME=$(basename "$PROXY")
+fi
 
 start_upstreams "$UP_STABLE" "$UP_CANARY"
 bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
@@ -34,7 +44,7 @@ wait_port "$UP_CANARY"
 count() {
   rm -f "$work"/callgrind.out.*
   RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$work/callgrind.out.%p" \
-    "$PROXY" --config "$work/switchyard.yaml" --workers 1 >/dev/null 2>"$work/valgrind.log" &
+    "$PROXY" "${ARGS[@]}" >/dev/null 2>"$work/valgrind.log" &
   local proxy=$!
   for _ in $(seq 1 300); do
     (exec 3<>"/dev/tcp/127.0.0.1/$SY") 2>/dev/null && break
@@ -43,11 +53,12 @@ count() {
   h2load --h1 -n "$1" -c 64 -H 'x-user-id: user-7' "http://127.0.0.1:$SY/" >"$work/h2load.log"
   # Every request answered 2xx: a proxy answering 502 would count far fewer instructions.
   grep -q "status codes: $1 2xx" "$work/h2load.log" || { cat "$work/h2load.log" >&2; exit 1; }
-  kill -INT "$proxy"
+  # TERM: a background job of a script ignores INT unless it handles it, as the proxy does.
+  kill -TERM "$proxy"
   wait "$proxy" || true
   awk '/^(summary|totals):/ {print $2; exit}' "$work"/callgrind.out.*
 }
 
 a=$(count "$N1")
 b=$(count "$N2")
-echo "$(basename "$PROXY"): $(((b - a) / (N2 - N1))) instructions per request ($N2 - $N1 requests through h2load --h1 -c 64)"
+echo "$NAME: $(((b - a) / (N2 - N1))) instructions per request ($N2 - $N1 requests through h2load --h1 -c 64)"
