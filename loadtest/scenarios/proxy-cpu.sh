@@ -142,6 +142,6 @@ mkdir -p loadtest/results
   done
   echo
   echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread)."
-  echo "hyper: switchyard-loadtest passthrough, hyper's HTTP/1.1 server and client alone with the same 95/5 split (no routing table, measurement, header rewriting or timeouts): the floor for a proxy built on hyper."
+  echo "hyper: switchyard-loadtest passthrough, hyper's HTTP/1.1 server and client alone with the same 95/5 split and allocator (no routing table, measurement, header rewriting or timeouts): the floor for a proxy built on hyper."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
 } | tee loadtest/results/proxy-cpu.md
