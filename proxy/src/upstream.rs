@@ -69,6 +69,13 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Whether the connection is still open and has idled less than `limit` at `now`.
+    fn usable(&self, now: Instant, limit: Duration) -> bool {
+        !self.sender.is_closed() && now.saturating_duration_since(self.since) < limit
+    }
+}
+
 /// Idle HTTP/1.1 connections of one thread.
 struct Pool {
     /// By endpoint key.
@@ -156,7 +163,7 @@ impl Upstreams {
             let mut pool = pool.borrow_mut();
             let list = pool.lists.get_mut(key.0 as usize)?;
             while let Some(conn) = list.pop() {
-                if !conn.sender.is_closed() && now.saturating_duration_since(conn.since) < self.idle {
+                if conn.usable(now, self.idle) {
                     return Some(conn.sender);
                 }
             }
@@ -217,9 +224,7 @@ impl Lease {
                 due => {
                     if due.is_some() {
                         for list in &mut pool.lists {
-                            list.retain(|c| {
-                                !c.sender.is_closed() && now.saturating_duration_since(c.since) < self.idle
-                            });
+                            list.retain(|c| c.usable(now, self.idle));
                         }
                     }
                     pool.next_sweep = Some(now + self.idle / 2);
