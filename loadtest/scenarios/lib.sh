@@ -33,15 +33,23 @@ wait_port() {
   exit 1
 }
 
-# User plus system clock ticks of the given processes.
-ticks() {
-  local total=0
+# User and system clock ticks of the given processes, as "USER SYSTEM".
+user_system_ticks() {
+  local user=0 system=0
   for p in "$@"; do
     [ -r "/proc/$p/stat" ] || continue
     set -- $(sed 's/^.*) //' "/proc/$p/stat")
-    total=$((total + ${12} + ${13}))
+    user=$((user + ${12}))
+    system=$((system + ${13}))
   done
-  echo "$total"
+  echo "$user $system"
+}
+
+# User plus system clock ticks of the given processes.
+ticks() {
+  local t
+  t=$(user_system_ticks "$@")
+  echo $((${t% *} + ${t#* }))
 }
 HZ=$(getconf CLK_TCK)
 

@@ -7,8 +7,9 @@
 #
 #   loadtest/scenarios/proxy-cpu.sh            # DURATION=10 REPS=3 CONNS=64 by default
 #
-# CPU time is read from /proc (user + system) of the proxy's processes before and after each
-# wrk run and divided by the requests wrk completed. RSS is read idle and with 1,000 open
+# CPU time is read from /proc (user and system) of the proxy's processes before and after each
+# wrk run and divided by the requests wrk completed; the table gives the sum and both parts
+# (medians of the runs each; /proc counts in 10 ms ticks). RSS is read idle and with 1,000 open
 # keep-alive connections. Results go to stdout and loadtest/results/proxy-cpu.md.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -92,23 +93,23 @@ idle_rss[nginx]=$(rss_kb $NG_PIDS)
 idle_rss[upstream]=$(rss_kb $UPSTREAM_PID)
 idle_rss[hyper]=$(rss_kb $FLOOR_PID)
 
-run() { # name port pids... -> "requests cpu_us_per_request rps"
+run() { # port pids... -> "requests cpu_us_per_request rps user_us system_us"
   local port=$1
   shift
   local before after out reqs
-  before=$(ticks "$@")
+  before=$(user_system_ticks "$@")
   out=$(wrk -t1 -c"$CONNS" -d"${DURATION}s" -s "$work/users.lua" "http://127.0.0.1:$port/")
-  after=$(ticks "$@")
+  after=$(user_system_ticks "$@")
   reqs=$(echo "$out" | awk '/requests in/ {print $1}')
-  echo "$reqs $(awk -v t=$((after - before)) -v hz="$HZ" -v n="$reqs" 'BEGIN {printf "%.2f", t / hz * 1e6 / n}') \
-$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')"
+  echo "$before $after" | awk -v hz="$HZ" -v n="$reqs" -v rps="$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')" \
+    '{u = ($3 - $1) / hz * 1e6 / n; s = ($4 - $2) / hz * 1e6 / n; printf "%d %.2f %s %.2f %.2f\n", n, u + s, rps, u, s}'
 }
 
 # Warm up (pools, caches), then interleave.
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$SY/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$NG/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$FLOOR/" >/dev/null
-declare -A cpu rps
+declare -A cpu rps user system
 for rep in $(seq 1 "$REPS"); do
   for target in upstream switchyard nginx hyper; do
     case $target in
@@ -120,7 +121,9 @@ for rep in $(seq 1 "$REPS"); do
     set -- $r
     cpu[$target]="${cpu[$target]:-} $2"
     rps[$target]="${rps[$target]:-} $3"
-    echo "rep $rep $target: $1 requests, $2 µs CPU/request, $3 req/s" >&2
+    user[$target]="${user[$target]:-} $4"
+    system[$target]="${system[$target]:-} $5"
+    echo "rep $rep $target: $1 requests, $2 µs CPU/request ($4 user, $5 system), $3 req/s" >&2
   done
 done
 
@@ -131,12 +134,13 @@ busy_rss[hyper]=$(with_conns_rss "$FLOOR" $FLOOR_PID)
 
 mkdir -p loadtest/results
 {
-  echo "| system | CPU µs / request (median of $REPS) | runs | req/s (median) | RSS idle | RSS, 1,000 connections |"
-  echo "|---|---|---|---|---|---|"
+  echo "| system | CPU µs / request (median of $REPS) | runs | user µs | system µs | req/s (median) | RSS idle | RSS, 1,000 connections |"
+  echo "|---|---|---|---|---|---|---|---|"
   for target in upstream switchyard nginx hyper; do
     busy=${busy_rss[$target]:-}
-    printf '| %s | %s | %s | %s | %s MiB | %s |\n' "$target" \
+    printf '| %s | %s | %s | %s | %s | %s | %s MiB | %s |\n' "$target" \
       "$(echo "${cpu[$target]}" | median)" "$(echo "${cpu[$target]}" | sed 's/^ //; s/ /, /g')" \
+      "$(echo "${user[$target]}" | median)" "$(echo "${system[$target]}" | median)" \
       "$(echo "${rps[$target]}" | median)" "$((idle_rss[$target] / 1024))" \
       "${busy:+$((busy / 1024)) MiB}"
   done
