@@ -4,7 +4,8 @@
 //! optional faults ([`upstream`]), and, run by `loadtest/scenarios/`, side-by-side
 //! measurements of Switchyard and other proxies.
 //!
-//! [`passthrough`] is hyper alone, the floor of the CPU comparison.
+//! [`passthrough`] is hyper alone, the floor of the CPU comparison. [`train`] is the training run
+//! of the profile-guided release build.
 //!
 //! `switchyard-loadtest upstream --listen 127.0.0.1:9001` serves a small fixed answer on one
 //! thread, so that a benchmark measures the proxy in front of it rather than the upstream.
@@ -15,4 +16,5 @@ pub mod abort_timing;
 pub mod demo;
 pub mod generate;
 pub mod passthrough;
+pub mod train;
 pub mod upstream;

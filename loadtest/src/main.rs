@@ -87,6 +87,18 @@ enum Command {
         #[arg(long, default_value_t = 400)]
         rate: u32,
     },
+    /// Run a switchyard-proxy binary in front of upstreams of this process and send it every
+    /// kind of traffic it serves, twice (one worker, then two): the training run of the
+    /// profile-guided release build (scripts/build-release). Fails unless every request was
+    /// answered 2xx and the proxy exited 0.
+    Train {
+        /// The switchyard-proxy binary to run.
+        #[arg(long)]
+        proxy: std::path::PathBuf,
+        /// How long the main traffic runs; each other kind runs half as long.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
+        duration: std::time::Duration,
+    },
     /// Generate load: open loop at a fixed rate (latency from each request's intended send
     /// time, correcting coordinated omission) or closed loop at maximum throughput.
     Run {
@@ -158,6 +170,7 @@ fn main() -> std::process::ExitCode {
             latency,
             rate,
         } => switchyard_loadtest::demo::run(Faults { error_rate, latency }, rate),
+        Command::Train { proxy, duration } => switchyard_loadtest::train::run(&proxy, duration),
         Command::Run {
             url,
             connections,
