@@ -1,5 +1,7 @@
-# Switchyard: the proxy (switchyard-proxy) and the control loop (switchyard), built with the same
-# cargo steps as the README. docs/deploy.md shows the proxy as a sidecar and as an ingress.
+# Switchyard: the proxy (switchyard-proxy) and the control loop (switchyard). The proxy is the
+# profile-guided release build of scripts/build-release (an instrumented build, a training run on
+# loopback, the optimized build); the control loop is a plain release build. docs/deploy.md shows
+# the proxy as a sidecar and as an ingress.
 #
 #   docker build -t switchyard .
 #   docker run -p 8080:8080 -p 9901:9901 -v $PWD/deploy/proxy.yaml:/etc/switchyard/proxy.yaml switchyard
@@ -7,14 +9,14 @@
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p switchyard-proxy -p switchyard-control
+RUN cargo build --release --locked -p switchyard-control && scripts/build-release
 
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin switchyard
-COPY --from=build /src/target/release/switchyard-proxy /src/target/release/switchyard /usr/local/bin/
+COPY --from=build /src/target/pgo/switchyard-proxy /src/target/release/switchyard /usr/local/bin/
 COPY deploy/proxy.yaml /etc/switchyard/proxy.yaml
 USER 10001
 # 8080: traffic; 9901: the proxy's admin API; 9900: the control API (`switchyard serve`).
