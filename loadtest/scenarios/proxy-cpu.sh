@@ -4,8 +4,11 @@
 # and the same routing work: a sticky key (x-user-id, 1,000 users), a header rule (x-canary)
 # and a 95/5 split between two upstreams. The upstream alone is measured too, and so is the
 # floor for a proxy on hyper: `switchyard-loadtest passthrough`, hyper alone with the same split.
+# `switchyard` is the release build as shipped, profile-guided (scripts/build-release, which
+# takes about five minutes); `switchyard-plain` is `cargo build --release` without a profile.
 #
 #   loadtest/scenarios/proxy-cpu.sh            # DURATION=10 REPS=3 CONNS=64 by default
+#   SKIP_PGO_BUILD=1 loadtest/scenarios/proxy-cpu.sh   # reuse target/pgo/switchyard-proxy
 #
 # CPU time is read from /proc (user and system) of the proxy's processes before and after each
 # wrk run and divided by the requests wrk completed; the table gives the sum and both parts
@@ -19,19 +22,24 @@ REPS=${REPS:-3}
 CONNS=${CONNS:-64}
 BASE=${BASE_PORT:-19100}
 UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90)) NG=$((BASE + 81))
-FLOOR=$((BASE + 82))
+FLOOR=$((BASE + 82)) PLAIN=$((BASE + 83)) PLAIN_ADMIN=$((BASE + 93))
 
 . loadtest/scenarios/lib.sh
 need wrk:wrk nginx:nginx-light
 cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
+[ -n "${SKIP_PGO_BUILD:-}" ] && [ -x target/pgo/switchyard-proxy ] || scripts/build-release
 
 
 start_upstreams "$UP_STABLE" "$UP_CANARY"
 bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
-RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/switchyard.yaml" --workers 1 &
+RUST_LOG=warn target/pgo/switchyard-proxy --config "$work/switchyard.yaml" --workers 1 &
 SY_PID=$!
 pids+=($SY_PID)
+bench_table "$PLAIN" "$PLAIN_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/plain.yaml"
+RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/plain.yaml" --workers 1 &
+PLAIN_PID=$!
+pids+=($PLAIN_PID)
 # The floor: hyper's server and client alone, with the same 95/5 split and nothing else.
 "$BIN/switchyard-loadtest" passthrough --listen "127.0.0.1:$FLOOR" \
   --upstream "127.0.0.1:$UP_STABLE" --upstream "127.0.0.1:$UP_CANARY" --every 20 &
@@ -73,7 +81,7 @@ EOF
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
-for port in $UP_STABLE $UP_CANARY $SY $NG $FLOOR; do wait_port "$port"; done
+for port in $UP_STABLE $UP_CANARY $SY $PLAIN $NG $FLOOR; do wait_port "$port"; done
 sleep 0.5
 NG_PIDS=$(pgrep -f "nginx.*$work/nginx.conf" | tr '\n' ' ')
 # The worker is the child of the master.
@@ -89,6 +97,7 @@ EOF
 
 declare -A idle_rss
 idle_rss[switchyard]=$(rss_kb $SY_PID)
+idle_rss[switchyard-plain]=$(rss_kb $PLAIN_PID)
 idle_rss[nginx]=$(rss_kb $NG_PIDS)
 idle_rss[upstream]=$(rss_kb $UPSTREAM_PID)
 idle_rss[hyper]=$(rss_kb $FLOOR_PID)
@@ -107,14 +116,16 @@ run() { # port pids... -> "requests cpu_us_per_request rps user_us system_us"
 
 # Warm up (pools, caches), then interleave.
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$SY/" >/dev/null
+wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$PLAIN/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$NG/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$FLOOR/" >/dev/null
 declare -A cpu rps user system
 for rep in $(seq 1 "$REPS"); do
-  for target in upstream switchyard nginx hyper; do
+  for target in upstream switchyard nginx hyper switchyard-plain; do
     case $target in
       upstream) r=$(run "$UP_STABLE" "$UPSTREAM_PID") ;;
       switchyard) r=$(run "$SY" $SY_PID) ;;
+      switchyard-plain) r=$(run "$PLAIN" $PLAIN_PID) ;;
       nginx) r=$(run "$NG" $NG_PIDS) ;;
       hyper) r=$(run "$FLOOR" $FLOOR_PID) ;;
     esac
@@ -136,7 +147,7 @@ mkdir -p loadtest/results
 {
   echo "| system | CPU µs / request (median of $REPS) | runs | user µs | system µs | req/s (median) | RSS idle | RSS, 1,000 connections |"
   echo "|---|---|---|---|---|---|---|---|"
-  for target in upstream switchyard nginx hyper; do
+  for target in upstream switchyard switchyard-plain nginx hyper; do
     busy=${busy_rss[$target]:-}
     printf '| %s | %s | %s | %s | %s | %s | %s MiB | %s |\n' "$target" \
       "$(echo "${cpu[$target]}" | median)" "$(echo "${cpu[$target]}" | sed 's/^ //; s/ /, /g')" \
@@ -146,6 +157,7 @@ mkdir -p loadtest/results
   done
   echo
   echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread)."
+  echo "switchyard: the profile-guided release build (scripts/build-release), as shipped; switchyard-plain: cargo build --release, no profile."
   echo "hyper: switchyard-loadtest passthrough, hyper's HTTP/1.1 server and client alone with the same 95/5 split and allocator (no routing table, measurement, header rewriting or timeouts): the floor for a proxy built on hyper."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
 } | tee loadtest/results/proxy-cpu.md
