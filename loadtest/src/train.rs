@@ -15,7 +15,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use switchyard_testkit::Scratch;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -65,10 +66,10 @@ pub struct Line {
 
 /// The whole training: upstreams, a certificate, and two runs of the proxy.
 pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>> {
-    let dir = Scratch::new()?;
+    let dir = Scratch::new("train");
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).context("a self-signed certificate")?;
-    std::fs::write(dir.0.join("cert.pem"), cert.cert.pem())?;
-    std::fs::write(dir.0.join("key.pem"), cert.signing_key.serialize_pem())?;
+    std::fs::write(dir.join("cert.pem"), cert.cert.pem())?;
+    std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem())?;
     let tls = client_config(cert.cert.der().clone())?;
     let upstreams = [
         spawn_upstream("stable").await?,
@@ -79,8 +80,8 @@ pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>
     let mut lines = Vec::new();
     for workers in [1, 2] {
         let ports = Ports::free()?;
-        let config = dir.0.join("proxy.yaml");
-        std::fs::write(&config, config_yaml(&ports, &upstreams, &dir.0, 95))?;
+        let config = dir.join("proxy.yaml");
+        std::fs::write(&config, config_yaml(&ports, &upstreams, dir.path(), 95))?;
         let mut child = Command::new(proxy)
             .arg("--config")
             .arg(&config)
@@ -91,7 +92,7 @@ pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>
             .with_context(|| format!("start {}", proxy.display()))?;
         let sent = async {
             ready(&ports, &mut child).await?;
-            drive(&ports, &upstreams, &dir.0, &tls, duration).await
+            drive(&ports, &upstreams, dir.path(), &tls, duration).await
         }
         .await;
         let exit = stop(&mut child).await;
@@ -470,22 +471,5 @@ async fn stop(child: &mut Child) -> anyhow::Result<ExitStatus> {
             bail!("the proxy did not exit within 60 seconds of SIGTERM");
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A directory of the training's files, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> anyhow::Result<Self> {
-        let dir = std::env::temp_dir().join(format!("switchyard-train-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
