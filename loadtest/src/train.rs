@@ -81,7 +81,7 @@ pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>
     for workers in [1, 2] {
         let ports = Ports::free()?;
         let config = dir.join("proxy.yaml");
-        std::fs::write(&config, config_yaml(&ports, &upstreams, dir.path(), 95))?;
+        std::fs::write(&config, config_yaml(&ports, &upstreams, dir.path()))?;
         let mut child = Command::new(proxy)
             .arg("--config")
             .arg(&config)
@@ -126,11 +126,7 @@ async fn drive(
     let mut sent = Vec::new();
 
     // Sticky users over HTTP/1.1 while the admin API is read and the table swapped.
-    let admin = tokio::spawn(admin_traffic(
-        ports.admin,
-        config_yaml(ports, upstreams, dir, 95),
-        duration,
-    ));
+    let admin = tokio::spawn(admin_traffic(ports.admin, config_yaml(ports, upstreams, dir), duration));
     let report = generate(&Options {
         connections: 64,
         duration,
@@ -368,8 +364,8 @@ async fn spawn_upstream(name: &'static str) -> anyhow::Result<String> {
 }
 
 /// The training's table: a cookie-sticky route with a query rule to an h2c track, and a
-/// header-sticky route with header rules and `weight`/`100 - weight` between two tracks.
-fn config_yaml(ports: &Ports, upstreams: &[String; 3], dir: &Path, weight: u32) -> String {
+/// header-sticky route with header rules and 95/5 between two tracks.
+fn config_yaml(ports: &Ports, upstreams: &[String; 3], dir: &Path) -> String {
     let [stable, canary, v2] = upstreams;
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     format!(
@@ -392,8 +388,8 @@ routes:
   - name: shop
     match: {{ pathPrefix: / }}
     tracks:
-      - {{ name: stable, endpoints: ["{stable}"], weight: {weight} }}
-      - {{ name: canary, endpoints: ["{canary}"], weight: {rest} }}
+      - {{ name: stable, endpoints: ["{stable}"], weight: 95 }}
+      - {{ name: canary, endpoints: ["{canary}"], weight: 5 }}
     rules:
       - match: {{ headers: [{{ name: x-canary, value: "true" }}] }}
         track: canary
@@ -406,7 +402,6 @@ routes:
         admin = ports.admin,
         cert = cert.display(),
         key = key.display(),
-        rest = 100 - weight,
     )
 }
 
