@@ -5,7 +5,7 @@
 # and a 95/5 split between two upstreams. The upstream alone is measured too, and so is the
 # floor for a proxy on hyper: `switchyard-loadtest passthrough`, hyper alone with the same split.
 # `switchyard` is the release build as shipped, profile-guided (scripts/build-release, which
-# takes about five minutes); `switchyard-plain` is `cargo build --release` without a profile.
+# takes five to eight minutes); `switchyard-plain` is `cargo build --release` without a profile.
 #
 #   loadtest/scenarios/proxy-cpu.sh            # DURATION=10 REPS=3 CONNS=64 by default
 #   SKIP_PGO_BUILD=1 loadtest/scenarios/proxy-cpu.sh   # reuse target/pgo/switchyard-proxy
