@@ -1,21 +1,13 @@
 //! The README's first command, run as a user runs it: the demo completes a healthy canary,
 //! aborts a faulty one, prints the summary and exits 0.
 
-use std::process::Command;
+mod common;
+
+use common::loadtest_ok;
 
 #[test]
 fn the_demo_completes_one_rollout_aborts_the_other_and_exits_0() {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
-        .arg("demo")
-        .output()
-        .expect("the demo runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = loadtest_ok(["demo"]);
     assert!(stdout.contains("checkout-v2: Completed at 100"), "{stdout}");
     assert!(stdout.contains("checkout-v3: Aborted: "), "{stdout}");
     assert!(
@@ -26,16 +18,7 @@ fn the_demo_completes_one_rollout_aborts_the_other_and_exits_0() {
 
 #[test]
 fn abort_timing_measures_a_real_abort() {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
-        .args(["abort-timing", "--runs", "1"])
-        .output()
-        .expect("the scenario runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = loadtest_ok(["abort-timing", "--runs", "1"]);
     let row = stdout.lines().find(|l| l.starts_with("| 1 |")).expect("one row");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     let secs = |c: &str| c.trim_end_matches(" s").parse::<f64>().expect("seconds");

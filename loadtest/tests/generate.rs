@@ -3,6 +3,8 @@
 //! (coordinated omission corrected) but not in the closed loop's, tracks are broken down, and
 //! the JSON has its documented shape. Runs are short (≤ 1 s) and nothing asserts on speed.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +20,8 @@ use serde_json::Value;
 use switchyard_loadtest::generate::{Options, Report, generate};
 use switchyard_loadtest::upstream::{Faults, serve};
 use tokio::net::TcpListener;
+
+use common::loadtest_ok;
 
 /// How the test upstream answers request number `n` (from 0).
 #[derive(Clone, Copy, Default)]
@@ -298,27 +302,24 @@ fn the_cli_prints_json_with_the_documented_fields() {
         tracks: &[Some("stable"), Some("canary")],
         ..Behaviour::default()
     }));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
-        .args([
-            "run",
-            "--url",
-            &url,
-            "--rate",
-            "100",
-            "--duration",
-            "300ms",
-            "--warmup",
-            "100ms",
-        ])
-        .args(["-c", "2", "-H", "x-canary: always", "--users", "10", "--json"])
-        .output()
-        .expect("the generator runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = loadtest_ok([
+        "run",
+        "--url",
+        &url,
+        "--rate",
+        "100",
+        "--duration",
+        "300ms",
+        "--warmup",
+        "100ms",
+        "-c",
+        "2",
+        "-H",
+        "x-canary: always",
+        "--users",
+        "10",
+        "--json",
+    ]);
     let json: Value = serde_json::from_str(&stdout).expect("JSON");
 
     let keys = |v: &Value| -> Vec<String> {

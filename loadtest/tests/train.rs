@@ -3,8 +3,13 @@
 //! sent and answered 2xx, and the proxy stops with exit 0 (a profiling build writes its counts
 //! then).
 
+mod common;
+
+use std::ffi::OsStr;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+
+use common::loadtest_ok;
 
 /// The workspace's switchyard-proxy, built beside this package's binary by
 /// `cargo test --workspace`.
@@ -19,24 +24,16 @@ fn proxy_binary() -> PathBuf {
     proxy
 }
 
-fn train(proxy: &PathBuf) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
-        .args(["train", "--duration", "400ms", "--proxy"])
-        .arg(proxy)
-        .output()
-        .expect("the training runs")
-}
-
 #[test]
 fn the_training_sends_every_kind_of_traffic_and_the_proxy_exits_cleanly() {
-    let out = train(&proxy_binary());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let proxy = proxy_binary();
+    let stdout = loadtest_ok([
+        OsStr::new("train"),
+        OsStr::new("--duration"),
+        OsStr::new("400ms"),
+        OsStr::new("--proxy"),
+        proxy.as_os_str(),
+    ]);
     // Two runs of the proxy (one worker, then two), eight kinds of traffic each.
     let rows: Vec<&str> = stdout
         .lines()
@@ -66,7 +63,10 @@ fn the_training_sends_every_kind_of_traffic_and_the_proxy_exits_cleanly() {
 #[test]
 fn a_proxy_that_does_not_serve_fails_the_training() {
     // `true` exits 0 at once: the training must not mistake that for a proxy it profiled.
-    let out = train(&PathBuf::from("true"));
+    let out: Output = Command::new(env!("CARGO_BIN_EXE_switchyard-loadtest"))
+        .args(["train", "--duration", "400ms", "--proxy", "true"])
+        .output()
+        .expect("the training runs");
     assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
