@@ -29,6 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};
+use switchyard_control::http::Http;
 use switchyard_testkit::Scratch;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -77,11 +78,13 @@ pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>
         spawn_upstream("v2").await?,
     ];
 
+    let http = Http::new(Duration::from_secs(10));
     let mut lines = Vec::new();
     for workers in [1, 2] {
         let ports = Ports::free()?;
         let config = dir.join("proxy.yaml");
-        std::fs::write(&config, config_yaml(&ports, &upstreams, dir.path()))?;
+        let yaml = config_yaml(&ports, &upstreams, dir.path());
+        std::fs::write(&config, &yaml)?;
         let mut child = Command::new(proxy)
             .arg("--config")
             .arg(&config)
@@ -91,8 +94,8 @@ pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>
             .spawn()
             .with_context(|| format!("start {}", proxy.display()))?;
         let sent = async {
-            ready(&ports, &mut child).await?;
-            drive(&ports, &upstreams, dir.path(), &tls, duration).await
+            ready(&http, &ports, &mut child).await?;
+            drive(&http, &ports, yaml, &tls, duration).await
         }
         .await;
         let exit = stop(&mut child).await;
@@ -114,9 +117,9 @@ pub async fn train(proxy: &Path, duration: Duration) -> anyhow::Result<Vec<Line>
 
 /// Sends each kind of traffic in turn; returns what was sent and how many requests.
 async fn drive(
+    http: &Http,
     ports: &Ports,
-    upstreams: &[String; 3],
-    dir: &Path,
+    config: String,
     tls: &Arc<ClientConfig>,
     duration: Duration,
 ) -> anyhow::Result<Vec<(String, u64)>> {
@@ -126,7 +129,7 @@ async fn drive(
     let mut sent = Vec::new();
 
     // Sticky users over HTTP/1.1 while the admin API is read and the table swapped.
-    let admin = tokio::spawn(admin_traffic(ports.admin, config_yaml(ports, upstreams, dir), duration));
+    let admin = tokio::spawn(admin_traffic(http.clone(), ports.admin, config, duration));
     let report = generate(&Options {
         connections: 64,
         duration,
@@ -206,7 +209,7 @@ fn all_2xx(report: &Report) -> anyhow::Result<u64> {
 
 /// Reads `/stats` and `/metrics` and swaps the table (weights 95/5 and 50/50 in turn) until
 /// `duration` has passed; returns the admin requests made.
-async fn admin_traffic(port: u16, config: String, duration: Duration) -> anyhow::Result<u64> {
+async fn admin_traffic(http: Http, port: u16, config: String, duration: Duration) -> anyhow::Result<u64> {
     let routes = &config[config.find("routes:").context("the config has routes")?..];
     let swapped = routes
         .replace("weight: 95", "weight: 50")
@@ -224,30 +227,15 @@ async fn admin_traffic(port: u16, config: String, duration: Duration) -> anyhow:
             ),
             (Method::GET, "/routes", ""),
         ] {
-            let status = admin_call(port, method, path, body).await?;
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let yaml = [("content-type", "application/yaml".to_owned())];
+            let (status, _, _) = http.call(method, &url, &yaml, Some(body.as_bytes().to_vec())).await?;
             ensure!(status.is_success(), "{path} answered {status}");
             made += 1;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(made)
-}
-
-/// One request to the admin API on a new connection; its status.
-async fn admin_call(port: u16, method: Method, path: &str, body: &str) -> anyhow::Result<http::StatusCode> {
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await?;
-    tokio::spawn(conn);
-    let request = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, format!("127.0.0.1:{port}"))
-        .header(header::CONTENT_TYPE, "application/yaml")
-        .body(Full::new(Bytes::copy_from_slice(body.as_bytes())))?;
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    response.into_body().collect().await?;
-    Ok(status)
 }
 
 /// Closed-loop traffic over `connections` TLS connections for `duration`: GETs with sticky
@@ -428,7 +416,7 @@ impl Ports {
 
 /// Waits until the proxy answers `/readyz` and its listeners accept, or fails if it exits or
 /// takes over 30 seconds.
-async fn ready(ports: &Ports, child: &mut Child) -> anyhow::Result<()> {
+async fn ready(http: &Http, ports: &Ports, child: &mut Child) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(exit) = child.try_wait()? {
@@ -440,7 +428,8 @@ async fn ready(ports: &Ports, child: &mut Child) -> anyhow::Result<()> {
             && TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], ports.tls)))
                 .await
                 .is_ok();
-        if listening && matches!(admin_call(ports.admin, Method::GET, "/readyz", "").await, Ok(s) if s.is_success()) {
+        let readyz = format!("http://127.0.0.1:{}/readyz", ports.admin);
+        if listening && matches!(http.call(Method::GET, &readyz, &[], None).await, Ok((s, _, _)) if s.is_success()) {
             return Ok(());
         }
         ensure!(Instant::now() < deadline, "the proxy was not ready within 30 seconds");
