@@ -229,7 +229,15 @@ impl Framing {
                     }
                 },
                 State::Head(head) => {
-                    let Some(nl) = memchr::memchr(b'\n', rest) else {
+                    if *head == Head::default()
+                        && self.line.is_empty()
+                        && let Some(len) = plain_head(rest, self.head_limit)
+                    {
+                        pos += len;
+                        head_from = pos;
+                        continue;
+                    }
+                    let Some(nl) = newline(rest) else {
                         head.len += rest.len();
                         if head.len > self.head_limit {
                             self.stand_aside();
@@ -294,11 +302,10 @@ impl Head {
     }
 
     fn request_line(&mut self, line: &[u8]) {
-        let method = line.split(|&b| b == b' ').next().unwrap_or_default();
-        let version = line.rsplit(|&b| b == b' ').next().unwrap_or_default();
         // CONNECT turns the connection into a tunnel; an HTTP/1.0 request can carry neither
-        // header to hyper's liking, and anything else is hyper's error.
-        self.untracked |= method == b"CONNECT" || version != b"HTTP/1.1";
+        // header to hyper's liking, and anything else is hyper's error. A line that is not
+        // `METHOD TARGET HTTP/1.1` is left to hyper too.
+        self.untracked |= line.starts_with(b"CONNECT ") || !line.ends_with(b" HTTP/1.1");
     }
 
     fn header(&mut self, line: &[u8]) {
@@ -389,6 +396,62 @@ impl Chunk {
         }
         Body::More
     }
+}
+
+/// The length of the head at the start of `bytes`, if all of it is there and none of it needs
+/// the guard: an HTTP/1.1 request line (not `CONNECT`), then header lines none of which is
+/// `Content-Length`, `Transfer-Encoding`, `Upgrade` or a continuation, within `limit` bytes.
+/// Such a head has no body, and the next head follows it. The common case, taken in one pass
+/// that keeps no state; anything else is left to [`Head::line`], from the head's first byte.
+fn plain_head(bytes: &[u8], limit: usize) -> Option<usize> {
+    let mut start = 0;
+    loop {
+        let nl = start + newline(&bytes[start..])?;
+        let line = &bytes[start..nl];
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if start == 0 {
+            if line.starts_with(b"CONNECT ") || !line.ends_with(b" HTTP/1.1") {
+                return None;
+            }
+        } else if line.is_empty() {
+            return (nl < limit).then_some(nl + 1);
+        } else if matches!(line[0].to_ascii_lowercase(), b'c' | b't' | b'u' | b' ' | b'\t')
+            && (matches!(line[0], b' ' | b'\t')
+                || value_of(line, b"content-length:").is_some()
+                || value_of(line, b"transfer-encoding:").is_some()
+                || value_of(line, b"upgrade:").is_some())
+        {
+            return None;
+        }
+        start = nl + 1;
+    }
+}
+
+/// The position of the first `\n` in `bytes`. Head lines are mostly short, and for them a
+/// word-at-a-time scan costs a third of what `memchr`'s setup does; longer lines (cookies,
+/// tokens) go on with `memchr`.
+fn newline(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    const NEWLINES: u64 = u64::from_ne_bytes([b'\n'; 8]);
+    const SHORT: usize = 32;
+    let short = &bytes[..bytes.len().min(SHORT)];
+    let mut words = short.chunks_exact(8);
+    let mut at = 0;
+    for word in &mut words {
+        let x = u64::from_le_bytes(word.try_into().expect("eight bytes")) ^ NEWLINES;
+        // The lowest byte of x that is zero sets its high bit here (bits above it may be
+        // false alarms, borrowed from it; below it there are none).
+        let zero = x.wrapping_sub(ONES) & !x & HIGHS;
+        if zero != 0 {
+            return Some(at + zero.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    if let Some(i) = words.remainder().iter().position(|&b| b == b'\n') {
+        return Some(at + i);
+    }
+    memchr::memchr(b'\n', &bytes[short.len()..]).map(|i| short.len() + i)
 }
 
 /// Makes the head ending at `end` unparseable for hyper, writing from `from`, the first byte of

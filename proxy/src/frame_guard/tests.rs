@@ -539,3 +539,12 @@ proptest! {
         prop_assert!(served.statuses().iter().all(|&s| s == 200 || s == 100), "{}", served.text());
     }
 }
+
+proptest! {
+    #[test]
+    fn newline_finds_the_first_line_end_wherever_it_is(
+        bytes in prop::collection::vec(prop::sample::select(vec![b'\n', b'\r', b'a', 0x0b, 0x09, 0x8a, 0xff, 0]), 0..100),
+    ) {
+        prop_assert_eq!(newline(&bytes), bytes.iter().position(|&b| b == b'\n'));
+    }
+}
