@@ -25,18 +25,27 @@ impl<'a> RequestView<'a> {
     /// A view of `parts`. The host is the URI's authority when the request has one (HTTP/2,
     /// absolute-form HTTP/1.1), else the `Host` header.
     pub fn of(parts: &'a http::request::Parts, random: u64) -> Self {
-        let host = parts
-            .uri
+        Self::from(&parts.method, &parts.uri, &parts.headers, random)
+    }
+
+    /// A view of `request`, as [`RequestView::of`] its parts: for a caller that rewrites the
+    /// request in place after deciding, without taking it apart.
+    pub fn of_request<B>(request: &'a http::Request<B>, random: u64) -> Self {
+        Self::from(request.method(), request.uri(), request.headers(), random)
+    }
+
+    fn from(method: &'a Method, uri: &'a http::Uri, headers: &'a HeaderMap, random: u64) -> Self {
+        let host = uri
             .authority()
             .map(|a| a.as_str())
-            .or_else(|| parts.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+            .or_else(|| headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
             .unwrap_or("");
         Self {
-            method: &parts.method,
+            method,
             host,
-            path: parts.uri.path(),
-            query: parts.uri.query().unwrap_or(""),
-            headers: &parts.headers,
+            path: uri.path(),
+            query: uri.query().unwrap_or(""),
+            headers,
             random,
         }
     }
@@ -65,5 +74,12 @@ mod tests {
             .unwrap()
             .into_parts();
         assert_eq!(RequestView::of(&parts, 0).host, "b.example.com");
+
+        let request = http::Request::get("/q?r=2")
+            .header("host", "c.example.com")
+            .body(())
+            .unwrap();
+        let v = RequestView::of_request(&request, 3);
+        assert_eq!((v.host, v.path, v.query, v.random), ("c.example.com", "/q", "r=2", 3));
     }
 }

@@ -116,12 +116,12 @@ impl Forwarder {
         let start = Instant::now();
         let this = link.forwarder();
         let downstream = link.downstream();
-        let (mut parts, body) = req.into_parts();
+        let mut req = req;
 
         // One snapshot decides everything about this request; it is released before any await.
         let (slot, track, (authority, key), protocol, timeout) = {
             let snapshot = this.publisher.load();
-            let Some(d) = snapshot.table.decide(&RequestView::of(&parts, random())) else {
+            let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
                 let response = local(StatusCode::NOT_FOUND, "no route matches this request\n", None);
                 return Forwarding {
@@ -140,48 +140,53 @@ impl Forwarder {
         };
 
         // The upstream request: same method, path, query and body; rewritten target and headers.
-        let downstream_host = parts.uri.authority().cloned();
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let headers = &mut parts.headers;
-        let mut seen = Seen::of(headers);
+        // Rewritten in place: the request is large, and taking it apart and back moves it twice.
+        let mut seen = Seen::of(req.headers());
         if seen.hop_by_hop {
-            strip_hop_by_hop(headers);
-            seen = Seen::of(headers); // `Connection` may have named any of them
+            strip_hop_by_hop(req.headers_mut());
+            seen = Seen::of(req.headers()); // `Connection` may have named any of them
         }
         if seen.expect {
-            headers.remove(header::EXPECT); // answered here already: hyper sends 100 Continue when the body is read
+            // Answered here already: hyper sends 100 Continue when the body is read.
+            req.headers_mut().remove(header::EXPECT);
         }
         if !seen.host
-            && let Some(host) = downstream_host.and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            && let Some(host) = req
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
-            headers.insert(header::HOST, host);
+            req.headers_mut().insert(header::HOST, host);
         }
+        let headers = req.headers_mut();
         forwarded_for(headers, downstream, seen.forwarded_for);
         if let Some(name) = &this.track_header {
             headers.insert(name.clone(), track.clone());
         }
+        let path_and_query = |uri: &Uri| {
+            uri.path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"))
+        };
 
         let step = match protocol {
             UpstreamProtocol::Http1 => {
-                // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`.
-                parts.uri = Uri::from(path_and_query);
-                parts.version = Version::HTTP_11;
-                Step::Unsent {
-                    request: Some(Request::from_parts(parts, body)),
+                // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`, which
+                // an HTTP/1.1 request has already, unless it came in absolute-form.
+                if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+                    *req.uri_mut() = Uri::from(path_and_query(req.uri()));
                 }
+                *req.version_mut() = Version::HTTP_11;
+                Step::Unsent { request: Some(req) }
             }
             UpstreamProtocol::H2c => {
                 let mut uri = http::uri::Parts::default();
                 uri.scheme = Some(Scheme::HTTP);
                 uri.authority = Some(authority.clone());
-                uri.path_and_query = Some(path_and_query);
-                parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
-                parts.version = Version::HTTP_2;
-                let sent = this.upstreams.send_h2c(Request::from_parts(parts, body));
+                uri.path_and_query = Some(path_and_query(req.uri()));
+                *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+                *req.version_mut() = Version::HTTP_2;
+                let sent = this.upstreams.send_h2c(req);
                 Step::Elsewhere {
                     exchange: Box::pin(async move { sent.await.map(|r| (r, None)) }),
                 }
