@@ -6,7 +6,7 @@
 /// The proxy's allocator, so that the pass-through floor (`passthrough`) differs from the proxy
 /// only in what the proxy does, and the benchmarks' upstream allocates as cheaply.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: switchyard_proxy::allocator::Allocator = switchyard_proxy::allocator::Allocator;
 
 use std::net::SocketAddr;
 
