@@ -39,6 +39,13 @@ struct Stack {
 }
 
 impl Stack {
+    const fn empty() -> Self {
+        Self {
+            len: Cell::new(0),
+            blocks: [const { Cell::new(ptr::null_mut()) }; KEPT],
+        }
+    }
+
     fn pop(&self) -> Option<*mut u8> {
         let len = self.len.get().checked_sub(1)?;
         self.len.set(len);
@@ -59,10 +66,12 @@ impl Stack {
 
 impl Drop for Stack {
     fn drop(&mut self) {
+        let layout = Layout::from_size_align(BLOCK, 1).expect("a valid layout");
         while let Some(block) = self.pop() {
-            // SAFETY: the block came from `MiMalloc` with the layout of `BLOCK` bytes (see
-            // `kept`), and was freed by its owner; nothing else refers to it.
-            unsafe { MiMalloc.dealloc(block, Layout::from_size_align_unchecked(BLOCK, 1)) }
+            // SAFETY: the block came from `MiMalloc` with a layout of `BLOCK` bytes that this one
+            // matches for freeing (see `kept`), and was freed by its owner; nothing else refers
+            // to it.
+            unsafe { MiMalloc.dealloc(block, layout) }
         }
     }
 }
@@ -70,12 +79,7 @@ impl Drop for Stack {
 thread_local! {
     // Const-initialized: touching it never allocates. Its destructor is registered with the
     // C library (`__cxa_thread_atexit_impl`), which allocates with its own allocator.
-    static STACK: Stack = const {
-        Stack {
-            len: Cell::new(0),
-            blocks: [const { Cell::new(ptr::null_mut()) }; KEPT],
-        }
-    };
+    static STACK: Stack = const { Stack::empty() };
 }
 
 /// Whether blocks of `layout` are kept: the size of [`BLOCK`], and an alignment that every
@@ -125,10 +129,7 @@ mod tests {
 
     #[test]
     fn a_stack_gives_back_the_last_block_kept_and_holds_at_most_kept() {
-        let stack = Stack {
-            len: Cell::new(0),
-            blocks: [const { Cell::new(ptr::null_mut()) }; KEPT],
-        };
+        let stack = Stack::empty();
         assert_eq!(stack.pop(), None);
         let mut addresses = [0u8; KEPT + 1];
         let blocks: Vec<*mut u8> = addresses.iter_mut().map(|a| a as *mut u8).collect();
