@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod path;
 mod read;
 mod request;
 pub mod rollout;
