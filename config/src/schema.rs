@@ -12,6 +12,7 @@ use serde::{Serialize, Serializer};
 use serde_yaml_ng::Value;
 
 use crate::error::Problems;
+use crate::path::{EscapedSlashes, PathOptions};
 use crate::read::{Fields, FromTree, describe, lenient_list};
 
 macro_rules! name_type {
@@ -88,6 +89,8 @@ pub struct ProxyConfig {
     pub timeouts: Timeouts,
     /// Limits, each with a default.
     pub limits: Limits,
+    /// How request paths are normalized before routing; see [`crate::path::normalize`].
+    pub paths: PathOptions,
 }
 
 /// One downstream listener.
@@ -141,6 +144,14 @@ pub struct Timeouts {
     /// An idle pooled upstream connection before it is closed. Default 90s.
     #[serde(with = "human")]
     pub upstream_idle: Duration,
+    /// A downstream request body that sends nothing for this long is given up: `408`, the
+    /// connection closed, the upstream request aborted, counted as the client's. Default 30s.
+    #[serde(with = "human")]
+    pub request_body_idle: Duration,
+    /// An upstream response body that sends nothing for this long is given up: the downstream
+    /// connection closed, counted against the track as a timeout. Default 60s.
+    #[serde(with = "human")]
+    pub response_body_idle: Duration,
     /// How long shutdown waits for in-flight requests. Default 30s.
     #[serde(with = "human")]
     pub drain: Duration,
@@ -154,6 +165,8 @@ impl Default for Timeouts {
             header_read: Duration::from_secs(10),
             idle: Duration::from_secs(60),
             upstream_idle: Duration::from_secs(90),
+            request_body_idle: Duration::from_secs(30),
+            response_body_idle: Duration::from_secs(60),
             drain: Duration::from_secs(30),
         }
     }
@@ -383,6 +396,7 @@ impl ProxyConfig {
         };
         let timeouts = f.optional("timeouts", p).unwrap_or_default();
         let limits = f.optional("limits", p).unwrap_or_default();
+        let paths = f.optional("paths", p).unwrap_or_default();
         f.finish(p);
         let config = Self {
             listen,
@@ -391,6 +405,7 @@ impl ProxyConfig {
             track_header,
             timeouts,
             limits,
+            paths,
         };
         Some((config, positions))
     }
@@ -454,6 +469,8 @@ impl FromTree for Timeouts {
             header_read: f.or("headerRead", d.header_read, p),
             idle: f.or("idle", d.idle, p),
             upstream_idle: f.or("upstreamIdle", d.upstream_idle, p),
+            request_body_idle: f.or("requestBodyIdle", d.request_body_idle, p),
+            response_body_idle: f.or("responseBodyIdle", d.response_body_idle, p),
             drain: f.or("drain", d.drain, p),
         };
         f.finish(p);
@@ -473,6 +490,36 @@ impl FromTree for Limits {
         };
         f.finish(p);
         Some(l)
+    }
+}
+
+impl FromTree for PathOptions {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let d = Self::default();
+        let mut f = Fields::of(v, path, p)?;
+        let o = Self {
+            escaped_slashes: f.or("escapedSlashes", d.escaped_slashes, p),
+            merge_slashes: f.or("mergeSlashes", d.merge_slashes, p),
+        };
+        f.finish(p);
+        Some(o)
+    }
+}
+
+impl FromTree for EscapedSlashes {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        match v.as_str() {
+            Some("keep") => Some(Self::Keep),
+            Some("reject") => Some(Self::Reject),
+            Some("unescape") => Some(Self::Unescape),
+            _ => {
+                p.push(
+                    path,
+                    format!("expected keep, reject or unescape, found {}", describe(v)),
+                );
+                None
+            }
+        }
     }
 }
 

@@ -65,6 +65,23 @@ pub struct StatsDocument {
 pub struct RouteStats {
     /// Per track, by name; every track of the route appears, with zeros if it saw nothing.
     pub tracks: BTreeMap<String, TrackStatsDoc>,
+    /// What clients did wrong on the route; counted against no track. Absent from proxies
+    /// older than this field (then zeros).
+    #[serde(default)]
+    pub client_errors: ClientErrors,
+}
+
+/// Requests of a route that failed through the client's fault, by kind: none of them is in
+/// any track's requests, errors or latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ClientErrors {
+    /// Refused as malformed: bad framing (`400`, `501`), `Host` or path (`400`), or a request
+    /// body that is not valid chunked encoding.
+    pub malformed: u64,
+    /// Request bodies that stopped arriving for `timeouts.requestBodyIdle` (`408`).
+    pub timeout: u64,
+    /// Clients that left before their request was answered.
+    pub aborted: u64,
 }
 
 /// One track's stats over the window, as one proxy measured them.
@@ -115,6 +132,10 @@ pub struct UpstreamErrors {
     pub timeout: u64,
     /// The connection broke before a response.
     pub reset: u64,
+    /// The upstream broke HTTP/1.1 framing (conflicting or invalid length, malformed chunks,
+    /// a body cut short). Absent from proxies older than this field (then 0).
+    #[serde(default)]
+    pub protocol: u64,
 }
 
 /// Latency quantiles of one proxy, ms.

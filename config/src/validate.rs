@@ -145,6 +145,8 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
         ("headerRead", t.header_read),
         ("idle", t.idle),
         ("upstreamIdle", t.upstream_idle),
+        ("requestBodyIdle", t.request_body_idle),
+        ("responseBodyIdle", t.response_body_idle),
     ] {
         if d == Duration::ZERO {
             p.push(format!("timeouts.{field}"), "timeout must be longer than 0s");

@@ -223,6 +223,7 @@ fn stats(s: &mut ProxyState, window_seconds: u64) -> Value {
                     connect: 0,
                     timeout: 0,
                     reset: 0,
+                    protocol: 0,
                 },
                 latency_ms: LatencyMs {
                     p50: 10.0,
@@ -242,7 +243,13 @@ fn stats(s: &mut ProxyState, window_seconds: u64) -> Value {
     let doc = StatsDocument {
         version: s.version,
         window_seconds,
-        routes: BTreeMap::from([("checkout".to_owned(), RouteStats { tracks })]),
+        routes: BTreeMap::from([(
+            "checkout".to_owned(),
+            RouteStats {
+                tracks,
+                client_errors: Default::default(),
+            },
+        )]),
     };
     let mut doc = serde_json::to_value(doc).expect("stats serialize");
     // The lifetime totals are read from the raw document (they are not in `TrackStatsDoc`).

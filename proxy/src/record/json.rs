@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{DeserializeError, Deserializer, Serializer as _, V2DeflateSerializer};
 use serde_json::{Map, Value, json};
 
-use super::{TrackStats, WindowStats};
+use super::{ClientError, TrackStats, WindowStats};
 
 impl WindowStats {
     /// The `GET /stats` body, `version` being the routing table's version:
@@ -17,10 +17,14 @@ impl WindowStats {
     /// {"version": 7, "windowSeconds": 10, "routes": {"checkout": {"tracks": {"canary": {
     ///   "requests": 0, "errors": 0, "errorRate": 0.0,
     ///   "statusClasses": {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
-    ///   "upstreamErrors": {"connect": 0, "timeout": 0, "reset": 0},
+    ///   "upstreamErrors": {"connect": 0, "timeout": 0, "reset": 0, "protocol": 0},
     ///   "latencyMs": {"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0},
-    ///   "histogram": "<base64>"}}}}}
+    ///   "histogram": "<base64>"}},
+    ///   "clientErrors": {"malformed": 0, "timeout": 0, "aborted": 0}}}}
     /// ```
+    ///
+    /// `clientErrors` counts, per route, what clients did wrong (see
+    /// [`super::ClientError`]); none of it is in any track's numbers.
     ///
     /// `errorRate` is `errors / requests` (0.0 without requests). `latencyMs` values are
     /// milliseconds as floats (the histogram's µs / 1000, each the highest value equivalent to the
@@ -31,11 +35,25 @@ impl WindowStats {
             .routes
             .iter()
             .map(|(route, tracks)| {
-                let tracks: Map<String, Value> = tracks
+                let tracks_json: Map<String, Value> = tracks
                     .iter()
                     .map(|(track, stats)| (track.as_str().to_owned(), stats.to_json()))
                     .collect();
-                (route.as_str().to_owned(), json!({ "tracks": tracks }))
+                let mut client = [0u64; 3];
+                for stats in tracks.values() {
+                    for (sum, n) in client.iter_mut().zip(stats.client_errors) {
+                        *sum += n;
+                    }
+                }
+                let client: Map<String, Value> = ClientError::ALL
+                    .iter()
+                    .zip(client)
+                    .map(|(kind, n)| (kind.name().to_owned(), Value::from(n)))
+                    .collect();
+                (
+                    route.as_str().to_owned(),
+                    json!({ "tracks": tracks_json, "clientErrors": client }),
+                )
             })
             .collect();
         json!({
@@ -56,13 +74,13 @@ impl TrackStats {
         let h = &self.histogram;
         let ms = |us: u64| if h.is_empty() { 0.0 } else { us as f64 / 1000.0 };
         let [s2, s3, s4, s5] = self.status_classes;
-        let [connect, timeout, reset] = self.upstream_errors;
+        let [connect, timeout, reset, protocol] = self.upstream_errors;
         json!({
             "requests": self.requests,
             "errors": self.errors,
             "errorRate": error_rate,
             "statusClasses": {"2xx": s2, "3xx": s3, "4xx": s4, "5xx": s5},
-            "upstreamErrors": {"connect": connect, "timeout": timeout, "reset": reset},
+            "upstreamErrors": {"connect": connect, "timeout": timeout, "reset": reset, "protocol": protocol},
             "latencyMs": {
                 "p50": ms(h.value_at_quantile(0.5)),
                 "p90": ms(h.value_at_quantile(0.9)),

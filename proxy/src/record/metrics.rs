@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use prometheus::proto::{Bucket, Counter, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::WindowStats;
+use super::{ClientError, WindowStats};
 
 /// `switchyard_request_duration_seconds` bucket upper bounds: seconds, and the same in µs.
 const BUCKETS: [(f64, u64); 16] = [
@@ -26,7 +26,7 @@ const BUCKETS: [(f64, u64); 16] = [
 ];
 
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
-const UPSTREAM_ERRORS: [&str; 3] = ["connect", "timeout", "reset"];
+const UPSTREAM_ERRORS: [&str; 4] = ["connect", "timeout", "reset", "protocol"];
 
 /// The families for `totals` (from [`super::Recorder::totals`]), to encode with
 /// `prometheus::TextEncoder` alongside others. Every series exists for every (route, track), zeros
@@ -36,7 +36,10 @@ const UPSTREAM_ERRORS: [&str; 3] = ["connect", "timeout", "reset"];
 /// - `switchyard_request_duration_seconds{route, track}`, histogram; a bucket counts the requests
 ///   whose latency is at most its bound within the recorder's 3 significant digits, and the sum
 ///   counts each request at the middle of its histogram bucket (the histogram's mean × count);
-/// - `switchyard_upstream_errors_total{route, track, kind="connect|timeout|reset"}`, counter.
+/// - `switchyard_upstream_errors_total{route, track, kind="connect|timeout|reset|protocol"}`,
+///   counter;
+/// - `switchyard_client_errors_total{route, kind="malformed|timeout|aborted"}`, counter: what
+///   clients did wrong on the route, in no track's series.
 ///
 /// Labels are in name order. Empty when `totals` has no tracks, since an encoder rejects a family
 /// without metrics.
@@ -44,7 +47,20 @@ pub fn metric_families(totals: &WindowStats) -> Vec<MetricFamily> {
     let mut requests = Vec::new();
     let mut durations = Vec::new();
     let mut upstream_errors = Vec::new();
+    let mut client_errors = Vec::new();
     for (route, tracks) in &totals.routes {
+        let mut client = [0u64; 3];
+        for stats in tracks.values() {
+            for (sum, n) in client.iter_mut().zip(stats.client_errors) {
+                *sum += n;
+            }
+        }
+        for (kind, n) in ClientError::ALL.into_iter().zip(client) {
+            client_errors.push(counter(
+                vec![label("kind", kind.name()), label("route", route.as_str())],
+                n,
+            ));
+        }
         for (track, stats) in tracks {
             let labels = |extra: Option<(&str, &str)>| {
                 let mut pairs: Vec<LabelPair> = extra.into_iter().map(|(name, value)| label(name, value)).collect();
@@ -84,6 +100,12 @@ pub fn metric_families(totals: &WindowStats) -> Vec<MetricFamily> {
             "Requests the upstream failed, by route, track and kind.",
             MetricType::COUNTER,
             upstream_errors,
+        ),
+        family(
+            "switchyard_client_errors_total",
+            "Requests clients got wrong or left, by route and kind; counted against no track.",
+            MetricType::COUNTER,
+            client_errors,
         ),
     ]
 }

@@ -122,6 +122,43 @@ pub enum UpstreamError {
     Timeout,
     /// The connection closed or reset before a complete response.
     Reset,
+    /// The upstream broke HTTP/1.1 framing: `Content-Length` with `Transfer-Encoding`, an
+    /// invalid length, a malformed chunk, a body cut short, or a response that is not HTTP.
+    Protocol,
+}
+
+/// What a client did wrong on a route. Counted per route, never in a track's requests, errors
+/// or latency: a track is judged only by what its upstream did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientError {
+    /// A request the proxy refused: bad framing (`400`, `501`), a bad `Host` or path (`400`).
+    Malformed,
+    /// A request whose body stopped arriving for `timeouts.requestBodyIdle` (`408`).
+    Timeout,
+    /// A client that left before its request was answered.
+    Aborted,
+}
+
+impl ClientError {
+    /// Every kind, in the order of [`TrackStats::client_errors`].
+    pub const ALL: [ClientError; 3] = [Self::Malformed, Self::Timeout, Self::Aborted];
+
+    /// The kind's name in `/stats` and in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::Timeout => "timeout",
+            Self::Aborted => "aborted",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::Malformed => 0,
+            Self::Timeout => 1,
+            Self::Aborted => 2,
+        }
+    }
 }
 
 /// How one request ended.
@@ -156,8 +193,12 @@ pub struct TrackStats {
     /// Requests by status class: `[2xx, 3xx, 4xx, 5xx]`. 1xx (and out-of-range statuses) count
     /// only in `requests`.
     pub status_classes: [u64; 4],
-    /// Upstream failures by kind: `[connect, timeout, reset]`.
-    pub upstream_errors: [u64; 3],
+    /// Upstream failures by kind: `[connect, timeout, reset, protocol]`.
+    pub upstream_errors: [u64; 4],
+    /// Client errors on the slot's route that were decided to this track, by kind
+    /// (`[malformed, timeout, aborted]`, as [`ClientError::ALL`]). Not requests of the track:
+    /// `/stats` and `/metrics` give them per route.
+    pub client_errors: [u64; 3],
     /// Latency in µs, 1 µs to 60 s, 3 significant digits; one count per request.
     pub histogram: Histogram<u64>,
 }
@@ -169,7 +210,8 @@ impl TrackStats {
             requests: 0,
             errors: 0,
             status_classes: [0; 4],
-            upstream_errors: [0; 3],
+            upstream_errors: [0; 4],
+            client_errors: [0; 3],
             histogram: new_histogram(),
         }
     }
@@ -204,6 +246,14 @@ impl Recorder {
         let latency_us = u64::try_from(outcome.latency.as_micros()).unwrap_or(u64::MAX);
         let shard = &self.shards[thread_shard(self.shards.len())];
         shard.lock().slot_mut(slot.index()).record(outcome, latency_us, second);
+    }
+
+    /// Counts a client's `error` on the slot's route, in the second of `at`; the slot's track
+    /// is not charged with it (see [`ClientError`]).
+    pub fn record_client_error(&self, slot: SlotId, error: ClientError, at: Instant) {
+        let second = self.second(at);
+        let shard = &self.shards[thread_shard(self.shards.len())];
+        shard.lock().slot_mut(slot.index()).record_client_error(error, second);
     }
 
     /// Merged stats of the last `window` whole seconds up to and including the second of `now`,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use hdrhistogram::Histogram;
 
-use super::{Outcome, TrackStats, UpstreamError, new_histogram};
+use super::{ClientError, Outcome, TrackStats, UpstreamError, new_histogram};
 
 /// How many sealed one-second slices a slot keeps besides its current second: enough for the
 /// longest window (300 s) even when the current second is not yet in it.
@@ -48,7 +48,9 @@ pub(super) struct Counts {
     requests: u64,
     errors: u64,
     status_classes: [u64; 4],
-    upstream_errors: [u64; 3],
+    upstream_errors: [u64; 4],
+    /// Not requests of the track: what clients did wrong on the route (see [`ClientError`]).
+    client_errors: [u64; 3],
 }
 
 impl Counts {
@@ -60,7 +62,8 @@ impl Counts {
         {
             *n += 1;
         }
-        if (500..600).contains(&outcome.status) {
+        // A response that broke off is an error whatever its status said.
+        if (500..600).contains(&outcome.status) || outcome.upstream_error.is_some() {
             self.errors += 1;
         }
         if let Some(kind) = outcome.upstream_error {
@@ -68,8 +71,13 @@ impl Counts {
                 UpstreamError::Connect => 0,
                 UpstreamError::Timeout => 1,
                 UpstreamError::Reset => 2,
+                UpstreamError::Protocol => 3,
             }] += 1;
         }
+    }
+
+    fn count_client_error(&mut self, error: ClientError) {
+        self.client_errors[error.index()] += 1;
     }
 
     fn add(&mut self, other: &Counts) {
@@ -81,6 +89,9 @@ impl Counts {
         for (a, b) in self.upstream_errors.iter_mut().zip(other.upstream_errors) {
             *a += b;
         }
+        for (a, b) in self.client_errors.iter_mut().zip(other.client_errors) {
+            *a += b;
+        }
     }
 
     fn add_to(&self, stats: &mut TrackStats) {
@@ -90,6 +101,9 @@ impl Counts {
             *a += b;
         }
         for (a, b) in stats.upstream_errors.iter_mut().zip(self.upstream_errors) {
+            *a += b;
+        }
+        for (a, b) in stats.client_errors.iter_mut().zip(self.client_errors) {
             *a += b;
         }
     }
@@ -200,10 +214,18 @@ impl SlotState {
         self.current_histogram.saturating_record(latency_us);
     }
 
+    /// Counts a client's error in `second`, as [`SlotState::record`] counts a request.
+    pub(super) fn record_client_error(&mut self, error: ClientError, second: u64) {
+        if second > self.second {
+            self.roll_over(second);
+        }
+        self.current.count_client_error(error);
+    }
+
     /// Seals the current second (if it saw anything), drops slices too old for any window and
     /// starts `second`.
     fn roll_over(&mut self, second: u64) {
-        if self.current.requests > 0 {
+        if self.current != Counts::default() {
             self.sealed.push_back(Slice {
                 second: self.second,
                 counts: self.current,

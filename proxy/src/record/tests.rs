@@ -113,8 +113,65 @@ fn status_classes_errors_and_upstream_errors() {
     assert_eq!(canary.requests, 10);
     assert_eq!(canary.status_classes, [2, 1, 1, 5]);
     assert_eq!(canary.errors, 5);
-    assert_eq!(canary.upstream_errors, [1, 1, 1]);
+    assert_eq!(canary.upstream_errors, [1, 1, 1, 0]);
     assert_eq!(canary.histogram.len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_that_broke_off_is_an_error_whatever_its_status() {
+    let (recorder, start, slots) = recorder(2, &[("checkout", "canary")]);
+    let slot = slots[0].2;
+    let status = |status, upstream_error| Outcome {
+        status,
+        latency: Duration::from_millis(1),
+        upstream_error,
+    };
+    recorder.record(slot, &status(200, Some(UpstreamError::Protocol)), start);
+    recorder.record(slot, &status(200, Some(UpstreamError::Reset)), start);
+    recorder.record(slot, &status(502, Some(UpstreamError::Protocol)), start);
+    recorder.record(slot, &status(200, None), start);
+    let stats = recorder.window(&slots, secs(10), start);
+    let canary = track(&stats, "checkout", "canary");
+    assert_eq!((canary.requests, canary.errors), (4, 3));
+    assert_eq!(canary.status_classes, [3, 0, 0, 1]);
+    assert_eq!(canary.upstream_errors, [0, 0, 1, 2]);
+    let json = stats.to_json(1);
+    assert_eq!(
+        json["routes"]["checkout"]["tracks"]["canary"]["upstreamErrors"]["protocol"],
+        2
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_count_per_route_and_in_no_track() {
+    let (recorder, start, slots) = recorder(2, &[("checkout", "stable"), ("checkout", "canary")]);
+    recorder.record(slots[0].2, &ok(1), start);
+    recorder.record_client_error(slots[0].2, ClientError::Malformed, start);
+    recorder.record_client_error(slots[1].2, ClientError::Malformed, start);
+    recorder.record_client_error(slots[1].2, ClientError::Aborted, start);
+    // A second with client errors only is kept like any other.
+    recorder.record_client_error(slots[1].2, ClientError::Timeout, start + secs(1));
+    for stats in [
+        recorder.window(&slots, secs(10), start + secs(3)),
+        recorder.totals(&slots),
+    ] {
+        let (stable, canary) = (track(&stats, "checkout", "stable"), track(&stats, "checkout", "canary"));
+        assert_eq!((stable.requests, stable.errors, stable.histogram.len()), (1, 0, 1));
+        assert_eq!((canary.requests, canary.errors, canary.histogram.len()), (0, 0, 0));
+        let json = stats.to_json(1);
+        let route = &json["routes"]["checkout"];
+        assert_eq!(route["clientErrors"]["malformed"], 2, "{route}");
+        assert_eq!(route["clientErrors"]["timeout"], 1, "{route}");
+        assert_eq!(route["clientErrors"]["aborted"], 1, "{route}");
+        assert_eq!(route["tracks"]["canary"]["errorRate"], 0.0);
+        assert_eq!(route["tracks"]["canary"]["requests"], 0);
+    }
+    let families = metric_families(&recorder.totals(&slots));
+    let client = families
+        .iter()
+        .find(|f| f.name() == "switchyard_client_errors_total")
+        .expect("the client errors family");
+    assert_eq!(client.get_metric().len(), 3);
 }
 
 #[tokio::test(start_paused = true)]
@@ -221,7 +278,7 @@ fn zero_traffic_slots_appear_with_zeros() {
             let t = track(&stats, route, tr);
             assert_eq!(
                 (t.requests, t.errors, t.status_classes, t.upstream_errors),
-                (0, 0, [0; 4], [0; 3])
+                (0, 0, [0; 4], [0; 4])
             );
             assert!(t.histogram.is_empty());
         }
@@ -282,7 +339,11 @@ fn json_matches_the_contract() {
         (json["version"].as_u64(), json["windowSeconds"].as_u64()),
         (Some(7), Some(10))
     );
-    assert_eq!(keys(&json["routes"]["checkout"]), ["tracks"]);
+    assert_eq!(keys(&json["routes"]["checkout"]), ["clientErrors", "tracks"]);
+    assert_eq!(
+        keys(&json["routes"]["checkout"]["clientErrors"]),
+        ["aborted", "malformed", "timeout"]
+    );
     let canary = &json["routes"]["checkout"]["tracks"]["canary"];
     assert_eq!(
         keys(canary),
@@ -297,7 +358,10 @@ fn json_matches_the_contract() {
         ]
     );
     assert_eq!(keys(&canary["statusClasses"]), ["2xx", "3xx", "4xx", "5xx"]);
-    assert_eq!(keys(&canary["upstreamErrors"]), ["connect", "reset", "timeout"]);
+    assert_eq!(
+        keys(&canary["upstreamErrors"]),
+        ["connect", "protocol", "reset", "timeout"]
+    );
     assert_eq!(keys(&canary["latencyMs"]), ["max", "p50", "p90", "p99", "p999"]);
     assert_eq!(
         (canary["requests"].as_u64(), canary["errors"].as_u64()),
