@@ -288,6 +288,11 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
         "Requests that matched no route and were answered 404.",
         state.forwarder.no_route_count() as f64,
     ));
+    families.push(counter(
+        "switchyard_refused_requests_total",
+        "Requests refused before any route took them (a bad Host or path, CONNECT, a head that does not parse); refusals of a routed request are its route's client errors.",
+        state.forwarder.refused_count() as f64,
+    ));
     let encoder = TextEncoder::new();
     let mut out = Vec::new();
     if let Err(e) = encoder.encode(&families, &mut out) {

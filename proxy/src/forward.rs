@@ -1,9 +1,16 @@
-//! One request's way through the proxy: load the table snapshot once, decide, rewrite the
-//! request for the upstream, forward it with the route's timeout, and hand back the response
+//! One request's way through the proxy: the edge's checks ([`crate::edge`]), path
+//! normalization, load the table snapshot once, decide, rewrite the request for the upstream,
+//! forward it with the route's timeout, check the upstream's framing, and hand back the response
 //! with a body that records the request when it ends.
+//!
+//! Blame: what the upstream did (its statuses, a failed connection, a timeout, broken framing)
+//! counts against the track; what the client did (a refused request, a body that failed or
+//! stopped, leaving before the answer) counts as the route's client error and in no track.
 
+use std::borrow::Cow;
 use std::cell::Cell;
 use std::convert::Infallible;
+use std::error::Error as _;
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::net::SocketAddr;
@@ -11,6 +18,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -23,11 +31,15 @@ use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
 use switchyard_config::RequestView;
+use switchyard_config::path::{self, PathOptions};
 use switchyard_config::schema::{Timeouts, UpstreamProtocol};
 use tokio::time::{Instant, Sleep};
 
+use crate::edge::{self, Refused};
+use crate::frame_guard::Refusal;
 use crate::publish::Publisher;
-use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
+use crate::record::{ClientError, Outcome, Recorder, SlotId, UpstreamError};
+use crate::request_body::{BodyState, RequestBody};
 use crate::upstream::{EndpointKey, Failure, Lease, Upstreams};
 
 /// What the proxy knows of a downstream connection, computed once per connection.
@@ -83,30 +95,68 @@ pub struct Forwarder {
     publisher: Arc<Publisher>,
     upstreams: Upstreams,
     timeouts: Timeouts,
+    paths: PathOptions,
     track_header: Option<HeaderName>,
     no_route: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Forwarder {
-    /// A forwarder deciding on `publisher`'s tables.
+    /// A forwarder deciding on `publisher`'s tables, normalizing paths as `paths` says.
     pub fn new(
         publisher: Arc<Publisher>,
         upstreams: Upstreams,
         timeouts: Timeouts,
+        paths: PathOptions,
         track_header: Option<HeaderName>,
     ) -> Self {
         Self {
             publisher,
             upstreams,
             timeouts,
+            paths,
             track_header,
             no_route: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         }
     }
 
     /// Requests that matched no route (answered 404) since start.
     pub fn no_route_count(&self) -> u64 {
         self.no_route.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused before a route could be told (a bad `Host` or path, `CONNECT`, a head
+    /// hyper could not parse), or refused with no route matching, since start. Refusals of a
+    /// routed request count as that route's client errors instead.
+    pub fn refused_count(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request refused before any route saw it.
+    pub fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Answers a request the edge refused, counting it as a client error of its route when it
+    /// can still be routed (its head is as the client sent it), else as refused.
+    fn refuse(&self, req: &Request<Incoming>, refused: &Refused) -> Response<ProxyBody> {
+        let slot = refused
+            .routable()
+            .then(|| {
+                let snapshot = self.publisher.load();
+                let d = snapshot.table.decide(&RequestView::of_request(req, random()))?;
+                Some(snapshot.plan(d.route.index(), d.track.index()).slot)
+            })
+            .flatten();
+        match slot {
+            Some(slot) => self
+                .publisher
+                .recorder()
+                .record_client_error(slot, refused.client_error(), Instant::now()),
+            None => self.count_refused(),
+        }
+        closing(local(refused.status(), refused.message(), None))
     }
 
     /// Decides `req` and starts forwarding it; the returned future ends with the response.
@@ -117,17 +167,41 @@ impl Forwarder {
         let this = link.forwarder();
         let downstream = link.downstream();
         let mut req = req;
+        let answer = |response: Response<ProxyBody>| Forwarding {
+            local: Some(Box::new(response)),
+            exchange: None,
+        };
+
+        // The edge: nothing refused here reaches an upstream or a track's numbers.
+        let mut seen = Seen::of(req.headers());
+        let refused = match link.refusal() {
+            Some(refusal) => Some(Refused::from(refusal)),
+            None => edge::check(req.method(), req.version(), seen.hosts, seen.host_valid)
+                .err()
+                .or_else(|| this.authority_conflict(&req)),
+        };
+        if let Some(refused) = refused {
+            return answer(this.refuse(&req, &refused));
+        }
+        match path::normalize(req.uri().path(), &this.paths) {
+            Ok(Cow::Borrowed(_)) => {}
+            Ok(Cow::Owned(normalized)) => match with_path(req.uri(), &normalized) {
+                Some(uri) => *req.uri_mut() = uri,
+                None => return answer(this.refuse(&req, &Refused::Path(path::PathError::InvalidPercentEncoding))),
+            },
+            Err(e) => return answer(this.refuse(&req, &Refused::Path(e))),
+        }
 
         // One snapshot decides everything about this request; it is released before any await.
         let (slot, track, (authority, key), protocol, timeout) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
-                let response = local(StatusCode::NOT_FOUND, "no route matches this request\n", None);
-                return Forwarding {
-                    local: Some(Box::new(response)),
-                    exchange: None,
-                };
+                return answer(local(
+                    StatusCode::NOT_FOUND,
+                    Bytes::from_static(b"no route matches this request\n"),
+                    None,
+                ));
             };
             let plan = snapshot.plan(d.route.index(), d.track.index());
             (
@@ -141,7 +215,6 @@ impl Forwarder {
 
         // The upstream request: same method, path, query and body; rewritten target and headers.
         // Rewritten in place: the request is large, and taking it apart and back moves it twice.
-        let mut seen = Seen::of(req.headers());
         if seen.hop_by_hop {
             strip_hop_by_hop(req.headers_mut());
             seen = Seen::of(req.headers()); // `Connection` may have named any of them
@@ -150,11 +223,12 @@ impl Forwarder {
             // Answered here already: hyper sends 100 Continue when the body is read.
             req.headers_mut().remove(header::EXPECT);
         }
-        if !seen.host
-            && let Some(host) = req
-                .uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        // An absolute-form target's authority (or HTTP/2's `:authority`) is the one routing saw:
+        // the upstream gets it as `Host` (RFC 9112 §3.2.2).
+        if let Some(host) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         {
             req.headers_mut().insert(header::HOST, host);
         }
@@ -169,6 +243,12 @@ impl Forwarder {
                 .unwrap_or_else(|| PathAndQuery::from_static("/"))
         };
 
+        let (req, body) = {
+            let (parts, incoming) = req.into_parts();
+            let (body, state) = RequestBody::new(incoming, start, this.timeouts.request_body_idle);
+            (Request::from_parts(parts, body), state)
+        };
+        let mut req = req;
         let step = match protocol {
             UpstreamProtocol::Http1 => {
                 // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`, which
@@ -198,6 +278,9 @@ impl Forwarder {
                 link,
                 start,
                 deadline: start + timeout,
+                timeout,
+                body,
+                recorded: false,
                 slot,
                 track,
                 timer: None,
@@ -211,6 +294,29 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// An HTTP/2 request whose `host` header names another authority than its `:authority`.
+    fn authority_conflict(&self, req: &Request<Incoming>) -> Option<Refused> {
+        if req.version() != Version::HTTP_2 {
+            return None;
+        }
+        let authority = req.uri().authority()?;
+        let host = req.headers().get(header::HOST)?;
+        (!authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes())).then_some(Refused::Authority)
+    }
+}
+
+/// `uri` with its path replaced by `path`, the query kept.
+fn with_path(uri: &Uri, path: &str) -> Option<Uri> {
+    let path_and_query = match uri.query() {
+        Some(query) => PathAndQuery::try_from(format!("{path}?{query}")).ok()?,
+        None => PathAndQuery::try_from(path).ok()?,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).ok()
+}
+
 /// A request's hold on its downstream connection: the forwarder that serves the connection and
 /// what the proxy knows of it.
 pub trait Link {
@@ -218,6 +324,10 @@ pub trait Link {
     fn forwarder(&self) -> &Forwarder;
     /// The downstream connection.
     fn downstream(&self) -> &Downstream;
+    /// Whether the connection's frame guard refused this request's head (HTTP/1).
+    fn refusal(&self) -> Option<Refusal> {
+        None
+    }
 }
 
 /// What an exchange with an upstream ends in: its response and, over HTTP/1.1, the connection
@@ -228,7 +338,7 @@ type Exchanged = Result<(Response<Incoming>, Option<Lease>), Failure>;
 type Elsewhere = Pin<Box<dyn Future<Output = Exchanged> + Send>>;
 
 /// What hyper answers a request sent on an HTTP/1.1 connection.
-pub type Sent = Result<Response<Incoming>, TrySendError<Request<Incoming>>>;
+pub type Sent = Result<Response<Incoming>, TrySendError<Request<RequestBody>>>;
 
 pin_project! {
     /// One request on its way through the proxy, from the decision to the response head.
@@ -237,7 +347,7 @@ pin_project! {
     /// future into place, and nested blocks each keep their own copy of the request and of
     /// their inner futures' states, which made the future kilobytes large, copied several
     /// times per request. This one has one field per thing it holds or waits on.
-    pub struct Forwarding<L, F> {
+    pub struct Forwarding<L: Link, F> {
         // A response of the proxy's own (no route), taken when polled; boxed, being rare.
         local: Option<Box<Response<ProxyBody>>>,
         // Or the exchange with an upstream.
@@ -250,11 +360,18 @@ pin_project! {
     /// A request's exchange with its upstream, bounded by the request's timeout: on a pooled
     /// HTTP/1.1 connection of this thread (waiting for it to be ready, and moving on to the
     /// next when it turns out closed before the request was written), else on a new connection
-    /// or over h2c.
-    pub struct Exchange<L, F> {
+    /// or over h2c. Dropped before it ends, it counts the client as gone.
+    pub struct Exchange<L: Link, F> {
         link: L,
         start: Instant,
+        // When the upstream's answer is overdue: the request timeout counts from when the
+        // upstream has the whole request.
         deadline: Instant,
+        timeout: Duration,
+        // The request body's state, unless it was empty.
+        body: Option<Arc<BodyState>>,
+        // Whether the request's end was recorded.
+        recorded: bool,
         slot: SlotId,
         // The track's name as a header value.
         track: HeaderValue,
@@ -263,11 +380,22 @@ pin_project! {
         key: EndpointKey,
         authority: Authority,
         // `SendRequest::try_send_request`, whose future has no name to write here.
-        send: fn(&mut SendRequest<Incoming>, Request<Incoming>) -> F,
+        send: fn(&mut SendRequest<RequestBody>, Request<RequestBody>) -> F,
         // The pooled connection the request waits for, or was sent on.
-        sender: Option<SendRequest<Incoming>>,
+        sender: Option<SendRequest<RequestBody>>,
         #[pin]
         step: Step<F>,
+    }
+
+    impl<L: Link, F> PinnedDrop for Exchange<L, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if !*this.recorded {
+                // hyper gave up on the request: its client left before the answer.
+                let recorder = this.link.forwarder().publisher.recorder();
+                recorder.record_client_error(*this.slot, ClientError::Aborted, Instant::now());
+            }
+        }
     }
 }
 
@@ -276,7 +404,7 @@ pin_project! {
     #[project = StepProj]
     enum Step<F> {
         // Waiting for a pooled connection to be ready, or for one to be found.
-        Unsent { request: Option<Request<Incoming>> },
+        Unsent { request: Option<Request<RequestBody>> },
         // Sent on the pooled connection in `Exchange::sender`.
         Sent { #[pin] answer: F },
         // On a new connection, or over h2c.
@@ -301,29 +429,44 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
     type Output = Response<ProxyBody>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ProxyBody>> {
-        let exchanged = match self.as_mut().poll_exchange(cx) {
-            Poll::Ready(exchanged) => exchanged,
-            Poll::Pending => {
-                let this = self.as_mut().project();
-                let downstream = this.link.downstream();
-                let timer = this.timer.get_or_insert_with(|| downstream.arm(*this.deadline));
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
+        let exchanged = loop {
+            match self.as_mut().poll_exchange(cx) {
+                Poll::Ready(exchanged) => break exchanged,
+                Poll::Pending => {
+                    let this = self.as_mut().project();
+                    let downstream = this.link.downstream();
+                    let timer = this.timer.get_or_insert_with(|| downstream.arm(*this.deadline));
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    // Overdue only once the upstream has had the whole request for the timeout.
+                    let now = Instant::now();
+                    let due = match this.body.as_ref().map(|b| b.ended()) {
+                        None => None,
+                        Some(None) => Some(now + *this.timeout),
+                        Some(Some(ended)) => Some(ended + *this.timeout).filter(|&due| due > now),
+                    };
+                    match due {
+                        Some(due) => {
+                            *this.deadline = due;
+                            timer.as_mut().reset(due);
+                        }
+                        None => break Err(Failure::Timeout),
+                    }
                 }
-                Err(Failure::Timeout)
             }
         };
         let this = self.project();
+        *this.recorded = true;
         if let Some(timer) = this.timer.take() {
             this.link.downstream().disarm(timer);
         }
         let forwarder = this.link.forwarder();
         let track = forwarder.track_header.as_ref().map(|name| (name, &*this.track));
         let recorder = forwarder.publisher.recorder();
-        let failure = match exchanged {
+        let failure = match exchanged.and_then(|(response, lease)| Ok((checked(response)?, lease))) {
             Ok((response, lease)) => {
                 let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
                 if let Some((name, value)) = track {
                     parts.headers.insert(name.clone(), value.clone());
                 }
@@ -339,11 +482,20 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     body,
                     pending: Some(pending),
                     lease,
+                    idle: forwarder.timeouts.response_body_idle,
+                    timer: None,
+                    progressed: false,
                 };
                 return Poll::Ready(Response::from_parts(parts, body));
             }
             Err(failure) => failure,
         };
+        // The upstream request failed because its body did: the client's fault, not the track's.
+        if let Some(fault) = this.body.as_ref().and_then(|b| b.fault()) {
+            recorder.record_client_error(*this.slot, fault, Instant::now());
+            let refused = Refused::Body(fault);
+            return Poll::Ready(closing(local(refused.status(), refused.message(), track)));
+        }
         let status = failure.status();
         let outcome = Outcome {
             status: status.as_u16(),
@@ -351,8 +503,41 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
             upstream_error: Some(failure.kind()),
         };
         recorder.record(*this.slot, &outcome, Instant::now());
-        Poll::Ready(local(status, failure.message(), track))
+        Poll::Ready(local(status, Bytes::from_static(failure.message().as_bytes()), track))
     }
+}
+
+/// The upstream's response head, checked for framing a proxy must not pass on (RFC 9112 §6.1,
+/// §6.3): `Transfer-Encoding` other than exactly one `chunked`, `Transfer-Encoding` with
+/// `Content-Length`, or `101` to a request that asked for no upgrade (the proxy strips
+/// `Upgrade`). Hop-by-hop headers are removed on the way.
+fn checked(mut response: Response<Incoming>) -> Result<Response<Incoming>, Failure> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return Err(Failure::Protocol);
+    }
+    let headers = response.headers_mut();
+    if !headers.keys().any(maybe_hop_by_hop) {
+        return Ok(response);
+    }
+    let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(coding) = codings.next()
+        && (codings.next().is_some()
+            || !coding.as_bytes().eq_ignore_ascii_case(b"chunked")
+            || headers.contains_key(header::CONTENT_LENGTH))
+    {
+        return Err(Failure::Protocol);
+    }
+    strip_hop_by_hop(headers);
+    Ok(response)
+}
+
+/// `response` with `Connection: close`: the request's connection cannot go on (its framing is
+/// lost, or its client is refused). HTTP/2 drops the header and keeps the connection.
+fn closing(mut response: Response<ProxyBody>) -> Response<ProxyBody> {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
@@ -406,12 +591,8 @@ impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
 }
 
 /// A response the proxy makes itself, with a short body naming the cause.
-pub fn local(
-    status: StatusCode,
-    message: &'static str,
-    track: Option<(&HeaderName, &HeaderValue)>,
-) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from_static(message.as_bytes()))));
+pub fn local(status: StatusCode, message: Bytes, track: Option<(&HeaderName, &HeaderValue)>) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(Full::new(message)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(
@@ -483,16 +664,29 @@ struct Seen {
     /// A header [`strip_hop_by_hop`] may remove.
     hop_by_hop: bool,
     expect: bool,
-    host: bool,
+    /// `Host` lines.
+    hosts: usize,
+    /// Whether every `Host` line is a valid `uri-host [":" port]`.
+    host_valid: bool,
     forwarded_for: bool,
 }
 
 impl Seen {
     fn of(headers: &HeaderMap) -> Self {
-        let mut seen = Self::default();
+        let mut seen = Self {
+            host_valid: true,
+            ..Self::default()
+        };
         for name in headers.keys() {
             if name == header::HOST {
-                seen.host = true;
+                // Most requests have one `Host` and no name twice: then the values need no walk.
+                let host = headers.get(header::HOST).map(HeaderValue::as_bytes).unwrap_or_default();
+                seen.hosts = if headers.len() == headers.keys_len() {
+                    1
+                } else {
+                    headers.get_all(header::HOST).iter().count()
+                };
+                seen.host_valid = edge::valid_host(host);
             } else if name == header::EXPECT {
                 seen.expect = true;
             } else if name.as_str() == X_FORWARDED_FOR.as_str() {
@@ -551,6 +745,12 @@ pub enum ProxyBody {
         /// The HTTP/1.1 connection the body comes over, given back to the pool when the body
         /// ends cleanly and dropped (closed) otherwise.
         lease: Option<Lease>,
+        /// `timeouts.responseBodyIdle`: the longest the upstream may send nothing.
+        idle: Duration,
+        /// Armed the first time the body waits for the upstream, moved on after every frame.
+        timer: Option<Pin<Box<Sleep>>>,
+        /// A frame came since the timer was last set.
+        progressed: bool,
     },
     /// A body made by the proxy (errors, 404).
     Local(Full<Bytes>),
@@ -580,6 +780,29 @@ impl Drop for Pending {
     }
 }
 
+/// Whose fault a failed upstream response body is: the upstream's framing (a malformed chunk, a
+/// body shorter than its length: hyper's decoder reports invalid or missing bytes), else its
+/// connection (reset).
+fn body_error_kind(e: &hyper::Error) -> UpstreamError {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::UnexpectedEof => UpstreamError::Protocol,
+                _ => UpstreamError::Reset,
+            };
+        }
+        source = s.source();
+    }
+    if e.is_parse() || e.is_incomplete_message() {
+        UpstreamError::Protocol
+    } else {
+        UpstreamError::Reset
+    }
+}
+
 /// The body ended cleanly: record the request and give the connection back.
 fn finish(pending: &mut Option<Pending>, lease: &mut Option<Lease>) {
     let now = Instant::now();
@@ -594,7 +817,9 @@ fn finish(pending: &mut Option<Pending>, lease: &mut Option<Lease>) {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body that was empty from the start is never polled.
-        if let Self::Upstream { body, pending, lease } = self
+        if let Self::Upstream {
+            body, pending, lease, ..
+        } = self
             && body.is_end_stream()
         {
             finish(pending, lease);
@@ -602,29 +827,77 @@ impl Drop for ProxyBody {
     }
 }
 
+/// Why a response body the proxy streams broke off; the downstream connection is then closed
+/// (HTTP/1.1) or the stream reset (HTTP/2) without a clean end.
+#[derive(Debug, thiserror::Error)]
+pub enum ResponseBodyError {
+    /// The upstream's body failed.
+    #[error("the upstream response body failed: {0}")]
+    Upstream(hyper::Error),
+    /// The upstream sent nothing for `timeouts.responseBodyIdle`.
+    #[error("the upstream response body sent nothing for longer than timeouts.responseBodyIdle")]
+    Idle,
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = ResponseBodyError;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, ResponseBodyError>>> {
         match self.get_mut() {
             Self::Local(full) => Pin::new(full).poll_frame(cx).map_err(|never| match never {}),
-            Self::Upstream { body, pending, lease } => {
+            Self::Upstream {
+                body,
+                pending,
+                lease,
+                idle,
+                timer,
+                progressed,
+            } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
-                match &polled {
+                let failed = |pending: &mut Option<Pending>, lease: &mut Option<Lease>, error| {
+                    lease.take();
+                    if let Some(mut p) = pending.take() {
+                        p.error = Some(error);
+                    }
+                };
+                match polled {
                     // hyper stops polling once `is_end_stream` says so, so the end is seen either
                     // as `None` or right after the last frame.
-                    Poll::Ready(None) => finish(pending, lease),
-                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => finish(pending, lease),
-                    Poll::Ready(Some(Err(_))) => {
-                        lease.take();
-                        if let Some(mut p) = pending.take() {
-                            p.error = Some(UpstreamError::Reset);
-                        }
+                    Poll::Ready(None) => {
+                        finish(pending, lease);
+                        Poll::Ready(None)
                     }
-                    _ => {}
+                    Poll::Ready(Some(Ok(frame))) => {
+                        *progressed = true;
+                        if body.is_end_stream() {
+                            finish(pending, lease);
+                        }
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Some(Err(e))) => {
+                        tracing::debug!(error = %e, "upstream response body failed");
+                        failed(pending, lease, body_error_kind(&e));
+                        Poll::Ready(Some(Err(ResponseBodyError::Upstream(e))))
+                    }
+                    Poll::Pending => {
+                        let deadline = Instant::now() + *idle;
+                        let timer = match timer {
+                            Some(timer) => {
+                                if std::mem::take(progressed) {
+                                    timer.as_mut().reset(deadline);
+                                }
+                                timer
+                            }
+                            None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
+                        };
+                        if timer.as_mut().poll(cx).is_ready() {
+                            failed(pending, lease, UpstreamError::Timeout);
+                            return Poll::Ready(Some(Err(ResponseBodyError::Idle)));
+                        }
+                        Poll::Pending
+                    }
                 }
-                polled
             }
         }
     }
@@ -697,12 +970,12 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-kept", HeaderValue::from_static("1"));
         let seen = Seen::of(&h);
-        assert!(!seen.hop_by_hop && !seen.expect && !seen.host && !seen.forwarded_for);
+        assert!(!seen.hop_by_hop && !seen.expect && seen.hosts == 0 && !seen.forwarded_for);
         h.insert("host", HeaderValue::from_static("a.example"));
         h.insert("expect", HeaderValue::from_static("100-continue"));
         h.insert("x-forwarded-for", HeaderValue::from_static("192.0.2.1"));
         let seen = Seen::of(&h);
-        assert!(!seen.hop_by_hop && seen.expect && seen.host && seen.forwarded_for);
+        assert!(!seen.hop_by_hop && seen.expect && seen.hosts == 1 && seen.host_valid && seen.forwarded_for);
     }
 
     #[test]

@@ -1,61 +1,129 @@
-//! A guard between a downstream connection and hyper's HTTP/1 server that answers a request
-//! carrying both `Content-Length` and `Transfer-Encoding` with `400` and closes, before the
-//! request reaches the service.
+//! A guard between a downstream connection and hyper's HTTP/1 server that refuses requests whose
+//! framing is ambiguous or not what RFC 9112 allows, before they reach the service, and bounds
+//! what hyper does not.
 //!
-//! hyper accepts such a request (RFC 9112 §6.3 lets an intermediary drop `Content-Length` and
-//! decode the chunked body), so by the time the service runs, the `Content-Length` is gone. The
-//! guard follows the request framing in the bytes hyper reads instead: it reads each head, skips
-//! each body by its `Content-Length` or chunked encoding, and when a head holds both headers it
-//! puts a NUL byte into that head before hyper parses it. httparse rejects NUL at every position
-//! of a head (even with `ignore_invalid_headers`), so hyper answers its own `400 Bad Request` and
-//! closes the connection.
+//! hyper accepts some framings a proxy must not forward: `Content-Length` with
+//! `Transfer-Encoding` (it drops the length and decodes the chunked body), a coding list ending in
+//! `chunked` (`gzip, chunked`), the header twice, an empty list element. The guard follows the
+//! request framing in the bytes hyper reads: it reads each head, skips each body by its
+//! `Content-Length` or chunked encoding, and judges every head when it ends:
 //!
-//! Whatever the guard cannot follow exactly as hyper does (`CONNECT` and `Upgrade`, versions other
-//! than HTTP/1.1, `Transfer-Encoding` without `chunked` last, invalid or differing
-//! `Content-Length`s, invalid chunk syntax, a head over the limit) makes it stand aside for the
-//! rest of the connection: hyper serves or rejects those on its own, and a request the guard does
-//! not understand is never altered.
+//! - `Transfer-Encoding` must be exactly one `chunked` (any case), on one line, without
+//!   `Content-Length`. Any other single coding is [`Refusal::TransferCoding`] (`501`); a list, an
+//!   empty element, a repeated header, obs-text, or both framing headers is
+//!   [`Refusal::Framing`] (`400`).
+//! - A refused head whose framing lines are all in the read at hand has those lines' names
+//!   overwritten (hyper then sees a request without a body), the read ends with the head, and
+//!   nothing after it is ever read: the service learns the refusal from [`Verdicts`] by the
+//!   head's number, answers it and closes.
+//! - A refused head whose framing lines hyper was handed in an earlier read gets a NUL byte
+//!   instead. httparse rejects NUL at every position of a head (even with
+//!   `ignore_invalid_headers`), so hyper answers its own `400 Bad Request` and closes.
+//! - A chunked body's extensions may hold [`EXTENSION_LIMIT`] bytes in all; past it the guard
+//!   turns the next extension byte into a line feed, which hyper's decoder refuses, so the body
+//!   fails as malformed.
+//!
+//! What hyper refuses on its own (invalid or differing `Content-Length`s, a head over the limit,
+//! `Transfer-Encoding` on HTTP/1.0, folded lines, invalid chunk syntax) makes the guard stand
+//! aside for the rest of the connection, which hyper then ends; a request the guard does not
+//! understand is never altered.
 //!
 //! ```
 //! # async fn serve(stream: tokio::net::TcpStream) -> hyper::Result<()> {
 //! # let service = hyper::service::service_fn(|_req| async {
 //! #     Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Empty::<bytes::Bytes>::new()))
 //! # });
-//! use switchyard_proxy::frame_guard::FrameGuard;
-//! let io = hyper_util::rt::TokioIo::new(FrameGuard::new(stream, 32 * 1024));
+//! use std::sync::Arc;
+//! use switchyard_proxy::frame_guard::{FrameGuard, Verdicts};
+//! let verdicts = Arc::new(Verdicts::default());
+//! let io = hyper_util::rt::TokioIo::new(FrameGuard::new(stream, 32 * 1024, Arc::clone(&verdicts)));
+//! // The service asks `verdicts.of_head(n)` about the connection's `n`th request.
 //! hyper::server::conn::http1::Builder::new().serve_connection(io, service).await
 //! # }
 //! ```
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Downstream I/O for hyper's HTTP/1 server that turns `Content-Length` + `Transfer-Encoding`
-/// into hyper's `400 Bad Request` and a close (see the [module docs](self)).
+/// The most bytes of chunk extensions a request body may carry, all chunks together (hyper's
+/// own bound is 16 KiB).
+pub const EXTENSION_LIMIT: usize = 4 * 1024;
+
+/// Why the guard refused a request head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// A list, an empty element, a repeated header or obs-text in `Transfer-Encoding`, or
+    /// `Transfer-Encoding` with `Content-Length`: `400`.
+    Framing,
+    /// A single transfer coding other than `chunked`: `501`.
+    TransferCoding,
+}
+
+/// What a connection's guard refused, for the service to answer: written by the guard, read by
+/// the connection's requests. A connection refuses at most one head: nothing after it is read.
+#[derive(Debug, Default)]
+pub struct Verdicts {
+    /// The refused head's number (1 for the connection's first) times 4, plus the refusal's
+    /// code; 0 while none is refused.
+    refused: AtomicU64,
+}
+
+impl Verdicts {
+    /// The refusal of the connection's `head`th request head (counted from 1), if it was
+    /// refused.
+    pub fn of_head(&self, head: u64) -> Option<Refusal> {
+        let refused = self.refused.load(Ordering::Acquire);
+        if refused == 0 || refused >> 2 != head {
+            return None;
+        }
+        Some(if refused & 3 == 1 {
+            Refusal::Framing
+        } else {
+            Refusal::TransferCoding
+        })
+    }
+
+    fn refuse(&self, head: u64, refusal: Refusal) {
+        let code = match refusal {
+            Refusal::Framing => 1,
+            Refusal::TransferCoding => 2,
+        };
+        self.refused.store(head << 2 | code, Ordering::Release);
+    }
+}
+
+/// Downstream I/O for hyper's HTTP/1 server that refuses requests whose framing RFC 9112 does not
+/// allow (see the [module docs](self)).
 ///
 /// Writes, flushes and shutdowns go to the inner I/O unchanged (vectored writes too). Reads come
-/// back unchanged, except for the head of a rejected request.
+/// back unchanged, except for the head of a refused request and an over-long chunk extension;
+/// after a head refused through [`Verdicts`], reads never complete.
 #[derive(Debug)]
 pub struct FrameGuard<I> {
     io: I,
     framing: Framing,
     /// Bytes a rejection still owes the reader, given before anything else is read.
     owed: &'static [u8],
+    verdicts: Arc<Verdicts>,
 }
 
 impl<I> FrameGuard<I> {
-    /// Guards `io`. `head_limit` is the longest request head the guard reads, in bytes, leading
-    /// empty lines included; over it the guard stands aside for the rest of the connection. Pass
-    /// hyper's `max_header_size` so that every head hyper accepts is checked. The guard keeps at
-    /// most one head line per connection, and only when a read ends inside it.
-    pub fn new(io: I, head_limit: usize) -> Self {
+    /// Guards `io`, telling `verdicts` what it refuses. `head_limit` is the longest request head
+    /// the guard reads, in bytes, leading empty lines included; over it the guard stands aside
+    /// for the rest of the connection. Pass hyper's `max_header_size` so that every head hyper
+    /// accepts is checked. The guard keeps at most one head line per connection, and only when a
+    /// read ends inside it.
+    pub fn new(io: I, head_limit: usize, verdicts: Arc<Verdicts>) -> Self {
         Self {
             io,
             framing: Framing::new(head_limit),
             owed: b"",
+            verdicts,
         }
     }
 }
@@ -69,13 +137,24 @@ impl<I: AsyncRead + Unpin> AsyncRead for FrameGuard<I> {
             this.owed = &this.owed[n..];
             return Poll::Ready(Ok(()));
         }
+        if this.framing.state == State::Refused {
+            // The service answers the refused head and closes; nothing after it is hyper's.
+            return Poll::Pending;
+        }
         let from = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
         if this.framing.follows() {
-            let owed = this.framing.feed(&mut buf.filled_mut()[from..]);
-            let n = owed.len().min(buf.remaining());
-            buf.put_slice(&owed[..n]);
-            this.owed = &owed[n..];
+            match this.framing.feed(&mut buf.filled_mut()[from..]) {
+                Fed::Append(owed) => {
+                    let n = owed.len().min(buf.remaining());
+                    buf.put_slice(&owed[..n]);
+                    this.owed = &owed[n..];
+                }
+                Fed::Refused { head, refusal, end } => {
+                    buf.set_filled(from + end);
+                    this.verdicts.refuse(head, refusal);
+                }
+            }
         }
         Poll::Ready(Ok(()))
     }
@@ -115,7 +194,24 @@ struct Framing {
     /// The head line a read ended inside of, until its line end arrives (the capacity is reused).
     line: Vec<u8>,
     head_limit: usize,
+    /// Heads that ended so far.
+    heads: u64,
+    /// Chunk extension bytes of the chunked body being read.
+    extensions: usize,
 }
+
+/// What to do with a read that [`Framing::feed`] followed.
+#[derive(Debug, PartialEq, Eq)]
+enum Fed {
+    /// Append these bytes to it (empty: leave it as it is).
+    Append(&'static [u8]),
+    /// The `head`th head, which ends `end` bytes into the read, is refused: the read ends there.
+    Refused { head: u64, refusal: Refusal, end: usize },
+}
+
+/// The most framing lines of one head whose places the guard keeps, to rename them when the
+/// head is refused; a head with more is refused with a NUL instead.
+const FRAMING_LINES: usize = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -127,6 +223,8 @@ enum State {
     Chunked(Chunk),
     /// Not following: the framing is unknown from here on, or a request was rejected.
     Aside,
+    /// A head was refused through [`Verdicts`]: nothing after it is read.
+    Refused,
 }
 
 /// What a head has shown so far.
@@ -137,10 +235,36 @@ struct Head {
     /// Whether the request line went by (empty lines before it are skipped, as httparse does).
     started: bool,
     content_length: ContentLength,
-    /// Whether the last `Transfer-Encoding` line ends with `chunked`, once there was one.
-    transfer_encoding: Option<bool>,
+    /// What the last `Transfer-Encoding` line holds, once there was one.
+    transfer_encoding: Option<Coding>,
+    /// `Transfer-Encoding` lines so far (up to 255).
+    transfer_encodings: u8,
+    /// A framing line of this head went to hyper in an earlier read: it cannot be renamed.
+    framing_passed: bool,
     /// Past this head, hyper frames the stream in a way the guard does not follow.
     untracked: bool,
+}
+
+/// What one `Transfer-Encoding` line holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Coding {
+    /// Exactly `chunked`, in any case.
+    Chunked,
+    /// One token other than `chunked`: a coding the proxy does not implement.
+    Other,
+    /// Not one token: a list, an empty value, obs-text, parameters.
+    Invalid,
+}
+
+/// What a head line was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Line {
+    /// The empty line that ends the head.
+    End,
+    /// `Content-Length` or `Transfer-Encoding`.
+    Framing,
+    /// Anything else.
+    Other,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -179,6 +303,9 @@ enum Body {
     Ended(usize),
     /// The bytes are not chunked framing hyper decodes.
     Invalid,
+    /// The extensions went past [`EXTENSION_LIMIT`] at this many bytes of the read (the last
+    /// of them is an extension byte).
+    TooLong(usize),
 }
 
 impl Framing {
@@ -187,6 +314,8 @@ impl Framing {
             state: State::Head(Head::default()),
             line: Vec::new(),
             head_limit,
+            heads: 0,
+            extensions: 0,
         }
     }
 
@@ -195,17 +324,20 @@ impl Framing {
         !matches!(self.state, State::Aside)
     }
 
-    /// Follows one read's `bytes`, and rewrites them if they complete a head that has both
-    /// `Content-Length` and `Transfer-Encoding`. Returns the bytes to append to the read.
-    fn feed(&mut self, bytes: &mut [u8]) -> &'static [u8] {
+    /// Follows one read's `bytes`, and rewrites them if they complete a refused head or carry
+    /// an extension past the limit. Returns what to do with the read.
+    fn feed(&mut self, bytes: &mut [u8]) -> Fed {
         // Where the head being read starts in this read: the bytes before it were handed to
         // hyper already, so a rejection can only rewrite from there on.
         let mut head_from = 0;
         let mut pos = 0;
+        // Where this read's whole framing lines of the head being read start.
+        let mut framing = [0usize; FRAMING_LINES];
+        let mut framing_lines = 0;
         while pos < bytes.len() {
             let rest = &bytes[pos..];
             match &mut self.state {
-                State::Aside => break,
+                State::Aside | State::Refused => break,
                 State::Length(left) => {
                     // Body bytes go by unread.
                     let skip = rest.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
@@ -216,7 +348,7 @@ impl Framing {
                         head_from = pos;
                     }
                 }
-                State::Chunked(chunk) => match chunk.advance(rest) {
+                State::Chunked(chunk) => match chunk.advance(rest, &mut self.extensions) {
                     Body::More => break,
                     Body::Ended(n) => {
                         pos += n;
@@ -224,6 +356,12 @@ impl Framing {
                         head_from = pos;
                     }
                     Body::Invalid => {
+                        self.stand_aside();
+                        break;
+                    }
+                    Body::TooLong(n) => {
+                        // hyper's decoder refuses a line feed inside an extension.
+                        bytes[pos + n - 1] = b'\n';
                         self.stand_aside();
                         break;
                     }
@@ -235,6 +373,7 @@ impl Framing {
                     {
                         pos += len;
                         head_from = pos;
+                        self.heads += 1;
                         continue;
                     }
                     let Some(nl) = newline(rest) else {
@@ -252,28 +391,61 @@ impl Framing {
                         break;
                     }
                     let line = &rest[..nl];
-                    let ended = if self.line.is_empty() {
+                    let whole = self.line.is_empty();
+                    let kind = if whole {
                         head.line(line)
                     } else {
                         self.line.extend_from_slice(line);
-                        let ended = head.line(&self.line);
+                        let kind = head.line(&self.line);
                         self.line.clear();
-                        ended
+                        kind
                     };
+                    if kind == Line::Framing {
+                        if whole && framing_lines < FRAMING_LINES {
+                            framing[framing_lines] = pos;
+                            framing_lines += 1;
+                        } else {
+                            head.framing_passed = true;
+                        }
+                    }
                     pos += nl + 1;
-                    if ended {
+                    if kind == Line::End {
+                        self.heads += 1;
                         let head = *head;
-                        if head.is_ambiguous() {
-                            self.stand_aside();
-                            return reject(bytes, head_from, pos);
+                        // Every framing line of the head is in `framing` unless one passed.
+                        let lines = std::mem::take(&mut framing_lines);
+                        if let Some(refusal) = head.refusal() {
+                            if head.framing_passed {
+                                self.stand_aside();
+                                return Fed::Append(reject(bytes, head_from, pos));
+                            }
+                            for &at in &framing[..lines] {
+                                rename(&mut bytes[at..]);
+                            }
+                            self.state = State::Refused;
+                            self.line = Vec::new();
+                            return Fed::Refused {
+                                head: self.heads,
+                                refusal,
+                                end: pos,
+                            };
                         }
                         self.state = head.body();
+                        if matches!(self.state, State::Chunked(_)) {
+                            self.extensions = 0;
+                        }
                         head_from = pos;
                     }
                 }
             }
         }
-        b""
+        // This read's framing lines of an unfinished head go to hyper now.
+        if framing_lines > 0
+            && let State::Head(head) = &mut self.state
+        {
+            head.framing_passed = true;
+        }
+        Fed::Append(b"")
     }
 
     fn stand_aside(&mut self) {
@@ -283,32 +455,30 @@ impl Framing {
 }
 
 impl Head {
-    /// Takes one line of the head without its `\n`; returns whether it was the empty line that
-    /// ends the head.
-    fn line(&mut self, line: &[u8]) -> bool {
+    /// Takes one line of the head without its `\n`; returns what it was.
+    fn line(&mut self, line: &[u8]) -> Line {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !self.started {
             if !line.is_empty() {
                 self.started = true;
                 self.request_line(line);
             }
-            return false;
+            return Line::Other;
         }
         if line.is_empty() {
-            return true;
+            return Line::End;
         }
-        self.header(line);
-        false
+        self.header(line)
     }
 
     fn request_line(&mut self, line: &[u8]) {
-        // CONNECT turns the connection into a tunnel; an HTTP/1.0 request can carry neither
-        // header to hyper's liking, and anything else is hyper's error. A line that is not
-        // `METHOD TARGET HTTP/1.1` is left to hyper too.
-        self.untracked |= line.starts_with(b"CONNECT ") || !line.ends_with(b" HTTP/1.1");
+        // A line that is not `METHOD TARGET HTTP/1.1` or `HTTP/1.0` is hyper's error. CONNECT
+        // and `Upgrade` are followed like any request: the proxy refuses CONNECT and never
+        // answers 101, so the connection stays HTTP/1.
+        self.untracked |= !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"));
     }
 
-    fn header(&mut self, line: &[u8]) {
+    fn header(&mut self, line: &[u8]) -> Line {
         match line[0].to_ascii_lowercase() {
             b'c' => {
                 if let Some(value) = value_of(line, b"content-length:") {
@@ -317,43 +487,79 @@ impl Head {
                         (ContentLength::Valid(m), Some(n)) if m == n => ContentLength::Valid(m),
                         _ => ContentLength::Invalid,
                     };
+                    return Line::Framing;
                 }
             }
             b't' => {
                 if let Some(value) = value_of(line, b"transfer-encoding:") {
-                    // As hyper: only the last line counts, and in it the last coding.
-                    let last = value.rsplit(|&b| b == b',').next().unwrap_or_default();
-                    self.transfer_encoding = Some(trim(last).eq_ignore_ascii_case(b"chunked"));
+                    self.transfer_encodings = self.transfer_encodings.saturating_add(1);
+                    self.transfer_encoding = Some(coding(trim(value)));
+                    return Line::Framing;
                 }
             }
-            // hyper hands the connection over to whoever answers 101.
-            b'u' => self.untracked |= value_of(line, b"upgrade:").is_some(),
             // Folded or indented lines are errors to hyper, unless configured to take them:
             // either way the guard cannot tell which header they belong to.
             b' ' | b'\t' => self.untracked = true,
             _ => {}
         }
+        Line::Other
     }
 
-    /// Both `Content-Length` and `Transfer-Encoding`, in any order, valid or not.
-    fn is_ambiguous(&self) -> bool {
-        self.content_length != ContentLength::Absent && self.transfer_encoding.is_some()
+    /// Why the complete head must not be served, if it must not (RFC 9112 §6.1, §6.3).
+    fn refusal(&self) -> Option<Refusal> {
+        let coding = self.transfer_encoding?;
+        if self.content_length != ContentLength::Absent || self.transfer_encodings > 1 {
+            return Some(Refusal::Framing);
+        }
+        match coding {
+            Coding::Chunked => None,
+            Coding::Other => Some(Refusal::TransferCoding),
+            Coding::Invalid => Some(Refusal::Framing),
+        }
     }
 
-    /// What follows a complete, unambiguous head, as hyper sees it (RFC 9112 §6.3).
+    /// What follows a complete head that is not refused, as hyper sees it (RFC 9112 §6.3).
     fn body(&self) -> State {
         match (self.untracked, self.transfer_encoding, self.content_length) {
-            (true, ..) | (_, Some(false), _) | (_, _, ContentLength::Invalid) => State::Aside,
-            (false, Some(true), _) => State::Chunked(Chunk::Start),
+            (true, ..) | (_, _, ContentLength::Invalid) => State::Aside,
+            (false, Some(_), _) => State::Chunked(Chunk::Start),
             (false, None, ContentLength::Valid(n)) if n > 0 => State::Length(n),
             (false, None, _) => State::Head(Head::default()),
         }
     }
 }
 
+/// What one `Transfer-Encoding` value (trimmed) holds.
+fn coding(value: &[u8]) -> Coding {
+    if value.eq_ignore_ascii_case(b"chunked") {
+        Coding::Chunked
+    } else if !value.is_empty() && value.iter().all(|&b| is_tchar(b)) {
+        Coding::Other
+    } else {
+        Coding::Invalid
+    }
+}
+
+/// A `tchar` of RFC 9110 §5.6.2: the bytes of a token.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Overwrites the name of the framing header at the start of `line` (`Content-Length` or
+/// `Transfer-Encoding`) with `x`s: hyper then takes it for a header of no meaning.
+fn rename(line: &mut [u8]) {
+    let len = if line[0].eq_ignore_ascii_case(&b'c') {
+        "content-length".len()
+    } else {
+        "transfer-encoding".len()
+    };
+    line[..len].fill(b'x');
+}
+
 impl Chunk {
-    /// Follows `bytes` of a chunked body; data bytes go by unread.
-    fn advance(&mut self, bytes: &[u8]) -> Body {
+    /// Follows `bytes` of a chunked body; data bytes go by unread. `extensions` counts the
+    /// body's extension bytes so far.
+    fn advance(&mut self, bytes: &[u8], extensions: &mut usize) -> Body {
         let mut i = 0;
         while i < bytes.len() {
             if let Chunk::Data(left) = self {
@@ -380,7 +586,13 @@ impl Chunk {
                     None => return Body::Invalid,
                 },
                 (Chunk::Extension(_), b'\n') => return Body::Invalid,
-                (Chunk::Extension(s), _) => Chunk::Extension(s),
+                (Chunk::Extension(s), _) => {
+                    *extensions += 1;
+                    if *extensions > EXTENSION_LIMIT {
+                        return Body::TooLong(i);
+                    }
+                    Chunk::Extension(s)
+                }
                 (Chunk::SizeLf(0), b'\n') => Chunk::EndCr,
                 (Chunk::SizeLf(s), b'\n') => Chunk::Data(s),
                 (Chunk::DataCr, b'\r') => Chunk::DataLf,
@@ -411,11 +623,11 @@ fn plain_head(bytes: &[u8], limit: usize) -> Option<usize> {
         if nl >= limit {
             return None;
         }
-        let ended = head.line(&bytes[start..nl]);
-        if head.untracked || head.content_length != ContentLength::Absent || head.transfer_encoding.is_some() {
+        let line = head.line(&bytes[start..nl]);
+        if head.untracked || line == Line::Framing {
             return None;
         }
-        if ended {
+        if line == Line::End {
             return Some(nl + 1);
         }
         start = nl + 1;

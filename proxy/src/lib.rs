@@ -6,7 +6,8 @@
 //! complete configuration. [`start`] runs the same proxy inside a process (tests do).
 //!
 //! The request path, by module: [`listen`] (with [`frame_guard`] on HTTP/1 connections) →
-//! [`forward`] (decide on the [`publish`]ed snapshot, forward through [`upstream`]) → [`record`].
+//! [`forward`] (the [`edge`]'s checks, decide on the [`publish`]ed snapshot, forward through
+//! [`upstream`] with the [`request_body`]) → [`record`].
 //! Around it: [`admin`], [`watch`], [`tls`]. The binary allocates with [`allocator`].
 
 // Denied rather than forbidden: the global allocator (`allocator`) is the one place allowed.
@@ -14,11 +15,13 @@
 
 pub mod admin;
 pub mod allocator;
+pub mod edge;
 pub mod forward;
 pub mod frame_guard;
 pub mod listen;
 pub mod publish;
 pub mod record;
+pub mod request_body;
 pub mod tls;
 pub mod upstream;
 pub mod watch;
@@ -92,6 +95,7 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         Arc::clone(&publisher),
         Upstreams::new(&config.timeouts, &config.limits),
         config.timeouts,
+        config.paths,
         track_header,
     ));
     let token = match &config.admin.token_file {

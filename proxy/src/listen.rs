@@ -21,7 +21,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::forward::{Downstream, Forwarder, Link};
-use crate::frame_guard::FrameGuard;
+use crate::frame_guard::{FrameGuard, Refusal, Verdicts};
 
 /// How every downstream connection is served.
 #[derive(Debug, Clone)]
@@ -129,26 +129,32 @@ struct Shared {
     forwarder: Arc<Forwarder>,
     downstream: Downstream,
     activity: Activity,
+    /// What the frame guard refused (HTTP/1 only).
+    verdicts: Option<Arc<Verdicts>>,
 }
 
 /// A request's hold on its connection, counted in flight from its start until it is
 /// answered or given up.
-struct InFlight(Arc<Shared>);
+struct InFlight {
+    shared: Arc<Shared>,
+    /// The request's number on its connection, from 1: as the frame guard counts heads.
+    number: u64,
+}
 
 impl InFlight {
     fn start(shared: Arc<Shared>) -> Self {
         let activity = &shared.activity;
         activity.in_flight.fetch_add(1, Ordering::Relaxed);
-        activity.started.fetch_add(1, Ordering::Relaxed);
+        let number = activity.started.fetch_add(1, Ordering::Relaxed) + 1;
         let received = activity.received.load(Ordering::Relaxed);
         activity.received_at_request.store(received, Ordering::Relaxed);
-        Self(shared)
+        Self { shared, number }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let activity = &self.0.activity;
+        let activity = &self.shared.activity;
         // A body read after the head is not the next head.
         let received = activity.received.load(Ordering::Relaxed);
         activity.received_at_request.store(received, Ordering::Relaxed);
@@ -158,11 +164,15 @@ impl Drop for InFlight {
 
 impl Link for InFlight {
     fn forwarder(&self) -> &Forwarder {
-        &self.0.forwarder
+        &self.shared.forwarder
     }
 
     fn downstream(&self) -> &Downstream {
-        &self.0.downstream
+        &self.shared.downstream
+    }
+
+    fn refusal(&self) -> Option<Refusal> {
+        self.shared.verdicts.as_ref()?.of_head(self.number)
     }
 }
 
@@ -193,6 +203,7 @@ async fn connection<I>(
         forwarder,
         downstream,
         activity: Activity::default(),
+        verdicts: (!h2).then(Arc::default),
     });
     let service = {
         let shared = Arc::clone(&shared);
@@ -214,13 +225,14 @@ async fn connection<I>(
         ))
         .await
     } else {
-        // hyper takes Content-Length + Transfer-Encoding by dropping Content-Length; the guard
-        // makes hyper answer 400 and close instead, so nothing ambiguous is forwarded.
+        // hyper takes framings a proxy must not forward (Content-Length + Transfer-Encoding,
+        // coding lists ending in chunked); the guard refuses them (see `frame_guard`).
+        let verdicts = shared.verdicts.clone().unwrap_or_default();
         let io = Counted {
             io,
             shared: Arc::clone(&shared),
         };
-        let io = TokioIo::new(FrameGuard::new(io, settings.limits.max_header_bytes));
+        let io = TokioIo::new(FrameGuard::new(io, settings.limits.max_header_bytes, verdicts));
         // The header-read timeout is the watchdog's (see `supervise`): hyper's own arms a
         // timer for every request head, and also cuts off keep-alive connections that are
         // merely idle.
@@ -246,6 +258,10 @@ async fn connection<I>(
         .await
     };
     if let Some(Err(e)) = served {
+        if e.is_parse() || e.is_parse_too_large() {
+            // hyper answered a head it could not parse (400, 431) itself: no route saw it.
+            shared.forwarder.count_refused();
+        }
         tracing::debug!(peer = %shared.downstream.peer, error = %e, "connection ended with an error");
     }
 }

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::record::UpstreamError;
+use crate::request_body::RequestBody;
 
 /// A process-wide number for an upstream address, the index of its idle connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -52,20 +53,20 @@ pub struct Upstreams {
     idle: Duration,
     /// Idle HTTP/1.1 connections kept per endpoint and thread.
     max_idle: usize,
-    h2c: Client<HttpConnector, Incoming>,
+    h2c: Client<HttpConnector, RequestBody>,
 }
 
 /// An HTTP/1.1 connection lent to one request; [`Lease::give_back`] returns it to the pool.
 #[derive(Debug)]
 pub struct Lease {
     key: EndpointKey,
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     max_idle: usize,
     idle: Duration,
 }
 
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     since: Instant,
 }
 
@@ -122,7 +123,7 @@ impl Upstreams {
         &self,
         key: EndpointKey,
         authority: Authority,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Lease), Failure> {
         let mut sender = self.connect(&authority).await?;
         match sender.send_request(req).await {
@@ -134,7 +135,7 @@ impl Upstreams {
     /// Sends `req` (absolute URI) over h2c.
     pub fn send_h2c(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> impl Future<Output = Result<Response<Incoming>, Failure>> + use<> {
         let sent = self.h2c.request(req);
         async move {
@@ -147,7 +148,7 @@ impl Upstreams {
     }
 
     /// Lends `sender`, a connection to `key`, to one request.
-    pub fn lease(&self, key: EndpointKey, sender: SendRequest<Incoming>) -> Lease {
+    pub fn lease(&self, key: EndpointKey, sender: SendRequest<RequestBody>) -> Lease {
         Lease {
             key,
             sender,
@@ -158,7 +159,7 @@ impl Upstreams {
 
     /// An idle connection of this thread to `key`, for a request that started at `now`; ones
     /// that closed or idled past the pool's limit are dropped on the way.
-    pub fn take_idle(&self, key: EndpointKey, now: Instant) -> Option<SendRequest<Incoming>> {
+    pub fn take_idle(&self, key: EndpointKey, now: Instant) -> Option<SendRequest<RequestBody>> {
         IDLE.with(|pool| {
             let mut pool = pool.borrow_mut();
             let list = pool.lists.get_mut(key.0 as usize)?;
@@ -171,7 +172,7 @@ impl Upstreams {
         })
     }
 
-    async fn connect(&self, authority: &Authority) -> Result<SendRequest<Incoming>, Failure> {
+    async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, Failure> {
         let stream = match tokio::time::timeout(self.connect, TcpStream::connect(authority.as_str())).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -241,14 +242,24 @@ pub enum Failure {
     Connect,
     /// No response headers within the request timeout (504).
     Timeout,
-    /// The connection broke or the upstream answered with something that is not HTTP (502).
+    /// The connection broke before a complete response head (502).
     Reset,
+    /// The upstream broke HTTP/1.1 framing: a head that does not parse, an invalid or
+    /// conflicting length, `Transfer-Encoding` other than `chunked`, an unasked-for `101` (502).
+    /// Its connection is discarded.
+    Protocol,
 }
 
 impl Failure {
     /// Classifies an error of an exchange on an established connection.
     pub fn of_hyper(e: &hyper::Error) -> Self {
-        if e.is_timeout() { Self::Timeout } else { Self::Reset }
+        if e.is_timeout() {
+            Self::Timeout
+        } else if e.is_parse() || e.is_parse_status() {
+            Self::Protocol
+        } else {
+            Self::Reset
+        }
     }
 
     /// Classifies a pooled client error.
@@ -259,9 +270,9 @@ impl Failure {
         let mut source = e.source();
         while let Some(s) = source {
             if let Some(h) = s.downcast_ref::<hyper::Error>()
-                && h.is_timeout()
+                && (h.is_timeout() || h.is_parse())
             {
-                return Self::Timeout;
+                return Self::of_hyper(h);
             }
             source = s.source();
         }
@@ -271,7 +282,7 @@ impl Failure {
     /// The status the downstream gets.
     pub fn status(self) -> http::StatusCode {
         match self {
-            Self::Connect | Self::Reset => http::StatusCode::BAD_GATEWAY,
+            Self::Connect | Self::Reset | Self::Protocol => http::StatusCode::BAD_GATEWAY,
             Self::Timeout => http::StatusCode::GATEWAY_TIMEOUT,
         }
     }
@@ -282,6 +293,7 @@ impl Failure {
             Self::Connect => "upstream connect error: the endpoint refused or did not accept the connection\n",
             Self::Timeout => "upstream timeout: no response within the route's timeout\n",
             Self::Reset => "upstream reset: the connection broke before a complete response\n",
+            Self::Protocol => "upstream protocol error: the endpoint's response is not valid HTTP/1.1 framing\n",
         }
     }
 
@@ -291,6 +303,7 @@ impl Failure {
             Self::Connect => UpstreamError::Connect,
             Self::Timeout => UpstreamError::Timeout,
             Self::Reset => UpstreamError::Reset,
+            Self::Protocol => UpstreamError::Protocol,
         }
     }
 }
