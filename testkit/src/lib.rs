@@ -1,7 +1,8 @@
 //! Test helpers for Switchyard's integration tests: in-process mock upstreams whose status,
 //! latency and failure mode can change while they serve, a builder for routing tables, a small
-//! HTTP client that keeps connections alive, temporary directories, checks that keep an OpenAPI
-//! description true ([`openapi`]), a seeded generator for simulations ([`Rng`]), and
+//! HTTP client that keeps connections alive, an upstream that writes fixed raw bytes
+//! ([`RawUpstream`], for responses that break HTTP), temporary directories, checks that keep an
+//! OpenAPI description true ([`openapi`]), a seeded generator for simulations ([`Rng`]), and
 //! [`assert_eventually!`].
 //!
 //! ```no_run
@@ -25,12 +26,14 @@
 
 mod client;
 pub mod openapi;
+mod raw;
 mod rng;
 mod scratch;
 mod table;
 mod upstream;
 
 pub use client::{Client, Reply};
+pub use raw::{AfterReply, RawUpstream};
 pub use rng::Rng;
 pub use scratch::Scratch;
 pub use table::Table;

@@ -18,6 +18,13 @@ pub async fn start_yaml(yaml: &str) -> Running {
     start(loaded, Options::default()).await.expect("proxy starts")
 }
 
+/// Starts a proxy from a whole YAML configuration, or says why it cannot (for tables of cases,
+/// where one configuration that does not load is one failing case).
+pub async fn try_start_yaml(yaml: &str) -> Result<Running, String> {
+    let loaded = load_config(yaml, Format::Yaml, 1).map_err(|e| e.to_string())?;
+    start(loaded, Options::default()).await.map_err(|e| format!("{e:#}"))
+}
+
 /// `http://LISTENER{path}`.
 pub fn url(p: &Running, path: &str) -> String {
     format!("http://{}{path}", p.listen[0])
@@ -50,4 +57,20 @@ pub async fn put_routes(p: &Running, body: &str, headers: &[(&str, &str)]) -> Re
 pub async fn track_stats(p: &Running, route: &str, track: &str) -> serde_json::Value {
     let stats = admin_json(p, "/stats?window=300s").await;
     stats["routes"][route]["tracks"][track].clone()
+}
+
+/// A route's `clientErrors` (`malformed`, `timeout`, `aborted`) over the default window.
+pub async fn client_errors(p: &Running, route: &str) -> serde_json::Value {
+    let stats = admin_json(p, "/stats?window=300s").await;
+    stats["routes"][route]["clientErrors"].clone()
+}
+
+/// The `/metrics` text.
+pub async fn metrics(p: &Running) -> String {
+    let reply = Client::http1()
+        .get(&admin_url(p, "/metrics"), &[])
+        .await
+        .expect("admin answers");
+    assert_eq!(reply.status, 200, "/metrics: {}", reply.body);
+    reply.body
 }
