@@ -509,11 +509,24 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
 
 /// The upstream's response head, checked for framing a proxy must not pass on (RFC 9112 §6.1,
 /// §6.3): `Transfer-Encoding` other than exactly one `chunked`, `Transfer-Encoding` with
-/// `Content-Length`, or `101` to a request that asked for no upgrade (the proxy strips
-/// `Upgrade`). Hop-by-hop headers are removed on the way.
+/// `Content-Length`, a status outside 100–599, or `101` to a request that asked for no upgrade
+/// (the proxy strips `Upgrade`). Hop-by-hop headers are removed on the way, a list of equal
+/// lengths becomes one, and the version becomes the proxy's.
 fn checked(mut response: Response<Incoming>) -> Result<Response<Incoming>, Failure> {
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+    let status = response.status().as_u16();
+    if status == 101 || !(100..600).contains(&status) {
         return Err(Failure::Protocol);
+    }
+    // The proxy speaks its own version downstream (RFC 9110 §6.2), whatever the upstream's.
+    *response.version_mut() = Version::HTTP_11;
+    // hyper's client takes `Content-Length: 5, 5` as 5; downstream gets the one value.
+    if let Some(length) = response.headers().get(header::CONTENT_LENGTH)
+        && length.as_bytes().contains(&b',')
+    {
+        let exact = response.body().size_hint().exact().ok_or(Failure::Protocol)?;
+        response
+            .headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(exact));
     }
     let headers = response.headers_mut();
     if !headers.keys().any(maybe_hop_by_hop) {

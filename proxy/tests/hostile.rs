@@ -517,6 +517,24 @@ async fn an_upstream_that_breaks_framing_is_a_protocol_error_of_its_track() {
             Expected::Status(502),
         ),
         (
+            "Transfer-Encoding: gzip (close-delimited, still coded)",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nhello",
+            AfterReply::Close,
+            Expected::Status(502),
+        ),
+        (
+            "a status outside 100-599",
+            b"HTTP/1.1 848 Odd\r\nContent-Length: 5\r\n\r\nhello",
+            AfterReply::Close,
+            Expected::Status(502),
+        ),
+        (
+            "101 to a request that asked for no upgrade",
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+            AfterReply::KeepOpen,
+            Expected::Status(502),
+        ),
+        (
             "a malformed chunk after the head",
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
             AfterReply::KeepOpen,
@@ -557,6 +575,34 @@ async fn an_upstream_that_breaks_framing_is_a_protocol_error_of_its_track() {
         }
     }
     report(failures);
+}
+
+/// The proxy answers in its own version (RFC 9110 §6.2), and a list of equal lengths an upstream
+/// sent becomes the one value.
+#[tokio::test]
+async fn an_old_or_loose_upstream_head_is_answered_in_the_proxys_own_terms() {
+    let edge = Edge::raw(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+        AfterReply::Close,
+        &[],
+    )
+    .await;
+    let mut stream = TcpStream::connect(edge.proxy.listen[0])
+        .await
+        .expect("connect to the proxy");
+    stream
+        .write_all(b"GET /raw/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write the request");
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut bytes))
+        .await
+        .expect("the proxy answers and closes")
+        .expect("read the answer");
+    let text = String::from_utf8_lossy(&bytes).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+    assert!(text.contains("\r\ncontent-length: 5\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nhello"), "{text}");
 }
 
 /// The blame test: bad clients (malformed chunked bodies, uploads abandoned half-way) against
