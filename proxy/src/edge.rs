@@ -127,12 +127,40 @@ pub fn valid_host(value: &[u8]) -> bool {
         [b'[', inner @ .., b']'] => {
             !inner.is_empty() && inner.iter().all(|&b| b.is_ascii_hexdigit() || b":.".contains(&b))
         }
-        _ => host
-            .iter()
-            .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)),
+        _ => host.iter().all(|&b| REG_NAME[usize::from(b)]),
     };
     port_ok && host_ok
 }
+
+/// The bytes of a reg-name (RFC 3986 §3.2.2): unreserved, `%` of a percent-encoding, sub-delims.
+const REG_NAME: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'%'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+            );
+        b += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {

@@ -243,12 +243,12 @@ impl Forwarder {
                 .unwrap_or_else(|| PathAndQuery::from_static("/"))
         };
 
-        let (req, body) = {
-            let (parts, incoming) = req.into_parts();
-            let (body, state) = RequestBody::new(incoming, start, this.timeouts.request_body_idle);
-            (Request::from_parts(parts, body), state)
-        };
-        let mut req = req;
+        let mut body = None;
+        let mut req = req.map(|incoming| {
+            let (wrapped, state) = RequestBody::new(incoming, start, this.timeouts.request_body_idle);
+            body = state;
+            wrapped
+        });
         let step = match protocol {
             UpstreamProtocol::Http1 => {
                 // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`, which
@@ -278,7 +278,6 @@ impl Forwarder {
                 link,
                 start,
                 deadline: start + timeout,
-                timeout,
                 body,
                 recorded: false,
                 slot,
@@ -364,10 +363,9 @@ pin_project! {
     pub struct Exchange<L: Link, F> {
         link: L,
         start: Instant,
-        // When the upstream's answer is overdue: the request timeout counts from when the
-        // upstream has the whole request.
+        // `start` + the request timeout: when the answer is overdue, unless the request body
+        // ended later (the timeout counts from when the upstream has the whole request).
         deadline: Instant,
-        timeout: Duration,
         // The request body's state, unless it was empty.
         body: Option<Arc<BodyState>>,
         // Whether the request's end was recorded.
@@ -441,16 +439,14 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     }
                     // Overdue only once the upstream has had the whole request for the timeout.
                     let now = Instant::now();
+                    let timeout = *this.deadline - *this.start;
                     let due = match this.body.as_ref().map(|b| b.ended()) {
                         None => None,
-                        Some(None) => Some(now + *this.timeout),
-                        Some(Some(ended)) => Some(ended + *this.timeout).filter(|&due| due > now),
+                        Some(None) => Some(now + timeout),
+                        Some(Some(ended)) => Some(ended + timeout).filter(|&due| due > now),
                     };
                     match due {
-                        Some(due) => {
-                            *this.deadline = due;
-                            timer.as_mut().reset(due);
-                        }
+                        Some(due) => timer.as_mut().reset(due),
                         None => break Err(Failure::Timeout),
                     }
                 }
@@ -482,7 +478,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     body,
                     pending: Some(pending),
                     lease,
-                    idle: forwarder.timeouts.response_body_idle,
+                    idle_ms: u32::try_from(forwarder.timeouts.response_body_idle.as_millis()).unwrap_or(u32::MAX),
                     timer: None,
                     progressed: false,
                 };
@@ -519,19 +515,26 @@ fn checked(mut response: Response<Incoming>) -> Result<Response<Incoming>, Failu
     }
     // The proxy speaks its own version downstream (RFC 9110 §6.2), whatever the upstream's.
     *response.version_mut() = Version::HTTP_11;
-    // hyper's client takes `Content-Length: 5, 5` as 5; downstream gets the one value.
-    if let Some(length) = response.headers().get(header::CONTENT_LENGTH)
-        && length.as_bytes().contains(&b',')
-    {
+    // One pass over the names finds what needs work; most responses need none.
+    let (mut hop_by_hop, mut length_list) = (false, false);
+    for (name, value) in response.headers() {
+        if name == header::CONTENT_LENGTH {
+            length_list |= value.as_bytes().contains(&b',');
+        } else {
+            hop_by_hop |= maybe_hop_by_hop(name);
+        }
+    }
+    if length_list {
+        // hyper's client takes `Content-Length: 5, 5` as 5; downstream gets the one value.
         let exact = response.body().size_hint().exact().ok_or(Failure::Protocol)?;
         response
             .headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(exact));
     }
-    let headers = response.headers_mut();
-    if !headers.keys().any(maybe_hop_by_hop) {
+    if !hop_by_hop {
         return Ok(response);
     }
+    let headers = response.headers_mut();
     let mut codings = headers.get_all(header::TRANSFER_ENCODING).iter();
     if let Some(coding) = codings.next()
         && (codings.next().is_some()
@@ -690,16 +693,11 @@ impl Seen {
             host_valid: true,
             ..Self::default()
         };
-        for name in headers.keys() {
+        // Every value with its name: repeated `Host` lines are seen without a lookup.
+        for (name, value) in headers {
             if name == header::HOST {
-                // Most requests have one `Host` and no name twice: then the values need no walk.
-                let host = headers.get(header::HOST).map(HeaderValue::as_bytes).unwrap_or_default();
-                seen.hosts = if headers.len() == headers.keys_len() {
-                    1
-                } else {
-                    headers.get_all(header::HOST).iter().count()
-                };
-                seen.host_valid = edge::valid_host(host);
+                seen.hosts += 1;
+                seen.host_valid &= edge::valid_host(value.as_bytes());
             } else if name == header::EXPECT {
                 seen.expect = true;
             } else if name.as_str() == X_FORWARDED_FOR.as_str() {
@@ -758,8 +756,8 @@ pub enum ProxyBody {
         /// The HTTP/1.1 connection the body comes over, given back to the pool when the body
         /// ends cleanly and dropped (closed) otherwise.
         lease: Option<Lease>,
-        /// `timeouts.responseBodyIdle`: the longest the upstream may send nothing.
-        idle: Duration,
+        /// `timeouts.responseBodyIdle` in ms (kept small: every response moves this body).
+        idle_ms: u32,
         /// Armed the first time the body waits for the upstream, moved on after every frame.
         timer: Option<Pin<Box<Sleep>>>,
         /// A frame came since the timer was last set.
@@ -863,7 +861,7 @@ impl Body for ProxyBody {
                 body,
                 pending,
                 lease,
-                idle,
+                idle_ms,
                 timer,
                 progressed,
             } => {
@@ -894,7 +892,7 @@ impl Body for ProxyBody {
                         Poll::Ready(Some(Err(ResponseBodyError::Upstream(e))))
                     }
                     Poll::Pending => {
-                        let deadline = Instant::now() + *idle;
+                        let deadline = Instant::now() + Duration::from_millis(u64::from(*idle_ms));
                         let timer = match timer {
                             Some(timer) => {
                                 if std::mem::take(progressed) {
