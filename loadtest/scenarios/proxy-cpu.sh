@@ -9,6 +9,13 @@
 #
 #   loadtest/scenarios/proxy-cpu.sh            # DURATION=10 REPS=3 CONNS=64 by default
 #   SKIP_PGO_BUILD=1 loadtest/scenarios/proxy-cpu.sh   # reuse target/pgo/switchyard-proxy
+#   SKIP_PGO=1 BASELINE=/path/to/switchyard-proxy loadtest/scenarios/proxy-cpu.sh
+#
+# BASELINE=binary adds `switchyard-before`: that binary with the same table and settings as
+# `switchyard-plain`, on its own ports, interleaved in every round; the summary gives the
+# ratio plain/before (a before/after comparison of a change, in one run). SKIP_PGO=1 leaves the
+# profile-guided build and its row out (no five-to-eight-minute build). SKIP_BUILD=1 uses
+# target/release as it is, without `cargo build`.
 #
 # CPU time is read from /proc (user and system) of the proxy's processes before and after each
 # wrk run and divided by the requests wrk completed; the table gives the sum and both parts
@@ -23,23 +30,48 @@ CONNS=${CONNS:-64}
 BASE=${BASE_PORT:-19100}
 UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BASE + 90)) NG=$((BASE + 81))
 FLOOR=$((BASE + 82)) PLAIN=$((BASE + 83)) PLAIN_ADMIN=$((BASE + 93))
+BEFORE=$((BASE + 84)) BEFORE_ADMIN=$((BASE + 94))
+BASELINE=${BASELINE:-}
+if [ -n "$BASELINE" ] && [ ! -x "$BASELINE" ]; then
+  echo "BASELINE=$BASELINE is not an executable" >&2
+  exit 1
+fi
+# The systems in the order of each round (targets) and of the table (rows).
+targets=(upstream) rows=(upstream)
+[ -z "${SKIP_PGO:-}" ] && targets+=(switchyard) rows+=(switchyard)
+targets+=(nginx hyper switchyard-plain) rows+=(switchyard-plain)
+[ -n "$BASELINE" ] && targets+=(switchyard-before) rows+=(switchyard-before)
+rows+=(nginx hyper)
 
 . loadtest/scenarios/lib.sh
 need wrk:wrk nginx:nginx-light
-cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 BIN=target/release
-[ -n "${SKIP_PGO_BUILD:-}" ] && [ -x target/pgo/switchyard-proxy ] || scripts/build-release
+if [ -z "${SKIP_PGO:-}" ]; then
+  [ -n "${SKIP_PGO_BUILD:-}" ] && [ -x target/pgo/switchyard-proxy ] || scripts/build-release
+fi
 
 
 start_upstreams "$UP_STABLE" "$UP_CANARY"
-bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
-RUST_LOG=warn target/pgo/switchyard-proxy --config "$work/switchyard.yaml" --workers 1 &
-SY_PID=$!
-pids+=($SY_PID)
+SY_PID=
+if [ -z "${SKIP_PGO:-}" ]; then
+  bench_table "$SY" "$SY_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/switchyard.yaml"
+  RUST_LOG=warn target/pgo/switchyard-proxy --config "$work/switchyard.yaml" --workers 1 &
+  SY_PID=$!
+  pids+=($SY_PID)
+fi
 bench_table "$PLAIN" "$PLAIN_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/plain.yaml"
 RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/plain.yaml" --workers 1 &
 PLAIN_PID=$!
 pids+=($PLAIN_PID)
+# The binary to compare with: the same table and settings as switchyard-plain.
+BEFORE_PID=
+if [ -n "$BASELINE" ]; then
+  bench_table "$BEFORE" "$BEFORE_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/before.yaml"
+  RUST_LOG=warn "$BASELINE" --config "$work/before.yaml" --workers 1 &
+  BEFORE_PID=$!
+  pids+=($BEFORE_PID)
+fi
 # The floor: hyper's server and client alone, with the same 95/5 split and nothing else.
 "$BIN/switchyard-loadtest" passthrough --listen "127.0.0.1:$FLOOR" \
   --upstream "127.0.0.1:$UP_STABLE" --upstream "127.0.0.1:$UP_CANARY" --every 20 &
@@ -81,7 +113,7 @@ EOF
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
-for port in $UP_STABLE $UP_CANARY $SY $PLAIN $NG $FLOOR; do wait_port "$port"; done
+for port in $UP_STABLE $UP_CANARY ${SY_PID:+$SY} $PLAIN ${BEFORE_PID:+$BEFORE} $NG $FLOOR; do wait_port "$port"; done
 sleep 0.5
 NG_PIDS=$(pgrep -f "nginx.*$work/nginx.conf" | tr '\n' ' ')
 # The worker is the child of the master.
@@ -96,8 +128,9 @@ EOF
 
 
 declare -A idle_rss
-idle_rss[switchyard]=$(rss_kb $SY_PID)
+[ -n "$SY_PID" ] && idle_rss[switchyard]=$(rss_kb $SY_PID)
 idle_rss[switchyard-plain]=$(rss_kb $PLAIN_PID)
+[ -n "$BEFORE_PID" ] && idle_rss[switchyard-before]=$(rss_kb $BEFORE_PID)
 idle_rss[nginx]=$(rss_kb $NG_PIDS)
 idle_rss[upstream]=$(rss_kb $UPSTREAM_PID)
 idle_rss[hyper]=$(rss_kb $FLOOR_PID)
@@ -115,17 +148,19 @@ run() { # port pids... -> "requests cpu_us_per_request rps user_us system_us"
 }
 
 # Warm up (pools, caches), then interleave.
-wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$SY/" >/dev/null
+[ -n "$SY_PID" ] && wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$SY/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$PLAIN/" >/dev/null
+[ -n "$BEFORE_PID" ] && wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$BEFORE/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$NG/" >/dev/null
 wrk -t1 -c"$CONNS" -d2s -s "$work/users.lua" "http://127.0.0.1:$FLOOR/" >/dev/null
 declare -A cpu rps user system
 for rep in $(seq 1 "$REPS"); do
-  for target in upstream switchyard nginx hyper switchyard-plain; do
+  for target in "${targets[@]}"; do
     case $target in
       upstream) r=$(run "$UP_STABLE" "$UPSTREAM_PID") ;;
       switchyard) r=$(run "$SY" $SY_PID) ;;
       switchyard-plain) r=$(run "$PLAIN" $PLAIN_PID) ;;
+      switchyard-before) r=$(run "$BEFORE" $BEFORE_PID) ;;
       nginx) r=$(run "$NG" $NG_PIDS) ;;
       hyper) r=$(run "$FLOOR" $FLOOR_PID) ;;
     esac
@@ -139,7 +174,7 @@ for rep in $(seq 1 "$REPS"); do
 done
 
 declare -A busy_rss
-busy_rss[switchyard]=$(with_conns_rss "$SY" $SY_PID)
+[ -n "$SY_PID" ] && busy_rss[switchyard]=$(with_conns_rss "$SY" $SY_PID)
 busy_rss[nginx]=$(with_conns_rss "$NG" $NG_PIDS)
 busy_rss[hyper]=$(with_conns_rss "$FLOOR" $FLOOR_PID)
 
@@ -147,7 +182,7 @@ mkdir -p loadtest/results
 {
   echo "| system | CPU µs / request (median of $REPS) | runs | user µs | system µs | req/s (median) | RSS idle | RSS, 1,000 connections |"
   echo "|---|---|---|---|---|---|---|---|"
-  for target in upstream switchyard switchyard-plain nginx hyper; do
+  for target in "${rows[@]}"; do
     busy=${busy_rss[$target]:-}
     printf '| %s | %s | %s | %s | %s | %s | %s MiB | %s |\n' "$target" \
       "$(echo "${cpu[$target]}" | median)" "$(echo "${cpu[$target]}" | sed 's/^ //; s/ /, /g')" \
@@ -157,7 +192,15 @@ mkdir -p loadtest/results
   done
   echo
   echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread)."
-  echo "switchyard: the profile-guided release build (scripts/build-release), as shipped; switchyard-plain: cargo build --release, no profile."
+  [ -n "$SY_PID" ] && echo "switchyard: the profile-guided release build (scripts/build-release), as shipped; switchyard-plain: cargo build --release, no profile."
+  [ -z "$SY_PID" ] && echo "switchyard-plain: cargo build --release, no profile (the profile-guided build was skipped: SKIP_PGO=1)."
+  if [ -n "$BEFORE_PID" ]; then
+    echo "switchyard-before: $BASELINE, with the same table and settings as switchyard-plain."
+    plain=$(echo "${cpu[switchyard-plain]}" | median) before=$(echo "${cpu[switchyard-before]}" | median)
+    rounds=$(paste -d' ' <(echo "${cpu[switchyard-plain]}" | tr ' ' '\n' | grep -v '^$') \
+      <(echo "${cpu[switchyard-before]}" | tr ' ' '\n' | grep -v '^$') | awk '{printf "%s%.3f", (NR > 1 ? ", " : ""), $1 / $2}')
+    echo "CPU per request, switchyard-plain / switchyard-before: $(awk -v a="$plain" -v b="$before" 'BEGIN {printf "%.3f", a / b}')x ($plain µs against $before µs, medians of $REPS; round by round: $rounds)."
+  fi
   echo "hyper: switchyard-loadtest passthrough, hyper's HTTP/1.1 server and client alone with the same 95/5 split and allocator (no routing table, measurement, header rewriting or timeouts): the floor for a proxy built on hyper."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
 } | tee loadtest/results/proxy-cpu.md
