@@ -37,6 +37,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::edge::{self, Refused};
 use crate::frame_guard::Refusal;
+use crate::idle::IdleTimer;
 use crate::publish::Publisher;
 use crate::record::{ClientError, Outcome, Recorder, SlotId, UpstreamError};
 use crate::request_body::{BodyState, RequestBody};
@@ -479,8 +480,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     pending: Some(pending),
                     lease,
                     idle_ms: u32::try_from(forwarder.timeouts.response_body_idle.as_millis()).unwrap_or(u32::MAX),
-                    timer: None,
-                    progressed: false,
+                    waiting: IdleTimer::default(),
                 };
                 return Poll::Ready(Response::from_parts(parts, body));
             }
@@ -758,10 +758,8 @@ pub enum ProxyBody {
         lease: Option<Lease>,
         /// `timeouts.responseBodyIdle` in ms (kept small: every response moves this body).
         idle_ms: u32,
-        /// Armed the first time the body waits for the upstream, moved on after every frame.
-        timer: Option<Pin<Box<Sleep>>>,
-        /// A frame came since the timer was last set.
-        progressed: bool,
+        /// Since when the upstream has sent nothing.
+        waiting: IdleTimer,
     },
     /// A body made by the proxy (errors, 404).
     Local(Full<Bytes>),
@@ -862,8 +860,7 @@ impl Body for ProxyBody {
                 pending,
                 lease,
                 idle_ms,
-                timer,
-                progressed,
+                waiting,
             } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 let failed = |pending: &mut Option<Pending>, lease: &mut Option<Lease>, error| {
@@ -880,7 +877,7 @@ impl Body for ProxyBody {
                         Poll::Ready(None)
                     }
                     Poll::Ready(Some(Ok(frame))) => {
-                        *progressed = true;
+                        waiting.progressed();
                         if body.is_end_stream() {
                             finish(pending, lease);
                         }
@@ -892,17 +889,7 @@ impl Body for ProxyBody {
                         Poll::Ready(Some(Err(ResponseBodyError::Upstream(e))))
                     }
                     Poll::Pending => {
-                        let deadline = Instant::now() + Duration::from_millis(u64::from(*idle_ms));
-                        let timer = match timer {
-                            Some(timer) => {
-                                if std::mem::take(progressed) {
-                                    timer.as_mut().reset(deadline);
-                                }
-                                timer
-                            }
-                            None => timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-                        };
-                        if timer.as_mut().poll(cx).is_ready() {
+                        if waiting.expired(Duration::from_millis(u64::from(*idle_ms)), cx) {
                             failed(pending, lease, UpstreamError::Timeout);
                             return Poll::Ready(Some(Err(ResponseBodyError::Idle)));
                         }

@@ -18,6 +18,7 @@ pub mod allocator;
 pub mod edge;
 pub mod forward;
 pub mod frame_guard;
+pub mod idle;
 pub mod listen;
 pub mod publish;
 pub mod record;

@@ -19,8 +19,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
+use crate::idle::IdleTimer;
 use crate::record::ClientError;
 
 /// A downstream request body, as the upstream client sends it.
@@ -31,11 +32,8 @@ pub struct RequestBody {
     state: Option<Arc<BodyState>>,
     /// `timeouts.requestBodyIdle`.
     idle: Duration,
-    /// Armed the first time the body waits for the client, and moved on after every frame.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// A frame came since the timer was last set: the next wait starts the idle time anew.
-    /// (Time the upstream took to accept the body is not the client's idle time.)
-    progressed: bool,
+    /// Since when the client has sent nothing.
+    waiting: IdleTimer,
 }
 
 /// What the exchange learns from its request body.
@@ -104,8 +102,7 @@ impl RequestBody {
             inner,
             state: state.clone(),
             idle,
-            timer: None,
-            progressed: false,
+            waiting: IdleTimer::default(),
         };
         (body, state)
     }
@@ -132,7 +129,7 @@ impl Body for RequestBody {
         let this = self.get_mut();
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.progressed = true;
+                this.waiting.progressed();
                 if this.inner.is_end_stream() {
                     this.end();
                 }
@@ -147,17 +144,7 @@ impl Body for RequestBody {
                 this.fail(fault_of(&e))
             }
             Poll::Pending => {
-                let deadline = Instant::now() + this.idle;
-                let timer = match &mut this.timer {
-                    Some(timer) => {
-                        if std::mem::take(&mut this.progressed) {
-                            timer.as_mut().reset(deadline);
-                        }
-                        timer
-                    }
-                    None => this.timer.insert(Box::pin(tokio::time::sleep_until(deadline))),
-                };
-                if timer.as_mut().poll(cx).is_ready() {
+                if this.waiting.expired(this.idle, cx) {
                     return this.fail(ClientError::Timeout);
                 }
                 Poll::Pending

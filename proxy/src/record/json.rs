@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{DeserializeError, Deserializer, Serializer as _, V2DeflateSerializer};
 use serde_json::{Map, Value, json};
 
-use super::{ClientError, TrackStats, WindowStats};
+use super::{ClientError, TrackStats, WindowStats, route_client_errors};
 
 impl WindowStats {
     /// The `GET /stats` body, `version` being the routing table's version:
@@ -39,12 +39,7 @@ impl WindowStats {
                     .iter()
                     .map(|(track, stats)| (track.as_str().to_owned(), stats.to_json()))
                     .collect();
-                let mut client = [0u64; 3];
-                for stats in tracks.values() {
-                    for (sum, n) in client.iter_mut().zip(stats.client_errors) {
-                        *sum += n;
-                    }
-                }
+                let client = route_client_errors(tracks);
                 let client: Map<String, Value> = ClientError::ALL
                     .iter()
                     .zip(client)

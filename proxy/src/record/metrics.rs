@@ -3,7 +3,7 @@
 use hdrhistogram::Histogram;
 use prometheus::proto::{Bucket, Counter, LabelPair, Metric, MetricFamily, MetricType};
 
-use super::{ClientError, WindowStats};
+use super::{ClientError, WindowStats, route_client_errors};
 
 /// `switchyard_request_duration_seconds` bucket upper bounds: seconds, and the same in µs.
 const BUCKETS: [(f64, u64); 16] = [
@@ -49,12 +49,7 @@ pub fn metric_families(totals: &WindowStats) -> Vec<MetricFamily> {
     let mut upstream_errors = Vec::new();
     let mut client_errors = Vec::new();
     for (route, tracks) in &totals.routes {
-        let mut client = [0u64; 3];
-        for stats in tracks.values() {
-            for (sum, n) in client.iter_mut().zip(stats.client_errors) {
-                *sum += n;
-            }
-        }
+        let client = route_client_errors(tracks);
         for (kind, n) in ClientError::ALL.into_iter().zip(client) {
             client_errors.push(counter(
                 vec![label("kind", kind.name()), label("route", route.as_str())],

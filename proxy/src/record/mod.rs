@@ -203,6 +203,18 @@ pub struct TrackStats {
     pub histogram: Histogram<u64>,
 }
 
+/// A route's client errors, by kind as [`ClientError::ALL`]: those recorded on each of its
+/// tracks' slots (the track a refused request was decided to), added up.
+fn route_client_errors(tracks: &BTreeMap<TrackName, TrackStats>) -> [u64; 3] {
+    let mut sum = [0u64; 3];
+    for stats in tracks.values() {
+        for (total, n) in sum.iter_mut().zip(stats.client_errors) {
+            *total += n;
+        }
+    }
+    sum
+}
+
 impl TrackStats {
     /// No requests, and an empty histogram with the recorder's bounds.
     pub fn empty() -> Self {
