@@ -148,6 +148,11 @@ pub struct Timeouts {
     /// connection closed, the upstream request aborted, counted as the client's. Default 30s.
     #[serde(with = "human")]
     pub request_body_idle: Duration,
+    /// How long a downstream request body may wait before `limits.requestBodyMinRate` applies:
+    /// after it, a body must have come at least that fast over the time the proxy waited for it.
+    /// Default 5s.
+    #[serde(with = "human")]
+    pub request_body_grace: Duration,
     /// An upstream response body that sends nothing for this long is given up: the downstream
     /// connection closed, counted against the track as a timeout. Default 60s.
     #[serde(with = "human")]
@@ -166,6 +171,7 @@ impl Default for Timeouts {
             idle: Duration::from_secs(60),
             upstream_idle: Duration::from_secs(90),
             request_body_idle: Duration::from_secs(30),
+            request_body_grace: Duration::from_secs(5),
             response_body_idle: Duration::from_secs(60),
             drain: Duration::from_secs(30),
         }
@@ -184,6 +190,10 @@ pub struct Limits {
     pub max_connections: usize,
     /// Idle pooled connections kept per upstream endpoint. Default 128.
     pub max_idle_per_endpoint: usize,
+    /// The slowest a downstream request body may arrive, bytes per second of the time the proxy
+    /// waits for it, once `timeouts.requestBodyGrace` has passed (→ 408, the upstream request
+    /// abandoned). 0 turns the check off. Default 240.
+    pub request_body_min_rate: u64,
 }
 
 impl Default for Limits {
@@ -193,6 +203,7 @@ impl Default for Limits {
             max_headers: 100,
             max_connections: 10_000,
             max_idle_per_endpoint: 128,
+            request_body_min_rate: 240,
         }
     }
 }
@@ -470,6 +481,7 @@ impl FromTree for Timeouts {
             idle: f.or("idle", d.idle, p),
             upstream_idle: f.or("upstreamIdle", d.upstream_idle, p),
             request_body_idle: f.or("requestBodyIdle", d.request_body_idle, p),
+            request_body_grace: f.or("requestBodyGrace", d.request_body_grace, p),
             response_body_idle: f.or("responseBodyIdle", d.response_body_idle, p),
             drain: f.or("drain", d.drain, p),
         };
@@ -487,6 +499,7 @@ impl FromTree for Limits {
             max_headers: f.or("maxHeaders", d.max_headers, p),
             max_connections: f.or("maxConnections", d.max_connections, p),
             max_idle_per_endpoint: f.or("maxIdlePerEndpoint", d.max_idle_per_endpoint, p),
+            request_body_min_rate: f.or("requestBodyMinRate", d.request_body_min_rate, p),
         };
         f.finish(p);
         Some(l)

@@ -78,7 +78,8 @@ pub struct ClientErrors {
     /// Refused as malformed: bad framing (`400`, `501`), `Host` or path (`400`), or a request
     /// body that is not valid chunked encoding.
     pub malformed: u64,
-    /// Request bodies that stopped arriving for `timeouts.requestBodyIdle` (`408`).
+    /// Request bodies that stopped arriving for `timeouts.requestBodyIdle`, or came slower than
+    /// `limits.requestBodyMinRate` (`408`).
     pub timeout: u64,
     /// Clients that left before their request was answered.
     pub aborted: u64,

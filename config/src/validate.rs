@@ -146,6 +146,7 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
         ("idle", t.idle),
         ("upstreamIdle", t.upstream_idle),
         ("requestBodyIdle", t.request_body_idle),
+        ("requestBodyGrace", t.request_body_grace),
         ("responseBodyIdle", t.response_body_idle),
     ] {
         if d == Duration::ZERO {

@@ -36,7 +36,7 @@ listen:
 admin: { listen: 127.0.0.1:9999, tokenFile: /run/token }
 trackHeader: false
 timeouts: { connect: 250ms, drain: 1m }
-limits: { maxHeaders: 50 }
+limits: { maxHeaders: 50, requestBodyMinRate: 0 }
 routes: []
 "#;
     let c = load_config(text, Format::Yaml, 1).unwrap().config;
@@ -47,6 +47,8 @@ routes: []
     assert_eq!(c.timeouts.drain, Duration::from_secs(60));
     assert_eq!(c.timeouts.idle, Timeouts::default().idle);
     assert_eq!(c.limits.max_headers, 50);
+    assert_eq!(c.limits.request_body_min_rate, 0, "0 turns the rate check off");
+    assert_eq!(c.timeouts.request_body_grace, Timeouts::default().request_body_grace);
     assert_eq!(c.limits.max_connections, Limits::default().max_connections);
 }
 
@@ -55,8 +57,8 @@ fn typos_and_wrong_types_are_named_with_the_rest() {
     let text = r#"
 listen: nonsense
 admin: { listen: 127.0.0.1:9901, tokenfile: x }
-timeouts: { connect: soon, request: 0s }
-limits: { maxHeaders: -1 }
+timeouts: { connect: soon, request: 0s, requestBodyGrace: 0s }
+limits: { maxHeaders: -1, requestBodyMinRate: slow }
 trackHeader: 7
 routes:
   - name: checkout
@@ -82,6 +84,8 @@ routez: []
         "routez: unknown field `routez`; did you mean `routes`?",
         "listen[0].address: invalid listen address \"nonsense\"",
         "timeouts.request: timeout must be longer than 0s",
+        "timeouts.requestBodyGrace: timeout must be longer than 0s",
+        "limits.requestBodyMinRate: expected a whole number from 0 to",
         "routes[2].rules[0].track: unknown track \"canary\" in route \"search\"; its tracks are: stable",
     ];
     assert_eq!(got.len(), want.len(), "{got:#?}");

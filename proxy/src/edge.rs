@@ -67,7 +67,8 @@ impl Refused {
             Self::Path(e) => return Bytes::from(format!("{e}\n")),
             Self::Body(ClientError::Malformed) => "the request body is not valid chunked encoding\n",
             Self::Body(ClientError::Timeout) => {
-                "the request body stopped arriving for longer than timeouts.requestBodyIdle\n"
+                "the request body stopped arriving for longer than timeouts.requestBodyIdle, or came \
+                 slower than limits.requestBodyMinRate after timeouts.requestBodyGrace\n"
             }
             Self::Body(ClientError::Aborted) => "the client closed the request before its body ended\n",
         };

@@ -40,7 +40,7 @@ use crate::frame_guard::Refusal;
 use crate::idle::IdleTimer;
 use crate::publish::Publisher;
 use crate::record::{ClientError, Outcome, Recorder, SlotId, UpstreamError};
-use crate::request_body::{BodyState, RequestBody};
+use crate::request_body::{BodyLimits, BodyState, RequestBody};
 use crate::upstream::{EndpointKey, Failure, Lease, Upstreams};
 
 /// What the proxy knows of a downstream connection, computed once per connection.
@@ -96,6 +96,8 @@ pub struct Forwarder {
     publisher: Arc<Publisher>,
     upstreams: Upstreams,
     timeouts: Timeouts,
+    /// How long a request body may take.
+    body_limits: BodyLimits,
     paths: PathOptions,
     track_header: Option<HeaderName>,
     no_route: AtomicU64,
@@ -103,11 +105,13 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// A forwarder deciding on `publisher`'s tables, normalizing paths as `paths` says.
+    /// A forwarder deciding on `publisher`'s tables, normalizing paths as `paths` says; request
+    /// bodies must come at `min_rate` bytes per second at least (`limits.requestBodyMinRate`).
     pub fn new(
         publisher: Arc<Publisher>,
         upstreams: Upstreams,
         timeouts: Timeouts,
+        min_rate: u64,
         paths: PathOptions,
         track_header: Option<HeaderName>,
     ) -> Self {
@@ -115,6 +119,11 @@ impl Forwarder {
             publisher,
             upstreams,
             timeouts,
+            body_limits: BodyLimits {
+                idle: timeouts.request_body_idle,
+                grace: timeouts.request_body_grace,
+                min_rate,
+            },
             paths,
             track_header,
             no_route: AtomicU64::new(0),
@@ -246,7 +255,7 @@ impl Forwarder {
 
         let mut body = None;
         let mut req = req.map(|incoming| {
-            let (wrapped, state) = RequestBody::new(incoming, start, this.timeouts.request_body_idle);
+            let (wrapped, state) = RequestBody::new(incoming, start, this.body_limits);
             body = state;
             wrapped
         });
@@ -479,6 +488,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     body,
                     pending: Some(pending),
                     lease,
+                    request: this.body.clone(),
                     idle_ms: u32::try_from(forwarder.timeouts.response_body_idle.as_millis()).unwrap_or(u32::MAX),
                     waiting: IdleTimer::default(),
                 };
@@ -754,8 +764,11 @@ pub enum ProxyBody {
         /// Recorded once, then `None`.
         pending: Option<Pending>,
         /// The HTTP/1.1 connection the body comes over, given back to the pool when the body
-        /// ends cleanly and dropped (closed) otherwise.
+        /// ends cleanly after the request body did, and dropped (closed) otherwise.
         lease: Option<Lease>,
+        /// The request body, unless it was empty: abandoned if it has not ended when this body
+        /// does.
+        request: Option<Arc<BodyState>>,
         /// `timeouts.responseBodyIdle` in ms (kept small: every response moves this body).
         idle_ms: u32,
         /// Since when the upstream has sent nothing.
@@ -812,14 +825,23 @@ fn body_error_kind(e: &hyper::Error) -> UpstreamError {
     }
 }
 
-/// The body ended cleanly: record the request and give the connection back.
-fn finish(pending: &mut Option<Pending>, lease: &mut Option<Lease>) {
+/// The body ended cleanly: record the request and give the connection back, unless its
+/// request body is still coming. A connection is only ever pooled with its exchange whole:
+/// one whose request body still trickles in would hold the next request that takes it until
+/// that body ends, however slow its client. The unfinished body is abandoned instead.
+fn finish(pending: &mut Option<Pending>, lease: &mut Option<Lease>, request: Option<&Arc<BodyState>>) {
     let now = Instant::now();
     if let Some(mut p) = pending.take() {
         p.end = Some(now);
     }
-    if let Some(l) = lease.take() {
-        l.give_back(now);
+    let lease = lease.take();
+    match request {
+        Some(body) if body.ended().is_none() => body.abandon(),
+        _ => {
+            if let Some(l) = lease {
+                l.give_back(now);
+            }
+        }
     }
 }
 
@@ -827,11 +849,15 @@ impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body that was empty from the start is never polled.
         if let Self::Upstream {
-            body, pending, lease, ..
+            body,
+            pending,
+            lease,
+            request,
+            ..
         } = self
             && body.is_end_stream()
         {
-            finish(pending, lease);
+            finish(pending, lease, request.as_ref());
         }
     }
 }
@@ -859,12 +885,17 @@ impl Body for ProxyBody {
                 body,
                 pending,
                 lease,
+                request,
                 idle_ms,
                 waiting,
             } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                // The connection is discarded, and with it any request body still on its way.
                 let failed = |pending: &mut Option<Pending>, lease: &mut Option<Lease>, error| {
                     lease.take();
+                    if let Some(body) = request.as_ref().filter(|b| b.ended().is_none()) {
+                        body.abandon();
+                    }
                     if let Some(mut p) = pending.take() {
                         p.error = Some(error);
                     }
@@ -873,13 +904,13 @@ impl Body for ProxyBody {
                     // hyper stops polling once `is_end_stream` says so, so the end is seen either
                     // as `None` or right after the last frame.
                     Poll::Ready(None) => {
-                        finish(pending, lease);
+                        finish(pending, lease, request.as_ref());
                         Poll::Ready(None)
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         waiting.progressed();
                         if body.is_end_stream() {
-                            finish(pending, lease);
+                            finish(pending, lease, request.as_ref());
                         }
                         Poll::Ready(Some(Ok(frame)))
                     }

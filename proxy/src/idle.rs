@@ -1,6 +1,6 @@
-//! The idle limit of a body the proxy streams: how long its peer may send nothing. Shared by the
-//! downstream request body (`timeouts.requestBodyIdle`) and the upstream response body
-//! (`timeouts.responseBodyIdle`).
+//! The idle limit of an upstream response body (`timeouts.responseBodyIdle`): how long the
+//! upstream may send nothing. (A request body's limits, idle and rate, are its own: see
+//! [`crate::request_body`].)
 
 use std::pin::Pin;
 use std::task::Context;

@@ -96,6 +96,7 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         Arc::clone(&publisher),
         Upstreams::new(&config.timeouts, &config.limits),
         config.timeouts,
+        config.limits.request_body_min_rate,
         config.paths,
         track_header,
     ));

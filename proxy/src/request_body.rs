@@ -7,21 +7,27 @@
 //! A failed body fails the upstream request too: hyper's client then closes the upstream
 //! connection without ending the request, so the upstream never receives a complete request
 //! built from a malformed body.
+//!
+//! A body is given up when it stalls (`timeouts.requestBodyIdle`), or when it comes slower than
+//! `limits.requestBodyMinRate` once `timeouts.requestBodyGrace` has passed: both count only the
+//! time the proxy waits for the client, never the time the upstream takes to read. And a body
+//! whose response is already whole is abandoned ([`BodyState::abandon`]): a slow client then
+//! holds no upstream connection for the rest of its upload.
 
 use std::error::Error as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
-use crate::idle::IdleTimer;
 use crate::record::ClientError;
 
 /// A downstream request body, as the upstream client sends it.
@@ -30,13 +36,88 @@ pub struct RequestBody {
     inner: Incoming,
     /// Shared with the exchange; `None` for a body that was empty from the start.
     state: Option<Arc<BodyState>>,
-    /// `timeouts.requestBodyIdle`.
-    idle: Duration,
-    /// Since when the client has sent nothing.
-    waiting: IdleTimer,
+    /// How long the client may take.
+    pace: Pace,
 }
 
-/// What the exchange learns from its request body.
+/// How long a request body may take to arrive: `timeouts.requestBodyIdle` between its pieces,
+/// and `limits.requestBodyMinRate` (0: none) once `timeouts.requestBodyGrace` has passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimits {
+    /// The longest the client may send nothing.
+    pub idle: Duration,
+    /// Waiting time before the minimum rate applies.
+    pub grace: Duration,
+    /// Bytes per second of waiting time; 0 turns the check off.
+    pub min_rate: u64,
+}
+
+/// The time a body has waited for its client, and the timer that ends the wait. Nothing is
+/// allocated or registered until the body first waits, and the clock is read only when a wait
+/// starts or ends: a body that is whole when first polled costs nothing here.
+#[derive(Debug)]
+struct Pace {
+    limits: BodyLimits,
+    /// Bytes received so far.
+    bytes: u64,
+    /// Waiting time of the waits that ended.
+    waited: Duration,
+    /// When the current wait started.
+    since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Pace {
+    fn new(limits: BodyLimits) -> Self {
+        Self {
+            limits,
+            bytes: 0,
+            waited: Duration::ZERO,
+            since: None,
+            timer: None,
+        }
+    }
+
+    /// A piece of `len` bytes came.
+    fn received(&mut self, len: usize) {
+        self.bytes = self.bytes.saturating_add(len as u64);
+        if let Some(since) = self.since.take() {
+            self.waited += since.elapsed();
+        }
+    }
+
+    /// How long the wait that starts now may last: the idle limit, or less when the body would
+    /// then have come slower than its minimum rate.
+    fn allowance(&self) -> Duration {
+        let BodyLimits { idle, grace, min_rate } = self.limits;
+        if min_rate == 0 {
+            return idle;
+        }
+        // The body keeps its rate until it has waited `bytes / min_rate`, or the grace.
+        let nanos = u128::from(self.bytes) * 1_000_000_000 / u128::from(min_rate);
+        let earned = Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX)).max(grace);
+        idle.min(earned.saturating_sub(self.waited))
+    }
+
+    /// The body waits for its client: whether the wait is over its allowance. Registers `cx`
+    /// to be woken when it would be.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.since.is_none() {
+            let now = Instant::now();
+            self.since = Some(now);
+            let deadline = now + self.allowance();
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.timer
+            .as_mut()
+            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+    }
+}
+
+/// What the exchange learns from its request body, and how it stops the body.
 #[derive(Debug)]
 pub struct BodyState {
     start: Instant,
@@ -44,6 +125,11 @@ pub struct BodyState {
     fault: AtomicU8,
     /// 0 while the body is still coming, else µs from `start` to its end, plus 1.
     ended: AtomicU64,
+    /// The response is whole while the body still comes: the body is to fail, so that the
+    /// upstream connection it holds is closed.
+    abandoned: AtomicBool,
+    /// The task that sends the body upstream, while it waits for the client.
+    sender: AtomicWaker,
 }
 
 impl BodyState {
@@ -65,6 +151,15 @@ impl BodyState {
         }
     }
 
+    /// The response is whole and the body has not ended: the rest of the body is not sent. The
+    /// upstream request fails, which closes its connection (it cannot be pooled while its request
+    /// is unfinished), and the client's connection closes after its response. Not the client's
+    /// fault, nor the track's: the request is recorded with the status it got.
+    pub fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        self.sender.wake();
+    }
+
     fn fail(&self, fault: ClientError) {
         let code = match fault {
             ClientError::Malformed => 1,
@@ -82,27 +177,34 @@ impl BodyState {
     }
 }
 
-/// A request body that failed through the client's fault; the upstream request is abandoned.
+/// Why a request body stopped on its way upstream; the upstream request is abandoned.
 #[derive(Debug, thiserror::Error)]
-#[error("the downstream request body failed: {}", .0.name())]
-pub struct BodyError(ClientError);
+pub enum BodyError {
+    /// The client's fault.
+    #[error("the downstream request body failed: {}", .0.name())]
+    Client(ClientError),
+    /// The response was whole before the body.
+    #[error("the response ended before the request body; the rest of the body is not sent")]
+    Abandoned,
+}
 
 impl RequestBody {
-    /// Wraps `inner`, the body of a request that arrived at `start`; with `idle` the longest the
-    /// client may send nothing. Returns the state the exchange watches, unless the body is empty.
-    pub fn new(inner: Incoming, start: Instant, idle: Duration) -> (Self, Option<Arc<BodyState>>) {
+    /// Wraps `inner`, the body of a request that arrived at `start`, to arrive within `limits`.
+    /// Returns the state the exchange watches, unless the body is empty.
+    pub fn new(inner: Incoming, start: Instant, limits: BodyLimits) -> (Self, Option<Arc<BodyState>>) {
         let state = (!inner.is_end_stream()).then(|| {
             Arc::new(BodyState {
                 start,
                 fault: AtomicU8::new(0),
                 ended: AtomicU64::new(0),
+                abandoned: AtomicBool::new(false),
+                sender: AtomicWaker::new(),
             })
         });
         let body = Self {
             inner,
             state: state.clone(),
-            idle,
-            waiting: IdleTimer::default(),
+            pace: Pace::new(limits),
         };
         (body, state)
     }
@@ -111,7 +213,11 @@ impl RequestBody {
         if let Some(state) = &self.state {
             state.fail(fault);
         }
-        Poll::Ready(Some(Err(BodyError(fault))))
+        Poll::Ready(Some(Err(BodyError::Client(fault))))
+    }
+
+    fn abandoned(&self) -> bool {
+        self.state.as_ref().is_some_and(|s| s.abandoned.load(Ordering::Acquire))
     }
 
     fn end(&self) {
@@ -127,9 +233,12 @@ impl Body for RequestBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
+        if this.abandoned() {
+            return Poll::Ready(Some(Err(BodyError::Abandoned)));
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                this.waiting.progressed();
+                this.pace.received(frame.data_ref().map_or(0, Bytes::len));
                 if this.inner.is_end_stream() {
                     this.end();
                 }
@@ -144,7 +253,14 @@ impl Body for RequestBody {
                 this.fail(fault_of(&e))
             }
             Poll::Pending => {
-                if this.waiting.expired(this.idle, cx) {
+                if let Some(state) = &this.state {
+                    state.sender.register(cx.waker());
+                    // Abandoned between the first look and the registration.
+                    if state.abandoned.load(Ordering::Acquire) {
+                        return Poll::Ready(Some(Err(BodyError::Abandoned)));
+                    }
+                }
+                if this.pace.expired(cx) {
                     return this.fail(ClientError::Timeout);
                 }
                 Poll::Pending
@@ -178,5 +294,80 @@ fn fault_of(e: &hyper::Error) -> ClientError {
         ClientError::Malformed
     } else {
         ClientError::Aborted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::poll_fn;
+
+    use super::*;
+
+    const DEFAULTS: BodyLimits = BodyLimits {
+        idle: Duration::from_secs(30),
+        grace: Duration::from_secs(5),
+        min_rate: 240,
+    };
+
+    /// Whether the body's wait has run out now (it starts one if none is running).
+    async fn expired(pace: &mut Pace) -> bool {
+        poll_fn(|cx| Poll::Ready(pace.expired(cx))).await
+    }
+
+    #[test]
+    fn the_allowance_is_the_grace_then_what_the_bytes_earned_never_past_the_idle_limit() {
+        let mut pace = Pace::new(DEFAULTS);
+        assert_eq!(pace.allowance(), Duration::from_secs(5), "nothing came yet: the grace");
+        pace.bytes = 2_400;
+        assert_eq!(
+            pace.allowance(),
+            Duration::from_secs(10),
+            "2,400 bytes at 240/s earn 10s"
+        );
+        pace.waited = Duration::from_secs(4);
+        assert_eq!(pace.allowance(), Duration::from_secs(6), "less what it waited already");
+        pace.waited = Duration::from_secs(11);
+        assert_eq!(pace.allowance(), Duration::ZERO, "it waited past what it earned");
+        pace.bytes = 1 << 40;
+        assert_eq!(
+            pace.allowance(),
+            DEFAULTS.idle,
+            "however fast, a stall ends at the idle limit"
+        );
+        pace.bytes = u64::MAX;
+        assert_eq!(pace.allowance(), DEFAULTS.idle, "no overflow");
+        let off = Pace::new(BodyLimits {
+            min_rate: 0,
+            ..DEFAULTS
+        });
+        assert_eq!(off.allowance(), DEFAULTS.idle, "rate 0: the idle limit alone");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_time_spent_waiting_for_the_client_counts() {
+        let mut pace = Pace::new(DEFAULTS);
+        assert!(!expired(&mut pace).await);
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert!(!expired(&mut pace).await, "3s of the 5s grace");
+        pace.received(100);
+        // The upstream takes its time to read: not polled, the body is not waiting.
+        tokio::time::advance(Duration::from_secs(60)).await;
+        assert!(!expired(&mut pace).await, "a new wait starts with 2s left");
+        tokio::time::advance(Duration::from_millis(1_999)).await;
+        assert!(!expired(&mut pace).await);
+        tokio::time::advance(Duration::from_millis(2)).await;
+        assert!(expired(&mut pace).await, "5s of waiting for 100 bytes is below 240/s");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_keeps_the_rate_waits_up_to_the_idle_limit_between_pieces() {
+        let mut pace = Pace::new(DEFAULTS);
+        // A megabyte at once earns far more than the idle limit.
+        pace.received(1 << 20);
+        assert!(!expired(&mut pace).await);
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(!expired(&mut pace).await);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(expired(&mut pace).await, "30s without a byte: the idle limit");
     }
 }

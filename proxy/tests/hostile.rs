@@ -684,7 +684,11 @@ async fn a_stalled_body_is_given_up_after_its_idle_timeout() {
         // A request body: 10 of 100 bytes, then silence.
         let edge = Edge::start(
             Layout::Public,
-            &[&format!("timeouts: {{ requestBodyIdle: {setting} }}")],
+            // The idle limit alone: the minimum rate would cut this body first.
+            &[
+                &format!("timeouts: {{ requestBodyIdle: {setting} }}"),
+                "limits: { requestBodyMinRate: 0 }",
+            ],
         )
         .await;
         let mut stream = TcpStream::connect(edge.proxy.listen[0])
@@ -764,6 +768,143 @@ async fn a_stalled_body_is_given_up_after_its_idle_timeout() {
         if !problems.is_empty() {
             failures.push(format!("responseBodyIdle {setting}: {}", problems.join("; ")));
         }
+    }
+    report(failures);
+}
+
+/// A body that trickles in slower than `limits.requestBodyMinRate` (240 bytes a second by
+/// default), once `timeouts.requestBodyGrace` (5s) has passed, is given up as a client timeout:
+/// a byte a second, as a slow-body attack sends, is cut after the grace. A body that keeps the
+/// rate, however long it takes, is forwarded whole.
+#[tokio::test(start_paused = true)]
+async fn a_body_slower_than_its_minimum_rate_is_given_up_after_the_grace() {
+    let mut failures = Vec::new();
+    let edge = Edge::start(Layout::Public, &[]).await;
+    let mut stream = TcpStream::connect(edge.proxy.listen[0])
+        .await
+        .expect("connect to the proxy");
+    let start = Instant::now();
+    let _ = stream
+        .write_all(b"POST /public/x HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        .await;
+    // A byte a second until the proxy answers.
+    let mut bytes = Vec::new();
+    let mut end = End::Deadline;
+    for _ in 0..100 {
+        if stream.write_all(b"x").await.is_err() {
+            break;
+        }
+        end = read_until(&mut stream, &mut bytes, None, Instant::now() + Duration::from_secs(1)).await;
+        if end == End::Closed {
+            break;
+        }
+    }
+    let elapsed = start.elapsed();
+    let answer = Answer::of(bytes, end, None);
+    if answer.statuses() != [408] || end != End::Closed {
+        failures.push(format!("a byte a second: expected a 408 and the close; got {answer}"));
+    }
+    if elapsed < Duration::from_secs(5) || elapsed > Duration::from_secs(10) {
+        failures.push(format!(
+            "a byte a second was cut after {elapsed:?}, not after the 5s grace"
+        ));
+    }
+    if let Err(why) = Upstream::NothingWhole.check(edge.heads(), &edge.arrivals()) {
+        failures.push(format!("a byte a second: {why}"));
+    }
+    let p = &edge.proxy;
+    if !eventually(|| async { client_errors(p, "public").await["timeout"] == 1 }).await {
+        failures.push(format!(
+            "expected clientErrors.timeout 1, got {}",
+            client_errors(p, "public").await
+        ));
+    }
+    blameless(&track_stats(p, "public", "stable").await, "stable");
+
+    // 300 bytes a second for 10 seconds: slow, but never below the rate.
+    let mut stream = TcpStream::connect(edge.proxy.listen[0])
+        .await
+        .expect("connect to the proxy");
+    let _ = stream
+        .write_all(b"POST /public/steady HTTP/1.1\r\nHost: x\r\nContent-Length: 3000\r\nConnection: close\r\n\r\n")
+        .await;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let _ = stream.write_all(&[b'y'; 75]).await;
+    }
+    let mut bytes = Vec::new();
+    let end = read_until(&mut stream, &mut bytes, None, Instant::now() + DEADLINE).await;
+    let answer = Answer::of(bytes, end, None);
+    if answer.statuses() != [200] {
+        failures.push(format!("300 bytes a second: expected [200]; got {answer}"));
+    }
+    let steady = edge
+        .arrivals()
+        .into_iter()
+        .filter(|a| a.target == "/public/steady")
+        .count();
+    if steady != 1 {
+        failures.push(format!(
+            "300 bytes a second: the upstream saw {steady} whole requests, not 1"
+        ));
+    }
+    report(failures);
+}
+
+/// An upstream that answers before the request body is whole (a `405` to an upload, as a server
+/// of static files does): the client gets the answer and its connection closes; the upstream
+/// connection is closed, never pooled with its request unfinished, where it would hold the next
+/// request until the slow body ended; the next client is answered at once; neither counts
+/// against anyone. This is how slow bodies used to starve fresh clients.
+#[tokio::test]
+async fn an_answer_before_the_request_body_ends_frees_the_upstream_connection() {
+    let edge = Edge::raw(
+        b"HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n",
+        AfterReply::KeepOpen,
+        &[],
+    )
+    .await;
+    let raw = edge.raw.as_ref().expect("a raw upstream");
+    let mut failures = Vec::new();
+    let mut slow = TcpStream::connect(edge.proxy.listen[0])
+        .await
+        .expect("connect to the proxy");
+    let _ = slow
+        .write_all(b"POST /raw/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n0123456789")
+        .await;
+    let mut bytes = Vec::new();
+    let end = read_until(&mut slow, &mut bytes, None, Instant::now() + DEADLINE).await;
+    let answer = Answer::of(bytes, end, None);
+    if answer.statuses() != [405] || end != End::Closed {
+        failures.push(format!(
+            "the unfinished upload: expected [405] and the connection closed; got {answer}"
+        ));
+    }
+    if !eventually(|| async { raw.open_connections() == 0 }).await {
+        failures.push(format!(
+            "the upstream connection of the unfinished upload is still open ({} open)",
+            raw.open_connections()
+        ));
+    }
+    let answer = exchange_on_new(
+        &edge.proxy,
+        b"GET /raw/page HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    if answer.statuses() != [405] {
+        failures.push(format!("the next client: expected [405]; got {answer}"));
+    }
+    if raw.requests() != 2 {
+        failures.push(format!("the upstream read {} request heads, not 2", raw.requests()));
+    }
+    let p = &edge.proxy;
+    let s = track_stats(p, "raw", "stable").await;
+    if s["requests"] != 2 || s["errors"] != 0 {
+        failures.push(format!("expected 2 requests and no errors on the track; got {s}"));
+    }
+    let clients = client_errors(p, "raw").await;
+    if clients.as_object().is_none_or(|kinds| kinds.values().any(|n| n != 0)) {
+        failures.push(format!("expected no client errors; got {clients}"));
     }
     report(failures);
 }

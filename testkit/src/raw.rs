@@ -30,6 +30,7 @@ pub enum AfterReply {
 pub struct RawUpstream {
     addr: SocketAddr,
     heads: Arc<AtomicU64>,
+    open: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -45,8 +46,20 @@ impl RawUpstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
         let addr = listener.local_addr().expect("bound address");
         let heads = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(serve(listener, reply.into(), after, Arc::clone(&heads)));
-        Self { addr, heads, task }
+        let open = Arc::new(AtomicU64::new(0));
+        let task = tokio::spawn(serve(
+            listener,
+            reply.into(),
+            after,
+            Arc::clone(&heads),
+            Arc::clone(&open),
+        ));
+        Self {
+            addr,
+            heads,
+            open,
+            task,
+        }
     }
 
     /// `127.0.0.1:PORT`.
@@ -58,16 +71,36 @@ impl RawUpstream {
     pub fn requests(&self) -> u64 {
         self.heads.load(Ordering::Relaxed)
     }
+
+    /// Connections accepted and not yet closed (by either side).
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
 }
 
-async fn serve(listener: TcpListener, reply: Bytes, after: AfterReply, heads: Arc<AtomicU64>) {
+/// Counts a connection open while it lives.
+struct Open(Arc<AtomicU64>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn serve(listener: TcpListener, reply: Bytes, after: AfterReply, heads: Arc<AtomicU64>, open: Arc<AtomicU64>) {
     // Owned by this task: aborting it (on drop) drops the set, which aborts every connection.
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 if let Ok((stream, _)) = accepted {
-                    connections.spawn(answer(stream, reply.clone(), after, Arc::clone(&heads)));
+                    open.fetch_add(1, Ordering::Relaxed);
+                    let open = Open(Arc::clone(&open));
+                    let answer = answer(stream, reply.clone(), after, Arc::clone(&heads));
+                    connections.spawn(async move {
+                        answer.await;
+                        drop(open);
+                    });
                 }
             }
             Some(_) = connections.join_next(), if !connections.is_empty() => {}

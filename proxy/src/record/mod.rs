@@ -133,7 +133,8 @@ pub enum UpstreamError {
 pub enum ClientError {
     /// A request the proxy refused: bad framing (`400`, `501`), a bad `Host` or path (`400`).
     Malformed,
-    /// A request whose body stopped arriving for `timeouts.requestBodyIdle` (`408`).
+    /// A request whose body stopped arriving for `timeouts.requestBodyIdle`, or came slower than
+    /// `limits.requestBodyMinRate` (`408`).
     Timeout,
     /// A client that left before its request was answered.
     Aborted,
