@@ -19,6 +19,8 @@
 # PROXY_NOFILE=1024, a login shell's usual soft limit). PROXY_LIMITS adds a `limits:` mapping to
 # its configuration (e.g. PROXY_LIMITS='{ maxIdlePerEndpoint: 0 }'). slowhttptest needs more file
 # descriptors than connections: the script raises `ulimit -n` for slowhttptest alone and says so.
+# UPSTREAM_READS_BODY=1 makes the upstream read every request body whole before it answers (an
+# application's upload endpoint) instead of answering a POST at once (405, a static file server).
 # Other knobs: CONNS=3000 RATE=600, ATTACKS="H B", BASE_PORT=19800, OUT=file (a copy of the table).
 # The proxy's log (RUST_LOG, default warn) is summarized per attack: its WARN and ERROR lines.
 # Needs root to install slowhttptest, nginx (and haproxy) from Debian when they are missing.
@@ -58,6 +60,16 @@ hard=$(ulimit -Hn)
 [ "$hard" = unlimited ] && hard=1048576
 peer_nofile=$((hard < 40000 ? hard : 40000))
 
+# With UPSTREAM_READS_BODY=1 the upstream reads a request's whole body before it answers (a
+# mirror subrequest that needs it), as an application taking uploads does; else it answers a
+# POST at once (405) and discards the body, as a server of static files does.
+upstream_reads_body() {
+  [ -n "${UPSTREAM_READS_BODY:-}" ] || return 0
+  echo "    client_max_body_size 2m;"
+  echo "    location / { mirror /body; mirror_request_body on; }"
+  echo "    location = /body { internal; return 204; }"
+}
+
 # The upstream: nginx serving a small page. Its workers may run as another user: the page and
 # the directories to it are made readable.
 chmod 755 "$work"
@@ -81,6 +93,7 @@ $(nginx_paths up)
   server {
     listen 127.0.0.1:$UP backlog=4096;
     root $work/www;
+$(upstream_reads_body)
   }
 }
 EOF
@@ -265,7 +278,7 @@ done
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   printf '%s\n' "${rows[@]}"
   echo
-  echo "Proxy: $name, ulimit -n $proxy_limit${WORKERS:+, --workers $WORKERS}${PROXY_LIMITS:+, limits: $PROXY_LIMITS}; upstream: nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), a static page."
+  echo "Proxy: $name, ulimit -n $proxy_limit${WORKERS:+, --workers $WORKERS}${PROXY_LIMITS:+, limits: $PROXY_LIMITS}; upstream: nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), a static page${UPSTREAM_READS_BODY:+ that reads every request body whole before it answers}."
   echo "Attack: slowhttptest -H or -B -c $CONNS -r $RATE -i 5 -x 24 -s 1000000 -l $DURATION -p 3 (ulimit -n $slow_nofile for slowhttptest alone)."
   echo "Probe: a fresh connection every 0.25 s during the attack, curl --max-time 2 GET /; then 10 more right after it."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
