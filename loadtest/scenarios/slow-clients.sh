@@ -15,12 +15,14 @@
 # The upstream is nginx serving a small static page (worker_connections 16000,
 # worker_rlimit_nofile 40000 or the hard limit), so it is not the limit. Switchyard runs with its
 # defaults (`--workers` as WORKERS gives, else the proxy's own default) and with the
-# file-descriptor limit of the shell that runs this script, unless PROXY_NOFILE sets one (e.g.
-# PROXY_NOFILE=1024, a login shell's usual soft limit). PROXY_LIMITS adds a `limits:` mapping to
+# file-descriptor limit of the shell that runs this script, unless PROXY_NOFILE sets its soft
+# limit (e.g. PROXY_NOFILE=1024, a login shell's usual soft limit; the proxy raises its soft
+# limit to the hard one at start) or PROXY_NOFILE_HARD its hard limit too. PROXY_LIMITS adds a `limits:` mapping to
 # its configuration (e.g. PROXY_LIMITS='{ maxIdlePerEndpoint: 0 }'). slowhttptest needs more file
 # descriptors than connections: the script raises `ulimit -n` for slowhttptest alone and says so.
 # UPSTREAM_READS_BODY=1 makes the upstream read every request body whole before it answers (an
 # application's upload endpoint) instead of answering a POST at once (405, a static file server).
+# ATTACKS="H B HB" adds a run of both attacks at once (CONNS connections each).
 # Other knobs: CONNS=3000 RATE=600, ATTACKS="H B", BASE_PORT=19800, OUT=file (a copy of the table).
 # The proxy's log (RUST_LOG, default warn) is summarized per attack: its WARN and ERROR lines.
 # Needs root to install slowhttptest, nginx (and haproxy) from Debian when they are missing.
@@ -161,7 +163,8 @@ EOF
       echo "      - { name: stable, endpoints: [\"127.0.0.1:$UP\"], weight: 100 }"
     } >"$work/switchyard.yaml"
     # `exec` keeps the pid: the proxy itself, with its own descriptor limit.
-    RUST_LOG=${RUST_LOG:-warn} bash -c 'ulimit -n "$1" && shift && exec "$@"' _ "$PROXY_NOFILE" \
+    RUST_LOG=${RUST_LOG:-warn} bash -c '{ [ -z "$2" ] || ulimit -n "$2"; } && ulimit -Sn "$1" && shift 2 && exec "$@"' \
+      _ "$PROXY_NOFILE" "${PROXY_NOFILE_HARD:-}" \
       "$PROXY" --config "$work/switchyard.yaml" ${WORKERS:+--workers "$WORKERS"} >"$work/proxy.log" 2>&1 &
     pids+=($!)
     ;;
@@ -237,7 +240,8 @@ for run in $(seq 1 "$RUNS"); do
     case $attack in
       H) label="slow headers (-H)" ;;
       B) label="slow body (-B)" ;;
-      *) echo "unknown attack $attack (H or B)" >&2; exit 1 ;;
+      HB) label="both at once (-H and -B)" ;;
+      *) echo "unknown attack $attack (H, B, or HB for both at once)" >&2; exit 1 ;;
     esac
     settle
     rm -f "$work/stop"
@@ -246,13 +250,17 @@ for run in $(seq 1 "$RUNS"); do
     before=$(ticks $PROXY_PIDS)
     log_from=$( [ -f "$work/proxy.log" ] && wc -l <"$work/proxy.log" || echo 0)
     # Bounded twice: by -l, and by timeout should slowhttptest hang.
-    bash -c 'ulimit -n "$1" && shift && exec "$@"' _ "$slow_nofile" \
-      timeout $((DURATION + 30)) slowhttptest "-$attack" -c "$CONNS" -r "$RATE" -i 5 -x 24 -s 1000000 \
-      -l "$DURATION" -p 3 -u "http://127.0.0.1:$PX/" >"$work/slowhttptest-$attack.log" 2>&1 &
-    slow=$!
-    pids+=($slow)
+    # HB: one slowhttptest for each, at once.
+    slow=()
+    for letter in $(echo "$attack" | grep -o .); do
+      bash -c 'ulimit -n "$1" && shift && exec "$@"' _ "$slow_nofile" \
+        timeout $((DURATION + 30)) slowhttptest "-$letter" -c "$CONNS" -r "$RATE" -i 5 -x 24 -s 1000000 \
+        -l "$DURATION" -p 3 -u "http://127.0.0.1:$PX/" >"$work/slowhttptest-$letter.log" 2>&1 &
+      slow+=($!)
+      pids+=($!)
+    done
     probe $((DURATION * 4)) "$work/during"
-    wait "$slow" || true
+    wait "${slow[@]}" || true
     after=$(ticks $PROXY_PIDS)
     touch "$work/stop"
     wait "$sampler" || true
@@ -263,7 +271,11 @@ for run in $(seq 1 "$RUNS"); do
     ok=$(answered "$work/during")
     ok_after=$(answered "$work/after")
     read -r fds rss down up < <(awk '{for (i = 1; i <= 4; i++) if ($i > m[i]) m[i] = $i} END {print m[1] + 0, m[2] + 0, m[3] + 0, m[4] + 0}' "$work/samples")
-    held=$(sed 's/\x1b\[[0-9;]*m//g' "$work/slowhttptest-$attack.log" | awk '/^connected:/ {c = $2} END {print c + 0}')
+    held=0
+    for letter in $(echo "$attack" | grep -o .); do
+      c=$(sed 's/\x1b\[[0-9;]*m//g' "$work/slowhttptest-$letter.log" | awk '/^connected:/ {c = $2} END {print c + 0}')
+      held=$((held + c))
+    done
     cpu=$(awk -v t=$((after - before)) -v hz="$HZ" -v d="$DURATION" 'BEGIN {printf "%.0f%%", t / hz / d * 100}')
     rows+=("$(printf '| %s | %s | %s | %s | %s | %s | %s | %s MiB | %s | %s | %s | %s | %s |' \
       "$label" "$n" "$ok" "$(awk -v a="$ok" -v n="$n" 'BEGIN {printf "%.0f%%", n ? a / n * 100 : 0}')" \

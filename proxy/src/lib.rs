@@ -20,6 +20,7 @@ pub mod forward;
 pub mod frame_guard;
 pub mod idle;
 pub mod listen;
+pub mod open_files;
 pub mod publish;
 pub mod record;
 pub mod request_body;
@@ -111,7 +112,16 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
     };
     let health = Arc::new(Health::default());
     let (stop, stopped) = signal::channel(false);
-    let max_connections = u32::try_from(config.limits.max_connections).unwrap_or(u32::MAX);
+    let budget = open_files::connection_budget(config.limits.max_connections);
+    if budget < config.limits.max_connections {
+        tracing::warn!(
+            "limits.maxConnections is {} but the open-file limit allows {budget} connections (two \
+             descriptors each): connections past {budget} wait to be accepted; raise the limit \
+             (ulimit -n, or LimitNOFILE= for a systemd unit) to serve more",
+            config.limits.max_connections
+        );
+    }
+    let max_connections = u32::try_from(budget).unwrap_or(u32::MAX);
     let connections = Arc::new(Semaphore::new(max_connections as usize));
     let settings = Arc::new(ConnSettings {
         timeouts: config.timeouts,

@@ -24,7 +24,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard_config::{Format, load_config};
 use switchyard_proxy::allocator::Allocator;
-use switchyard_proxy::{Options, start};
+use switchyard_proxy::{Options, open_files, start};
 
 /// Switchyard's proxy: splits a service's traffic between its tracks.
 #[derive(Parser)]
@@ -77,6 +77,11 @@ fn serve(file: PathBuf, workers: usize) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
+    if let Some((before, after)) = open_files::raise()
+        && after > before
+    {
+        tracing::info!(before, after, "raised the open-file limit to the hard limit");
+    }
     let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
     let format = match file.extension().and_then(|e| e.to_str()) {
         Some("json") => Format::Json,
