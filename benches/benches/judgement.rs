@@ -235,6 +235,7 @@ fn sequential() -> MetricSpec {
 /// p99 2000 ms, the default `sequentialConfidence`) with these metrics and `minRequests`.
 fn spec(metrics: Vec<MetricSpec>, min_requests: u64) -> AnalysisSpec {
     AnalysisSpec {
+        initial_delay: Duration::ZERO,
         interval: Duration::from_secs(1),
         window: Duration::from_secs(10),
         min_requests,

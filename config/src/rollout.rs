@@ -68,7 +68,17 @@ pub struct RolloutSpec {
     /// Webhook notified (JSON `POST`, retried) on step, pause, promotion and abort.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify: Option<String>,
+    /// How long a step may wait for every proxy to confirm its traffic before the rollout is
+    /// `Degraded` (Argo Rollouts' `progressDeadlineSeconds`). Default 10m.
+    #[serde(with = "crate::schema::human")]
+    pub progress_deadline: Duration,
+    /// Abort, rather than only report `Degraded`, when the progress deadline passes. Default
+    /// false.
+    pub progress_deadline_abort: bool,
 }
+
+/// The default [`RolloutSpec::progress_deadline`]: Argo Rollouts' 600 s.
+pub const PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
 
 /// How traffic moves. Written as exactly one of the keys `canary: {steps}`,
 /// `blueGreen: {...}` and `rings: [...]` beside the spec's other fields.
@@ -205,7 +215,12 @@ pub struct Ring {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AnalysisSpec {
-    /// Time between measurements. Default 1s.
+    /// How long after the analysis begins its first measurement waits, beyond the first
+    /// `interval` (Argo Rollouts' name). Default 0s.
+    #[serde(with = "crate::schema::human")]
+    pub initial_delay: Duration,
+    /// Time between measurements: the first is taken `initialDelay + interval` after the
+    /// analysis began, the next each `interval` after. Default 1s.
     #[serde(with = "crate::schema::human")]
     pub interval: Duration,
     /// The stats window each measurement reads (1s to 300s). Default 10s.

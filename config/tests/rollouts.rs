@@ -73,6 +73,7 @@ fn metric(name: &str, check: MetricCheck) -> MetricSpec {
 /// An analysis with every default.
 fn default_analysis() -> AnalysisSpec {
     AnalysisSpec {
+        initial_delay: Duration::ZERO,
         interval: secs(1),
         window: secs(10),
         min_requests: 100,
@@ -132,6 +133,8 @@ fn the_reference_canary_means_what_it_says() {
             ..default_analysis()
         }),
         notify: None,
+        progress_deadline: switchyard_config::rollout::PROGRESS_DEADLINE,
+        progress_deadline_abort: false,
     };
     assert_eq!(spec, expected);
     assert_eq!(spec.strategy.key(), "canary");
@@ -426,7 +429,7 @@ extra: 1
             "analysis.emergency.errorRate.max: error rate must be a share from 0 to 1 (0.995 means 99.5%), found 5",
             "analysis.emergency.latencyP99: unknown field `latencyP99`; did you mean `latencyP99Ms`?",
             "notify: invalid notify URL \"ftp://x\": write an http:// or https:// URL such as https://hooks.example.com/rollouts",
-            "extra: unknown field `extra`; expected one of: name, route, proxies, baseline, candidate, canary, blueGreen, rings, analysis, notify",
+            "extra: unknown field `extra`; expected one of: name, route, proxies, baseline, candidate, canary, blueGreen, rings, analysis, notify, progressDeadline, progressDeadlineAbort",
         ]
     );
 }

@@ -19,6 +19,7 @@
 //! use switchyard_control::analyze::{Counts, Cumulative, Observation, Outcome, Sample, Tracker, Verdict, measure};
 //!
 //! let spec = AnalysisSpec {
+//!     initial_delay: Duration::ZERO,
 //!     interval: Duration::from_secs(1),
 //!     window: Duration::from_secs(10),
 //!     min_requests: 100,
@@ -147,6 +148,19 @@ pub struct Counts {
     pub baseline_requests: u64,
     /// Baseline errors.
     pub baseline_errors: u64,
+}
+
+impl Counts {
+    /// The counts since `earlier`, each saturating at zero (a proxy that restarted counts from
+    /// zero again: nothing of it is taken as fresh until it passes its old count).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            candidate_requests: self.candidate_requests.saturating_sub(earlier.candidate_requests),
+            candidate_errors: self.candidate_errors.saturating_sub(earlier.candidate_errors),
+            baseline_requests: self.baseline_requests.saturating_sub(earlier.baseline_requests),
+            baseline_errors: self.baseline_errors.saturating_sub(earlier.baseline_errors),
+        }
+    }
 }
 
 impl AddAssign for Counts {

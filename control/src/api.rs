@@ -146,7 +146,9 @@ fn error_reply(e: &ControlError) -> Reply {
     match e {
         ControlError::Invalid(problems) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": problems.errors() })),
         ControlError::NotFound(_) => errors(StatusCode::NOT_FOUND, "", &e.to_string()),
-        ControlError::Active(_) | ControlError::Refused(_) => errors(StatusCode::CONFLICT, "", &e.to_string()),
+        ControlError::Active(_) | ControlError::RouteTaken { .. } | ControlError::Refused(_) => {
+            errors(StatusCode::CONFLICT, "", &e.to_string())
+        }
         ControlError::Store(_) => errors(StatusCode::INTERNAL_SERVER_ERROR, "", &e.to_string()),
     }
 }

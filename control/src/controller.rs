@@ -1,24 +1,31 @@
-//! The control loop: one task per rollout that, every analysis interval (and at once on a
-//! command), observes the proxies, analyzes, advances the rollout, publishes the planned
-//! traffic to every proxy, persists, and notifies. Commands and the loop share the rollout's
-//! state behind one lock, so each change is one step of the pure state machine.
+//! The control loop: one task per rollout that observes the proxies, analyzes, advances the
+//! rollout, publishes the planned traffic to every proxy, persists and notifies.
+//!
+//! The task owns every network call of its rollout; commands and status never wait for one.
+//! The rollout's state sits behind a plain mutex that is taken only between I/O, never across
+//! an `.await`: a command applies at once, bumps the rollout's generation and wakes the task,
+//! which drops whatever call it had in flight (a publish to a proxy that hangs, a stats read)
+//! and starts again from the new state, so an abort reaches every healthy proxy at once. An
+//! observation made before a command is dropped rather than judged against the new state.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_config::rollout::{AnalysisSpec, RolloutSpec};
 use switchyard_config::stats::TrackWindow;
-use switchyard_config::{ConfigErrors, Format, load_rollout};
-use tokio::sync::{Mutex, Notify};
+use switchyard_config::{ConfigErrors, FieldError, Format, RouteSpec, load_rollout};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::analyze::{Counts, Cumulative, Measurement, Observation, Outcome, Sample, Tracker, Verdict};
 use crate::http::Http;
-use crate::observe::{Observed, Totals, observe};
-use crate::publish::{ProxyReport, publish_all};
-use crate::state::{AbortRecord, Command, Event, Phase, Refused, RolloutState};
+use crate::observe::{ObserveError, Observed, observe_each};
+use crate::plan::Traffic;
+use crate::publish::publish_one;
+use crate::state::{AbortRecord, Command, Event, EventKind, Evidence, Phase, Refused, RolloutState};
 use crate::store::{Record, Store};
 
 /// Milliseconds since the Unix epoch.
@@ -26,6 +33,10 @@ pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The controller's clock: milliseconds since the Unix epoch, read as the wall clock at start
@@ -48,62 +59,139 @@ impl Clock {
 
     /// Milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64 {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.wall_ms.saturating_add(elapsed)
+        self.wall_ms.saturating_add(millis(self.start.elapsed()))
     }
+
+    /// Sleeps until the clock reads `at_ms`.
+    async fn sleep_until(&self, at_ms: u64) {
+        let wait = at_ms.saturating_sub(self.now_ms());
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+    }
+}
+
+/// One analysis run: its tracker, when it began, when it measures next, and what its
+/// sequential judges have counted since it began.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Run {
+    /// The verdicts so far.
+    pub tracker: Tracker,
+    /// When the analysis began (ms since epoch): it counts only requests served from then on.
+    pub began_at: u64,
+    /// When it takes its next measurement (ms since epoch).
+    pub next_at: u64,
+    /// The counts since it began; `None` until the proxies' totals at its start are read.
+    pub since: Option<Since>,
+}
+
+impl Run {
+    fn new(spec: &AnalysisSpec, now: u64) -> Self {
+        Self {
+            tracker: Tracker::new(spec),
+            began_at: now,
+            next_at: now
+                .saturating_add(millis(spec.initial_delay))
+                .saturating_add(millis(spec.interval)),
+            since: None,
+        }
+    }
+
+    /// Schedules the measurement after the one just taken at `now`: one interval on, or one
+    /// interval from now when the schedule fell behind (a restart, a slow proxy).
+    fn measured(&mut self, spec: &AnalysisSpec, now: u64) {
+        let interval = millis(spec.interval).max(1);
+        self.next_at = self.next_at.saturating_add(interval);
+        if self.next_at <= now {
+            self.next_at = now.saturating_add(interval);
+        }
+    }
+}
+
+/// The current step's analysis run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StepRun {
+    /// The step (0-based).
+    pub step: usize,
+    /// Its run.
+    pub run: Run,
 }
 
 /// The running state of a rollout's analyses, persisted with it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", default)]
 pub struct AnalysisRun {
-    /// The analysis that runs throughout the rollout.
-    pub background: Option<Tracker>,
-    /// What the background analysis's sequential judges have counted since it began.
-    pub background_since: Option<Since>,
-    /// The current analysis step: its index, tracker and counts since it began.
-    pub step: Option<(usize, Tracker, Since)>,
+    /// The analysis that runs throughout the rollout, once the candidate has traffic.
+    pub background_run: Option<Run>,
+    /// The current analysis step's run.
+    pub step_run: Option<StepRun>,
     /// The analysis step that passed, if the rollout has not moved past it yet.
     pub step_passed: Option<usize>,
+    /// Passing background measurements during a step: (step, count).
+    pub passes_in_step: Option<(usize, u32)>,
     /// The last measurement, for status.
     pub last: Option<serde_json::Value>,
     /// The last observation of both tracks, for status.
     pub tracks: Option<serde_json::Value>,
+    /// When [`Self::tracks`] was observed (ms since epoch).
+    pub tracks_at: Option<u64>,
 }
 
-/// An analysis's counts since it began: the proxies' lifetime totals at its last measurement,
+/// An analysis's counts since it began: each proxy's lifetime totals at the last measurement,
 /// and what its sequential judges have gathered from the intervals between.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Since {
-    /// The proxies' totals at the last measurement (at the start: when the analysis began).
-    pub last: Totals,
+    /// Each proxy's totals at the last measurement that reached it, by admin URL.
+    pub last_by_proxy: BTreeMap<String, Counts>,
     /// Everything since the analysis began.
     pub cumulative: Cumulative,
 }
 
 impl Since {
-    /// Counting from `totals`, the proxies' totals when the analysis begins.
-    fn from(totals: Totals) -> Self {
-        Self {
-            last: totals,
-            cumulative: Cumulative::default(),
+    /// Adds the interval up to each proxy's `totals` as one block of fresh counts. Only a proxy
+    /// seen before adds: one seen for the first time (it did not answer at the start) gives its
+    /// totals as the point to count from, since it cannot tell which of them came after the
+    /// analysis began. A total that fell (the proxy restarted) adds nothing for that count.
+    fn advance<'a>(&mut self, totals: impl IntoIterator<Item = (&'a str, Counts)>) -> &Cumulative {
+        let mut fresh = Counts::default();
+        for (url, now) in totals {
+            if let Some(last) = self.last_by_proxy.get(url) {
+                fresh += now.since(last);
+            }
+            self.last_by_proxy.insert(url.to_owned(), now);
         }
-    }
-
-    /// Adds the interval up to `totals` as one block of fresh counts. A total that fell (a proxy
-    /// restarted) adds nothing for that count and counts on from the new total.
-    fn advance(&mut self, totals: Totals) -> &Cumulative {
-        let fresh = totals.since(&self.last);
-        self.cumulative += Counts {
-            candidate_requests: fresh.candidate_requests,
-            candidate_errors: fresh.candidate_errors,
-            baseline_requests: fresh.baseline_requests,
-            baseline_errors: fresh.baseline_errors,
-        };
-        self.last = totals;
+        self.cumulative += fresh;
         &self.cumulative
     }
+}
+
+/// What one proxy last did for the rollout.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProxyStatus {
+    /// The proxy's admin API URL.
+    pub url: String,
+    /// The table version in which it confirmed the rollout's current traffic; `None` while it
+    /// has not.
+    pub version: Option<u64>,
+    /// Why its last publish or stats read failed, while it fails.
+    pub error: Option<String>,
+    /// When it last answered (ms since epoch).
+    pub last_answered_at: Option<u64>,
+}
+
+/// The `Degraded` condition: the rollout's traffic has not been confirmed by every proxy within
+/// the progress deadline.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Degraded {
+    /// Since when the traffic has been waiting (ms since epoch).
+    pub since: u64,
+    /// What is wrong, in a sentence.
+    pub message: String,
+    /// The proxies that did not confirm, and why.
+    pub proxies: Vec<ProxyStatus>,
 }
 
 /// What `GET /rollouts/NAME` shows.
@@ -116,7 +204,7 @@ pub struct Status {
     pub route: String,
     /// `Progressing`, `Paused`, `Completed` or `Aborted`.
     pub phase: Phase,
-    /// The step being worked on (0-based).
+    /// The step being worked on, 0-based (`steps` once all are done); people count it from 1.
     pub step: usize,
     /// How many steps there are.
     pub steps: usize,
@@ -129,11 +217,20 @@ pub struct Status {
     /// The abort record, once aborted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortRecord>,
-    /// Per proxy: the confirmed version, or why not.
-    pub proxies: Vec<ProxyReport>,
-    /// Per track: requests/s, error rate and p99 over the last analysis window.
+    /// Set while the rollout's traffic has waited longer than its progress deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded: Option<Degraded>,
+    /// Per proxy: the confirmed version, its last error and when it last answered.
+    pub proxies: Vec<ProxyStatus>,
+    /// Per track: requests/s, error rate and p99 over the last measurement's window.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tracks: Option<serde_json::Value>,
+    /// When `tracks` was observed (ms since epoch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracks_observed_at: Option<u64>,
+    /// How old `tracks` is, ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tracks_age_ms: Option<u64>,
     /// The last measurement's verdict and reasons.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub analysis: Option<serde_json::Value>,
@@ -142,15 +239,23 @@ pub struct Status {
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    /// The spec is invalid.
+    /// The spec is invalid, or does not fit the proxies' tables.
     #[error("{0}")]
     Invalid(#[from] ConfigErrors),
     /// No such rollout.
-    #[error("no rollout named {0:?}")]
+    #[error("there is no rollout named {0:?}")]
     NotFound(String),
     /// A rollout of that name is still active.
-    #[error("rollout {0:?} is still active; abort it before applying a new one")]
+    #[error("rollout {0:?} is still active; abort it (or let it finish) before applying it again")]
     Active(String),
+    /// Another active rollout moves the same route on the same proxies.
+    #[error("route {route:?} is being rolled out by {holder:?} on the same proxies; abort it (or let it finish) first")]
+    RouteTaken {
+        /// The route.
+        route: String,
+        /// The rollout that holds it.
+        holder: String,
+    },
     /// The command does not apply now.
     #[error("{0}")]
     Refused(#[from] Refused),
@@ -159,19 +264,64 @@ pub enum ControlError {
     Store(#[from] std::io::Error),
 }
 
+/// What the task and the commands share, behind [`Entry::shared`].
+struct Shared {
+    record: Record,
+    /// Bumped by every command: an observation begun under an older generation is dropped.
+    generation: u64,
+    /// Per proxy, in spec order.
+    proxies: Vec<ProxySlot>,
+}
+
+/// One proxy as the task tracks it.
+#[derive(Debug, Clone)]
+struct ProxySlot {
+    status: ProxyStatus,
+    /// The traffic it confirmed serving.
+    serves: Option<Traffic>,
+    /// The traffic its retry schedule is for; a new traffic is tried at once.
+    retry_for: Option<Traffic>,
+    /// When it is tried again (ms since epoch), and the wait after that.
+    retry_at: u64,
+    retry_delay: u64,
+}
+
+impl Shared {
+    fn statuses(&self) -> Vec<ProxyStatus> {
+        statuses(&self.proxies)
+    }
+}
+
+fn statuses(proxies: &[ProxySlot]) -> Vec<ProxyStatus> {
+    proxies.iter().map(|p| p.status.clone()).collect()
+}
+
 struct Entry {
     spec: RolloutSpec,
-    record: Mutex<Record>,
-    reports: Mutex<Vec<ProxyReport>>,
+    shared: Mutex<Shared>,
     wake: Notify,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
 }
+
+impl Entry {
+    /// The shared state. Never held across an `.await`.
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The first wait before a publish that failed is tried again, ms; it doubles up to
+/// [`RETRY_MAX_MS`].
+const RETRY_FIRST_MS: u64 = 500;
+/// The longest wait between publish rounds to a proxy that does not confirm, ms.
+const RETRY_MAX_MS: u64 = 15_000;
 
 /// Every rollout and the loop that drives them.
 pub struct Controller {
     http: Http,
     store: Store,
     clock: Clock,
-    rollouts: std::sync::Mutex<BTreeMap<String, Arc<Entry>>>,
+    rollouts: Mutex<BTreeMap<String, Arc<Entry>>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -182,6 +332,32 @@ impl std::fmt::Debug for Controller {
     }
 }
 
+/// One round's work, decided under the lock and done without it.
+struct Work {
+    /// The traffic to publish, and the proxies (indices) to publish it to now.
+    publish: Option<(Traffic, Vec<usize>)>,
+    /// The analyses to read the proxies' stats for.
+    observe: Vec<Due>,
+    /// With nothing to do: when there is something (ms since epoch); `None`: when woken.
+    wake_at: Option<u64>,
+}
+
+/// An analysis that needs the proxies' stats now.
+#[derive(Debug, Clone)]
+struct Due {
+    which: Which,
+    spec: AnalysisSpec,
+    began_at: u64,
+    /// Only the totals at its start are wanted (no measurement yet).
+    start_only: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Background,
+    Step(usize),
+}
+
 impl Controller {
     /// Opens the store and resumes every rollout in it where it was.
     pub fn start(store: Store, http: Http) -> Arc<Self> {
@@ -189,13 +365,13 @@ impl Controller {
             http,
             store,
             clock: Clock::start(),
-            rollouts: std::sync::Mutex::new(BTreeMap::new()),
+            rollouts: Mutex::new(BTreeMap::new()),
         });
         for (name, record) in controller.store.load_all() {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(rollout = %name, error = %e, "cannot read the rollout's state; skipped");
+                    tracing::error!(rollout = %name, "cannot read the rollout's state, so it is skipped: {e}");
                     continue;
                 }
             };
@@ -206,16 +382,18 @@ impl Controller {
             };
             match load_rollout(&record.spec_text, format) {
                 Ok(spec) => {
-                    tracing::info!(rollout = %name, phase = ?record.state.phase, step = record.state.step, "resuming");
-                    controller.spawn(spec, record);
+                    tracing::info!(rollout = %name, phase = ?record.state.phase, step = record.state.step + 1, "resuming");
+                    let entry = controller.entry_for(spec, record);
+                    controller.entries().insert(name, Arc::clone(&entry));
+                    controller.spawn(entry);
                 }
-                Err(e) => tracing::error!(rollout = %name, "stored spec no longer valid: {e}"),
+                Err(e) => tracing::error!(rollout = %name, "the stored spec is no longer valid, so it is skipped: {e}"),
             }
         }
         controller
     }
 
-    fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
+    fn entries(&self) -> MutexGuard<'_, BTreeMap<String, Arc<Entry>>> {
         self.rollouts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -226,253 +404,547 @@ impl Controller {
             .ok_or_else(|| ControlError::NotFound(name.to_owned()))
     }
 
-    fn spawn(self: &Arc<Self>, spec: RolloutSpec, record: Record) {
-        let entry = Arc::new(Entry {
-            spec: spec.clone(),
-            record: Mutex::new(record),
-            reports: Mutex::new(Vec::new()),
+    fn entry_for(&self, spec: RolloutSpec, record: Record) -> Arc<Entry> {
+        let proxies = spec
+            .proxies
+            .iter()
+            .map(|url| ProxySlot {
+                status: ProxyStatus {
+                    url: url.clone(),
+                    version: None,
+                    error: None,
+                    last_answered_at: None,
+                },
+                serves: None,
+                retry_for: None,
+                retry_at: 0,
+                retry_delay: RETRY_FIRST_MS,
+            })
+            .collect();
+        Arc::new(Entry {
+            spec,
+            shared: Mutex::new(Shared {
+                record,
+                generation: 0,
+                proxies,
+            }),
             wake: Notify::new(),
-        });
-        self.entries().insert(spec.name.clone(), Arc::clone(&entry));
-        let controller = Arc::clone(self);
-        tokio::spawn(async move { controller.run(entry).await });
+            task: Mutex::new(None),
+        })
     }
 
-    /// Validates and starts a rollout (replacing a finished one of the same name).
+    fn spawn(self: &Arc<Self>, entry: Arc<Entry>) {
+        let controller = Arc::clone(self);
+        let task = Arc::clone(&entry);
+        let handle = tokio::spawn(async move { controller.run(task).await });
+        *entry.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(handle.abort_handle());
+    }
+
+    /// Validates a spec, checks it against the proxies' tables, and starts it (replacing a
+    /// finished rollout of the same name). Refused while a rollout of that name is active, or
+    /// while another active rollout moves the same route on any of the same proxies.
     pub async fn apply(self: &Arc<Self>, text: &str, format: Format) -> Result<Status, ControlError> {
         let spec = load_rollout(text, format)?;
-        if let Ok(existing) = self.entry(&spec.name)
-            && existing.record.lock().await.state.active()
-        {
-            return Err(ControlError::Active(spec.name));
-        }
+        self.ensure_free(&spec)?;
+        preflight(&self.http, &spec).await?;
         let record = Record {
             spec_text: text.to_owned(),
             spec_is_json: format == Format::Json,
             state: RolloutState::new(self.clock.now_ms()),
             analysis: AnalysisRun::default(),
         };
-        self.store.save(&spec.name, &record)?;
         let name = spec.name.clone();
-        self.spawn(spec, record);
+        let entry = self.entry_for(spec, record);
+        {
+            // Checked again, with the insertion under the same lock: two operators applying at
+            // once cannot both pass.
+            let mut entries = self.entries();
+            self.ensure_free_in(&entries, &entry.spec)?;
+            self.store.save(&name, &entry.lock().record)?;
+            if let Some(old) = entries.insert(name.clone(), Arc::clone(&entry)) {
+                old.stop();
+            }
+        }
+        self.spawn(entry);
         self.status(&name).await
     }
 
-    /// Applies an operator's command.
+    fn ensure_free(&self, spec: &RolloutSpec) -> Result<(), ControlError> {
+        self.ensure_free_in(&self.entries(), spec)
+    }
+
+    fn ensure_free_in(&self, entries: &BTreeMap<String, Arc<Entry>>, spec: &RolloutSpec) -> Result<(), ControlError> {
+        for (name, other) in entries {
+            if !other.lock().record.state.active() {
+                continue;
+            }
+            if *name == spec.name {
+                return Err(ControlError::Active(name.clone()));
+            }
+            let shares_a_proxy = other.spec.proxies.iter().any(|p| spec.proxies.contains(p));
+            if other.spec.route == spec.route && shares_a_proxy {
+                return Err(ControlError::RouteTaken {
+                    route: spec.route.to_string(),
+                    holder: name.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies an operator's command; the status returned is the state after it. Answered at
+    /// once: it waits for no network call (async only to keep the API's shape).
     pub async fn command(&self, name: &str, cmd: Command) -> Result<Status, ControlError> {
         let entry = self.entry(name)?;
         {
-            let mut record = entry.record.lock().await;
-            let mut next = record.clone();
-            next.state.command(&entry.spec, cmd, self.clock.now_ms())?;
+            let mut shared = entry.lock();
+            let mut next = shared.record.clone();
+            let now = self.clock.now_ms();
+            next.state.command(&entry.spec, cmd, now)?;
             if cmd == Command::Retry {
                 next.analysis = AnalysisRun::default();
             }
+            if let Command::Resume = cmd {
+                for run in [
+                    next.analysis.background_run.as_mut(),
+                    next.analysis.step_run.as_mut().map(|s| &mut s.run),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    run.tracker.resume();
+                }
+            }
             self.store.save(name, &next)?;
-            *record = next;
+            let before = shared.record.state.events.len();
+            shared.record = next;
+            shared.generation += 1;
+            self.notify(&entry.spec, &shared.record.state, before);
         }
         entry.wake.notify_one();
         self.status(name).await
     }
 
+    /// Removes a rollout that is no longer active (aborted or completed), its state included.
+    pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
+        let mut entries = self.entries();
+        let entry = entries
+            .get(name)
+            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+        let phase = entry.lock().record.state.phase;
+        if matches!(phase, Phase::Progressing | Phase::Paused) {
+            return Err(ControlError::Refused(Refused(format!(
+                "rollout {name:?} is {phase:?}; abort it (or let it finish) before deleting it"
+            ))));
+        }
+        self.store.remove(name)?;
+        if let Some(entry) = entries.remove(name) {
+            entry.stop();
+        }
+        Ok(())
+    }
+
     /// A rollout's status.
     pub async fn status(&self, name: &str) -> Result<Status, ControlError> {
         let entry = self.entry(name)?;
-        let record = entry.record.lock().await;
+        let shared = entry.lock();
+        Ok(self.status_of(name, &entry.spec, &shared))
+    }
+
+    fn status_of(&self, name: &str, spec: &RolloutSpec, shared: &Shared) -> Status {
+        let record = &shared.record;
         let state = &record.state;
-        let steps = crate::plan::steps(&entry.spec).len();
-        Ok(Status {
+        let now = self.clock.now_ms();
+        Status {
             name: name.to_owned(),
-            route: entry.spec.route.to_string(),
+            route: spec.route.to_string(),
             phase: state.phase,
             step: state.step,
-            steps,
+            steps: crate::plan::steps(spec).len(),
             weight: state.traffic.candidate_weight,
             confirmed_weight: state.confirmed.as_ref().map(|t| t.candidate_weight),
             message: state.message.clone(),
             abort: state.abort.clone(),
-            proxies: entry.reports.lock().await.clone(),
+            degraded: degraded(spec, state, &shared.statuses(), now),
+            proxies: shared.statuses(),
             tracks: record.analysis.tracks.clone(),
+            tracks_observed_at: record.analysis.tracks_at,
+            tracks_age_ms: record.analysis.tracks_at.map(|at| now.saturating_sub(at)),
             analysis: record.analysis.last.clone(),
-        })
+        }
     }
 
     /// Every rollout's status, by name.
     pub async fn list(&self) -> Vec<Status> {
-        let names: Vec<String> = self.entries().keys().cloned().collect();
-        let mut out = Vec::new();
-        for name in names {
-            if let Ok(s) = self.status(&name).await {
-                out.push(s);
-            }
-        }
-        out
+        let entries: Vec<(String, Arc<Entry>)> =
+            self.entries().iter().map(|(n, e)| (n.clone(), Arc::clone(e))).collect();
+        entries
+            .iter()
+            .map(|(name, entry)| self.status_of(name, &entry.spec, &entry.lock()))
+            .collect()
     }
 
     /// A rollout's history.
     pub async fn history(&self, name: &str) -> Result<Vec<Event>, ControlError> {
         let entry = self.entry(name)?;
-        Ok(entry.record.lock().await.state.events.clone())
+        let events = entry.lock().record.state.events.clone();
+        Ok(events)
     }
 
     async fn run(self: Arc<Self>, entry: Arc<Entry>) {
-        let interval = entry
-            .spec
-            .analysis
-            .as_ref()
-            .map_or(Duration::from_secs(1), |a| a.interval)
-            .min(Duration::from_secs(1));
         loop {
-            // A finished rollout keeps its task: `undo` or `retry` can make it act again, and a
-            // settled, finished rollout costs one lock a second and no I/O.
-            self.tick(&entry).await;
+            let work = self.plan(&entry);
+            if work.publish.is_none() && work.observe.is_empty() {
+                // A finished rollout keeps its task, asleep until `undo` or `retry` wakes it.
+                let sleep = async {
+                    match work.wake_at {
+                        Some(at) => self.clock.sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    () = sleep => {}
+                    () = entry.wake.notified() => {}
+                }
+                continue;
+            }
+            let publish = async {
+                if let Some((traffic, to)) = &work.publish {
+                    self.publish(&entry, traffic, to).await;
+                }
+            };
+            let observe = self.observe(&entry, &work.observe);
+            // A command (or a verdict that changed the traffic) wakes the task: the calls still
+            // in flight are dropped and the next round starts from the new state.
             tokio::select! {
-                () = tokio::time::sleep(interval) => {}
+                _ = async { tokio::join!(publish, observe) } => {}
                 () = entry.wake.notified() => {}
             }
         }
     }
 
-    /// One round for one rollout.
-    async fn tick(&self, entry: &Entry) {
+    /// Under the lock, no I/O: takes every step that can be taken now, starts the analyses that
+    /// begin now, applies the progress deadline, persists what changed, and says what the task
+    /// does next.
+    fn plan(&self, entry: &Entry) -> Work {
         let spec = &entry.spec;
-        let mut record = entry.record.lock().await;
-        let before = record.state.clone();
+        let mut guard = entry.lock();
+        let Shared { record, proxies, .. } = &mut *guard;
         let now = self.clock.now_ms();
+        let before = record.state.clone();
 
         if record.state.active() {
-            self.analyze(spec, &mut record, now).await;
+            begin_analyses(spec, record, now);
         }
-        let step_passed = record.analysis.step_passed == Some(record.state.step);
-        record.state.advance(spec, now, step_passed);
-        // Persist a decision before acting on it: an abort decided here must survive a crash
-        // between publishing it and saving it, or a restart would publish the old weight again.
+        let evidence = evidence(spec, record);
+        record.state.advance(spec, now, evidence);
+        if record.state.active() {
+            begin_analyses(spec, record, now);
+        }
+        let settled = record.state.settled();
+        match (settled, record.state.pending_since) {
+            (true, Some(_)) => record.state.pending_since = None,
+            (false, None) => record.state.pending_since = Some(now),
+            _ => {}
+        }
+        if let Some(d) = degraded(spec, &record.state, &statuses(proxies), now) {
+            let already = record
+                .state
+                .events
+                .iter()
+                .rev()
+                .take_while(|e| e.kind != EventKind::Step)
+                .any(|e| e.kind == EventKind::Degraded);
+            if spec.progress_deadline_abort && record.state.phase != Phase::Aborted {
+                tracing::warn!(rollout = %spec.name, "aborting: {}", d.message);
+                record.state.abort(
+                    now,
+                    format!("progress deadline: {}", d.message),
+                    serde_json::Value::Null,
+                    now,
+                );
+            } else if !already {
+                tracing::warn!(rollout = %spec.name, "{}", d.message);
+                record.state.events.push(Event {
+                    at: now,
+                    kind: EventKind::Degraded,
+                    message: d.message,
+                });
+            }
+        }
         if record.state != before {
-            self.save(&spec.name, &record);
+            self.save(&spec.name, record);
+            self.notify(spec, &record.state, before.events.len());
         }
 
+        let traffic = record.state.traffic.clone();
+        let mut wake_at: Option<u64> = None;
+        let mut at = |t: Option<u64>| {
+            if let Some(t) = t {
+                wake_at = Some(wake_at.map_or(t, |w| w.min(t)));
+            }
+        };
+        let mut publish = None;
         if !record.state.settled() {
-            // An abort goes out before anything else, to every proxy at once.
-            let traffic = record.state.traffic.clone();
-            let reports = publish_all(&self.http, spec, &traffic).await;
-            if reports.iter().all(|r| r.error.is_none()) {
-                let now = self.clock.now_ms();
+            if proxies.iter().all(|p| p.serves.as_ref() == Some(&traffic)) {
+                // Every proxy confirmed it, one by one: take the steps that this allows at once.
+                let before = record.state.clone();
                 record.state.confirm(traffic, now);
-                record.state.advance(spec, now, step_passed);
-            } else {
-                for r in reports.iter().filter(|r| r.error.is_some()) {
-                    tracing::warn!(rollout = %spec.name, proxy = %r.url, error = ?r.error, "proxy did not confirm");
+                self.save(&spec.name, record);
+                self.notify(spec, &record.state, before.events.len());
+                return Work {
+                    publish: None,
+                    observe: Vec::new(),
+                    wake_at: Some(now),
+                };
+            }
+            let mut to = Vec::new();
+            for (i, p) in proxies.iter_mut().enumerate() {
+                if p.serves.as_ref() == Some(&traffic) {
+                    continue;
+                }
+                if p.retry_for.as_ref() != Some(&traffic) {
+                    p.retry_for = Some(traffic.clone());
+                    p.retry_at = 0;
+                    p.retry_delay = RETRY_FIRST_MS;
+                }
+                if p.retry_at <= now {
+                    to.push(i);
+                } else {
+                    at(Some(p.retry_at));
                 }
             }
-            *entry.reports.lock().await = reports;
-        }
-
-        if record.state != before {
-            self.save(&spec.name, &record);
-            if let Some(url) = &spec.notify {
-                let fresh: Vec<Event> =
-                    record.state.events[before.events.len().min(record.state.events.len())..].to_vec();
-                self.notify(url, spec, &record.state, fresh);
+            if !to.is_empty() {
+                publish = Some((traffic, to));
             }
         }
+        let observe = due_analyses(spec, record, now);
+        if record.state.active() {
+            at(record.state.pause_until);
+            let measuring = |r: &Run| r.tracker.ended().is_none();
+            if spec.analysis.is_some() {
+                at(record
+                    .analysis
+                    .background_run
+                    .as_ref()
+                    .filter(|r| measuring(r))
+                    .map(|r| r.next_at));
+            }
+            at(record
+                .analysis
+                .step_run
+                .as_ref()
+                .filter(|s| s.step == record.state.step && measuring(&s.run))
+                .map(|s| s.run.next_at));
+            // The progress deadline, unless it has passed (then the condition is set already).
+            at(record
+                .state
+                .pending_since
+                .map(|t| t.saturating_add(millis(spec.progress_deadline)))
+                .filter(|t| *t > now));
+        }
+        Work {
+            publish,
+            observe,
+            wake_at,
+        }
+    }
+
+    /// Publishes `traffic` to the proxies `to` at once, one attempt each, keeping each answer
+    /// as it comes; a proxy that does not confirm is tried again later, with backoff.
+    async fn publish(&self, entry: &Entry, traffic: &Traffic, to: &[usize]) {
+        let spec = &entry.spec;
+        let mut set = JoinSet::new();
+        for &i in to {
+            let (http, spec, traffic, url) = (
+                self.http.clone(),
+                spec.clone(),
+                traffic.clone(),
+                spec.proxies[i].clone(),
+            );
+            set.spawn(async move { (i, publish_one(&http, &url, &spec, &traffic).await) });
+        }
+        while let Some(Ok((i, result))) = set.join_next().await {
+            let now = self.clock.now_ms();
+            let mut shared = entry.lock();
+            if shared.record.state.traffic != *traffic {
+                return;
+            }
+            let slot = &mut shared.proxies[i];
+            match result {
+                Ok(version) => {
+                    if slot.status.error.is_some() {
+                        tracing::info!(rollout = %spec.name, proxy = %slot.status.url, "the proxy confirms again");
+                    }
+                    slot.serves = Some(traffic.clone());
+                    slot.status.version = Some(version);
+                    slot.status.error = None;
+                    slot.status.last_answered_at = Some(now);
+                    slot.retry_delay = RETRY_FIRST_MS;
+                }
+                Err(e) => {
+                    slot.serves = None;
+                    slot.status.version = None;
+                    note_error(spec, &mut slot.status, e.to_string());
+                    slot.retry_at = now.saturating_add(slot.retry_delay);
+                    slot.retry_delay = (slot.retry_delay * 2).min(RETRY_MAX_MS);
+                }
+            }
+            if shared.proxies.iter().all(|p| p.serves.as_ref() == Some(traffic)) {
+                // Every proxy serves it: the next round takes the steps this allows.
+                entry.wake.notify_one();
+            }
+        }
+    }
+
+    /// Reads the proxies' stats for each due analysis and judges them; dropped when a command
+    /// wakes the task, and not judged when a command came in between.
+    async fn observe(&self, entry: &Entry, due: &[Due]) {
+        let spec = &entry.spec;
+        let generation = entry.lock().generation;
+        for d in due {
+            let window = if d.start_only {
+                Duration::from_secs(1)
+            } else {
+                d.spec.window
+            };
+            let answers = observe_each(&self.http, spec, window, Some(d.began_at)).await;
+            let now = self.clock.now_ms();
+            let mut guard = entry.lock();
+            let shared = &mut *guard;
+            if shared.generation != generation {
+                return;
+            }
+            for (slot, (_, answer)) in shared.proxies.iter_mut().zip(&answers) {
+                match answer {
+                    Ok(_) => {
+                        slot.status.last_answered_at = Some(now);
+                        if slot.status.version.is_some() {
+                            slot.status.error = None;
+                        }
+                    }
+                    Err(e) => note_error(spec, &mut slot.status, e.to_string()),
+                }
+            }
+            let before = shared.record.state.clone();
+            self.judge(spec, &mut shared.record, d, &answers, now);
+            if shared.record.state != before || !d.start_only {
+                self.save(&spec.name, &shared.record);
+                self.notify(spec, &shared.record.state, before.events.len());
+            }
+            if shared.record.state.traffic != before.traffic || shared.record.state.phase != before.phase {
+                // An abort or a pause: act on it now rather than after the round's other calls.
+                entry.wake.notify_one();
+                return;
+            }
+        }
+    }
+
+    /// Applies one due analysis's observation to the record.
+    fn judge(
+        &self,
+        spec: &RolloutSpec,
+        record: &mut Record,
+        due: &Due,
+        answers: &[(String, Result<Observed, ObserveError>)],
+        now: u64,
+    ) {
+        let step = record.state.step;
+        let run = match due.which {
+            Which::Background => record.analysis.background_run.as_mut(),
+            Which::Step(i) => record
+                .analysis
+                .step_run
+                .as_mut()
+                .filter(|s| s.step == i && s.run.began_at == due.began_at)
+                .map(|s| &mut s.run),
+        };
+        let Some(run) = run else { return };
+        let answered: Vec<(&str, &Observed)> = answers
+            .iter()
+            .filter_map(|(url, a)| a.as_ref().ok().map(|o| (url.as_str(), o)))
+            .collect();
+        let totals = answered.iter().map(|(url, o)| (*url, o.totals));
+        if due.start_only {
+            if !answered.is_empty() {
+                let mut since = Since::default();
+                since.advance(totals);
+                run.since = Some(since);
+            }
+            return;
+        }
+        let merged = answered.iter().fold(None::<Observed>, |acc, (_, o)| match acc {
+            None => Some((*o).clone()),
+            Some(mut m) => {
+                m.merge(o);
+                Some(m)
+            }
+        });
+        run.measured(&due.spec, now);
+        let (verdict, m) = match &merged {
+            Some(o) => {
+                let since = run.since.get_or_insert_with(Since::default);
+                let cumulative = since.advance(totals);
+                let m = crate::analyze::measure(
+                    &due.spec,
+                    &Observation {
+                        candidate: sample(&o.candidate),
+                        baseline: sample(&o.baseline),
+                    },
+                    cumulative,
+                );
+                (run.tracker.record(&m, true), Some(m))
+            }
+            None => {
+                let why: Vec<String> = answers
+                    .iter()
+                    .filter_map(|(_, a)| a.as_ref().err().map(ToString::to_string))
+                    .collect();
+                tracing::warn!(rollout = %spec.name, "no proxy's stats could be read: {}", why.join("; "));
+                (run.tracker.record_unreachable(), None)
+            }
+        };
+        if let Some(o) = &merged {
+            record.analysis.tracks = Some(tracks_view(spec, o));
+            record.analysis.tracks_at = Some(now);
+        }
+        if let Some(m) = &m {
+            record.analysis.last = Some(measurement_json(m));
+            if due.which == Which::Background && m.outcome == Outcome::Pass {
+                let passes = match record.analysis.passes_in_step {
+                    Some((s, n)) if s == step => n + 1,
+                    _ => 1,
+                };
+                record.analysis.passes_in_step = Some((step, passes));
+            }
+        }
+        let origin = match due.which {
+            Which::Background => "analysis".to_owned(),
+            Which::Step(i) => {
+                if verdict == Verdict::Passed {
+                    record.analysis.step_passed = Some(i);
+                }
+                format!("step {} analysis", i + 1)
+            }
+        };
+        act(spec, &mut record.state, verdict, m.as_ref(), now, &origin);
     }
 
     fn save(&self, name: &str, record: &Record) {
         if let Err(e) = self.store.save(name, record) {
-            tracing::error!(rollout = %name, error = %e, "cannot persist the rollout's state");
+            tracing::error!(rollout = %name, "cannot persist the rollout's state: {e}");
         }
     }
 
-    /// Observes and measures the analyses that run now, and acts on their verdicts.
-    async fn analyze(&self, spec: &RolloutSpec, record: &mut Record, now: u64) {
-        let step = record.state.step;
-        let step_spec = record.state.step_analysis(spec);
-        let background = spec.analysis.clone();
-        if background.is_none() && step_spec.is_none() {
-            return;
-        }
-        let window = background
+    /// Sends a webhook for the events after the first `from`, if any is of interest.
+    fn notify(&self, spec: &RolloutSpec, state: &RolloutState, from: usize) {
+        let Some(url) = &spec.notify else { return };
+        let interesting: Vec<&Event> = state
+            .events
+            .get(from..)
+            .unwrap_or_default()
             .iter()
-            .chain(step_spec.iter())
-            .map(|a| a.window)
-            .max()
-            .unwrap_or(Duration::from_secs(10));
-        let observed = observe(&self.http, spec, window).await;
-        if let Ok(o) = &observed {
-            record.analysis.tracks = Some(tracks_view(spec, o));
-        }
-        let run = &mut record.analysis;
-
-        if let Some(analysis) = &background {
-            let since = run
-                .background_since
-                .get_or_insert_with(|| Since::from(totals_of(&observed)));
-            let tracker = run.background.get_or_insert_with(|| Tracker::new(analysis));
-            let (verdict, m) = judge(analysis, tracker, &observed, since);
-            run.last = m.as_ref().map(measurement_json);
-            self.act(spec, &mut record.state, verdict, m.as_ref(), now, "analysis");
-        }
-        if let Some(analysis) = &step_spec
-            && record.state.active()
-        {
-            let run = &mut record.analysis;
-            if run.step.as_ref().is_none_or(|(i, _, _)| *i != step) {
-                run.step = Some((step, Tracker::new(analysis), Since::from(totals_of(&observed))));
-            }
-            if let Some((_, tracker, since)) = &mut run.step {
-                let (verdict, m) = judge(analysis, tracker, &observed, since);
-                if m.is_some() {
-                    run.last = m.as_ref().map(measurement_json);
-                }
-                if verdict == Verdict::Passed {
-                    run.step_passed = Some(step);
-                }
-                let origin = format!("step {step} analysis");
-                self.act(spec, &mut record.state, verdict, m.as_ref(), now, &origin);
-            }
-        }
-    }
-
-    fn act(
-        &self,
-        spec: &RolloutSpec,
-        state: &mut RolloutState,
-        verdict: Verdict,
-        m: Option<&Measurement>,
-        now: u64,
-        origin: &str,
-    ) {
-        if let Some(m) = m
-            && m.outcome == Outcome::Fail
-            && state.first_failure.is_none()
-        {
-            state.first_failure = Some(now);
-        }
-        match verdict {
-            Verdict::Abort { reason } => {
-                let detected = state.first_failure.unwrap_or(now);
-                tracing::warn!(rollout = %spec.name, %reason, "aborting");
-                state.abort(
-                    now,
-                    format!("{origin}: {reason}"),
-                    m.map(measurement_json).unwrap_or_default(),
-                    detected,
-                );
-            }
-            Verdict::PauseInconclusive => {
-                if state.phase == Phase::Progressing {
-                    let _ = state.command(spec, Command::Pause, now);
-                    state.message = format!("{origin}: too many inconclusive measurements; paused");
-                }
-            }
-            Verdict::Continue | Verdict::Passed => {}
-        }
-    }
-
-    fn notify(&self, url: &str, spec: &RolloutSpec, state: &RolloutState, events: Vec<Event>) {
-        let interesting: Vec<Event> = events
-            .into_iter()
-            .filter(|e| matches!(e.kind.as_str(), "step" | "pause" | "promote" | "abort" | "complete"))
+            .filter(|e| e.kind.notifies())
             .collect();
         if interesting.is_empty() {
             return;
@@ -485,13 +957,13 @@ impl Controller {
             "events": interesting,
             "abort": state.abort,
         });
-        let (http, url) = (self.http.clone(), url.to_owned());
+        let (http, url) = (self.http.clone(), url.clone());
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             for attempt in 1..=5 {
                 match http.send_json(http::Method::POST, &url, &[], &body).await {
                     Ok(_) => return,
-                    Err(e) => tracing::warn!(%url, attempt, error = %e, "webhook failed"),
+                    Err(e) => tracing::warn!(attempt, "webhook failed: {e}"),
                 }
                 tokio::time::sleep(delay).await;
                 delay *= 2;
@@ -500,31 +972,248 @@ impl Controller {
     }
 }
 
-/// One measurement and the tracker's verdict; unreachable stats count as errors.
-fn judge(
-    spec: &AnalysisSpec,
-    tracker: &mut Tracker,
-    observed: &Result<Observed, String>,
-    since: &mut Since,
-) -> (Verdict, Option<Measurement>) {
-    match observed {
-        Ok(o) => {
-            let cumulative = since.advance(o.totals);
-            let m = crate::analyze::measure(
-                spec,
-                &Observation {
-                    candidate: sample(&o.candidate),
-                    baseline: sample(&o.baseline),
-                },
-                cumulative,
-            );
-            (tracker.record(&m, true), Some(m))
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "stats unreachable");
-            (tracker.record_unreachable(), None)
+impl Entry {
+    fn stop(&self) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
         }
     }
+}
+
+/// Starts the analyses that begin now: the background analysis once every proxy serves the
+/// candidate some traffic, a step's analysis when the rollout is on that step. Each counts
+/// only requests served from its start on.
+fn begin_analyses(spec: &RolloutSpec, record: &mut Record, now: u64) {
+    let state = &record.state;
+    let run = &mut record.analysis;
+    if let Some(analysis) = &spec.analysis
+        && run.background_run.is_none()
+        && state
+            .confirmed
+            .as_ref()
+            .is_some_and(|t| t.candidate_weight > 0.0 || !t.header_steps.is_empty())
+    {
+        run.background_run = Some(Run::new(analysis, now));
+    }
+    if let Some(analysis) = state.step_analysis(spec)
+        && run.step_run.as_ref().is_none_or(|s| s.step != state.step)
+    {
+        run.step_run = Some(StepRun {
+            step: state.step,
+            run: Run::new(&analysis, now),
+        });
+    }
+}
+
+/// What the analyses say about the current step.
+fn evidence(spec: &RolloutSpec, record: &Record) -> Evidence {
+    let step = record.state.step;
+    let passed_in_step = spec
+        .analysis
+        .as_ref()
+        .map(|_| record.analysis.passes_in_step.is_some_and(|(s, n)| s == step && n > 0));
+    Evidence {
+        step,
+        step_analysis_passed: record.analysis.step_passed == Some(step),
+        passed_in_step,
+    }
+}
+
+/// The analyses that need the proxies' stats now.
+fn due_analyses(spec: &RolloutSpec, record: &Record, now: u64) -> Vec<Due> {
+    if !record.state.active() {
+        return Vec::new();
+    }
+    let mut due = Vec::new();
+    if let (Some(analysis), Some(run)) = (&spec.analysis, &record.analysis.background_run)
+        && run.tracker.ended().is_none()
+        && (run.since.is_none() || run.next_at <= now)
+    {
+        due.push(Due {
+            which: Which::Background,
+            spec: analysis.clone(),
+            began_at: run.began_at,
+            start_only: run.since.is_none() && run.next_at > now,
+        });
+    }
+    if let (Some(analysis), Some(step)) = (record.state.step_analysis(spec), &record.analysis.step_run)
+        && step.step == record.state.step
+        && step.run.tracker.ended().is_none()
+        && (step.run.since.is_none() || step.run.next_at <= now)
+    {
+        due.push(Due {
+            which: Which::Step(step.step),
+            spec: analysis,
+            began_at: step.run.began_at,
+            start_only: step.run.since.is_none() && step.run.next_at > now,
+        });
+    }
+    due
+}
+
+/// The `Degraded` condition, if the traffic has waited past the progress deadline.
+fn degraded(spec: &RolloutSpec, state: &RolloutState, proxies: &[ProxyStatus], now: u64) -> Option<Degraded> {
+    let since = state.pending_since?;
+    if state.settled() || now.saturating_sub(since) < millis(spec.progress_deadline) {
+        return None;
+    }
+    let waiting: Vec<ProxyStatus> = proxies.iter().filter(|p| p.version.is_none()).cloned().collect();
+    let named: Vec<String> = waiting
+        .iter()
+        .map(|p| match &p.error {
+            Some(e) => format!("{} ({e})", p.url),
+            None => p.url.clone(),
+        })
+        .collect();
+    Some(Degraded {
+        since,
+        message: format!(
+            "step {}: {} of {} proxies did not confirm the traffic within the progress deadline ({}): {}",
+            state.step + 1,
+            waiting.len(),
+            proxies.len(),
+            humantime::format_duration(spec.progress_deadline),
+            named.join(", ")
+        ),
+        proxies: waiting,
+    })
+}
+
+/// Keeps a proxy's latest error; a new error is logged once, not on every retry.
+fn note_error(spec: &RolloutSpec, status: &mut ProxyStatus, error: String) {
+    if status.error.as_deref() != Some(error.as_str()) {
+        tracing::warn!(rollout = %spec.name, proxy = %status.url, "{error}");
+    }
+    status.error = Some(error);
+}
+
+/// Acts on an analysis's verdict.
+fn act(
+    spec: &RolloutSpec,
+    state: &mut RolloutState,
+    verdict: Verdict,
+    m: Option<&Measurement>,
+    now: u64,
+    origin: &str,
+) {
+    if let Some(m) = m
+        && m.outcome == Outcome::Fail
+        && state.first_failure.is_none()
+    {
+        state.first_failure = Some(now);
+    }
+    match verdict {
+        Verdict::Abort { reason } => {
+            let detected = state.first_failure.unwrap_or(now);
+            tracing::warn!(rollout = %spec.name, "aborting: {origin}: {reason}");
+            state.abort(
+                now,
+                format!("{origin}: {reason}"),
+                m.map(measurement_json).unwrap_or_default(),
+                detected,
+            );
+        }
+        Verdict::PauseInconclusive => {
+            if state.phase == Phase::Progressing {
+                let _ = state.command(spec, Command::Pause, now);
+                state.message = format!("{origin}: too many inconclusive measurements in a row; paused");
+            }
+        }
+        Verdict::Continue | Verdict::Passed => {}
+    }
+}
+
+/// Checks a spec against the proxies' tables before it starts: the route and both tracks must
+/// exist on every proxy that answers, and at least one must answer. Problems name the spec's
+/// field (`route`, `baseline`, `candidate`, `proxies[i]`).
+async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> {
+    let mut set = JoinSet::new();
+    for (i, url) in spec.proxies.iter().enumerate() {
+        let (http, url) = (http.clone(), url.clone());
+        set.spawn(async move {
+            let routes_url = format!("{}/routes", url.trim_end_matches('/'));
+            (i, url, crate::publish::read(&http, &routes_url).await)
+        });
+    }
+    let mut answers = set.join_all().await;
+    answers.sort_by_key(|(i, _, _)| *i);
+    let mut problems: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    let mut unreachable = Vec::new();
+    for (i, url, answer) in &answers {
+        match answer {
+            Ok((_, routes)) => {
+                for (path, message) in table_problems(spec, routes) {
+                    problems.entry((path, message)).or_default().push(url.clone());
+                }
+            }
+            Err(e) => unreachable.push(FieldError::new(format!("proxies[{i}]"), e.to_string())),
+        }
+    }
+    if unreachable.len() == answers.len() {
+        let mut errors = unreachable;
+        for e in &mut errors {
+            e.message = format!(
+                "{}; no proxy answered, so the spec cannot be checked against their tables",
+                e.message
+            );
+        }
+        return Err(ControlError::Invalid(ConfigErrors(errors)));
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let errors = problems
+        .into_iter()
+        .map(|((path, message), urls)| {
+            let on = if urls.len() == spec.proxies.len() {
+                "on every proxy".to_owned()
+            } else {
+                let mut shown: Vec<&str> = urls.iter().take(3).map(String::as_str).collect();
+                if urls.len() > 3 {
+                    shown.push("…");
+                }
+                format!(
+                    "on {} of {} proxies ({})",
+                    urls.len(),
+                    spec.proxies.len(),
+                    shown.join(", ")
+                )
+            };
+            FieldError::new(path, format!("{message} {on}"))
+        })
+        .collect();
+    Err(ControlError::Invalid(ConfigErrors(errors)))
+}
+
+/// What in one proxy's table does not fit the spec: (field path, message).
+fn table_problems(spec: &RolloutSpec, routes: &[RouteSpec]) -> Vec<(String, String)> {
+    let Some(route) = routes.iter().find(|r| r.name == spec.route) else {
+        let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
+        return vec![(
+            "route".to_owned(),
+            format!(
+                "there is no route {:?} (the routes are {})",
+                spec.route.as_str(),
+                names.join(", ")
+            ),
+        )];
+    };
+    let tracks: Vec<&str> = route.tracks.iter().map(|t| t.name.as_str()).collect();
+    [("baseline", &spec.baseline), ("candidate", &spec.candidate)]
+        .into_iter()
+        .filter(|(_, track)| !route.tracks.iter().any(|t| &t.name == *track))
+        .map(|(field, track)| {
+            (
+                field.to_owned(),
+                format!(
+                    "route {:?} has no track {:?} (its tracks are {})",
+                    spec.route.as_str(),
+                    track.as_str(),
+                    tracks.join(", ")
+                ),
+            )
+        })
+        .collect()
 }
 
 fn sample(w: &TrackWindow) -> Sample {
@@ -534,10 +1223,6 @@ fn sample(w: &TrackWindow) -> Sample {
         latency: w.histogram.clone(),
         seconds: w.window_seconds as f64,
     }
-}
-
-fn totals_of(observed: &Result<Observed, String>) -> Totals {
-    observed.as_ref().map(|o| o.totals).unwrap_or_default()
 }
 
 fn measurement_json(m: &Measurement) -> serde_json::Value {

@@ -1,5 +1,7 @@
-//! Observing a rollout: every proxy's `/stats` for the route, merged exactly (counts add,
-//! histograms merge), for the baseline and the candidate.
+//! Observing a rollout: every proxy's `/stats` for the route, at once, each proxy's answer kept
+//! apart (so that one that does not answer is reported, and lifetime totals are compared proxy
+//! by proxy), then merged exactly (counts add, histograms merge) for the baseline and the
+//! candidate.
 
 use std::time::Duration;
 
@@ -7,90 +9,102 @@ use switchyard_config::rollout::RolloutSpec;
 use switchyard_config::stats::{StatsDocument, TrackWindow};
 use tokio::task::JoinSet;
 
-use crate::http::Http;
+use crate::analyze::Counts;
+use crate::http::{CallError, Http};
 
-/// Both tracks over the window, merged across proxies, with lifetime totals.
+/// Both tracks over the window, from one proxy or merged across proxies, with lifetime totals.
 #[derive(Debug, Clone)]
 pub struct Observed {
     /// The baseline track.
     pub baseline: TrackWindow,
     /// The candidate track.
     pub candidate: TrackWindow,
-    /// Lifetime counts, summed over proxies.
-    pub totals: Totals,
+    /// Requests and errors of both tracks since the proxy started (summed, when merged).
+    pub totals: Counts,
 }
 
-/// Requests and errors since each proxy started, summed over proxies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Totals {
-    /// Candidate requests.
-    pub candidate_requests: u64,
-    /// Candidate errors.
-    pub candidate_errors: u64,
-    /// Baseline requests.
-    pub baseline_requests: u64,
-    /// Baseline errors.
-    pub baseline_errors: u64,
-}
-
-impl Totals {
-    /// The counts since `earlier` (zero where a proxy restart made a total fall).
-    pub fn since(&self, earlier: &Totals) -> Totals {
-        Totals {
-            candidate_requests: self.candidate_requests.saturating_sub(earlier.candidate_requests),
-            candidate_errors: self.candidate_errors.saturating_sub(earlier.candidate_errors),
-            baseline_requests: self.baseline_requests.saturating_sub(earlier.baseline_requests),
-            baseline_errors: self.baseline_errors.saturating_sub(earlier.baseline_errors),
-        }
+impl Observed {
+    /// Adds another proxy's observation of the same window.
+    pub fn merge(&mut self, other: &Observed) {
+        self.baseline.merge(&other.baseline);
+        self.candidate.merge(&other.candidate);
+        self.totals += other.totals;
     }
 }
 
-/// Reads every proxy's stats over `window` and merges them. Fails if any proxy's stats cannot
-/// be had: a measurement over part of the fleet could hide a bad proxy.
-pub async fn observe(http: &Http, spec: &RolloutSpec, window: Duration) -> Result<Observed, String> {
+/// Why a proxy's stats could not be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ObserveError {
+    /// The proxy did not answer, or not with 200 and JSON.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The answer is not a stats document with the rollout's route and tracks.
+    #[error("{url}: {detail}")]
+    Document {
+        /// The stats URL.
+        url: String,
+        /// What is wrong with it.
+        detail: String,
+    },
+}
+
+/// One proxy's stats over `window`, counting only requests served at or after `since` (unix
+/// ms) when given.
+pub async fn observe_one(
+    http: &Http,
+    spec: &RolloutSpec,
+    proxy: &str,
+    window: Duration,
+    since: Option<u64>,
+) -> Result<Observed, ObserveError> {
+    let mut url = format!(
+        "{}/stats?window={}s",
+        proxy.trim_end_matches('/'),
+        window.as_secs().max(1)
+    );
+    if let Some(since) = since {
+        url.push_str(&format!("&since={since}"));
+    }
+    let raw = http.get_json(&url).await?;
+    let bad = |detail: String| ObserveError::Document {
+        url: url.clone(),
+        detail,
+    };
+    let doc: StatsDocument = serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
+    let track = |name: &str| doc.track(spec.route.as_str(), name).map_err(|e| bad(e.to_string()));
+    let total = |name: &str, field: &str| {
+        raw["routes"][spec.route.as_str()]["tracks"][name][field]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    Ok(Observed {
+        baseline: track(spec.baseline.as_str())?,
+        candidate: track(spec.candidate.as_str())?,
+        totals: Counts {
+            candidate_requests: total(spec.candidate.as_str(), "totalRequests"),
+            candidate_errors: total(spec.candidate.as_str(), "totalErrors"),
+            baseline_requests: total(spec.baseline.as_str(), "totalRequests"),
+            baseline_errors: total(spec.baseline.as_str(), "totalErrors"),
+        },
+    })
+}
+
+/// Every proxy's stats at once, in spec order, each with its own result.
+pub async fn observe_each(
+    http: &Http,
+    spec: &RolloutSpec,
+    window: Duration,
+    since: Option<u64>,
+) -> Vec<(String, Result<Observed, ObserveError>)> {
     let mut set = JoinSet::new();
-    for url in &spec.proxies {
-        let stats_url = format!(
-            "{}/stats?window={}s",
-            url.trim_end_matches('/'),
-            window.as_secs().max(1)
-        );
-        let http = http.clone();
-        set.spawn(async move { (stats_url.clone(), http.get_json(&stats_url).await) });
-    }
-    let mut merged: Option<Observed> = None;
-    for (url, answer) in set.join_all().await {
-        let raw = answer.map_err(|e| e.to_string())?;
-        let doc: StatsDocument = serde_json::from_value(raw.clone()).map_err(|e| format!("{url}: {e}"))?;
-        let track = |name: &str| doc.track(spec.route.as_str(), name).map_err(|e| format!("{url}: {e}"));
-        let total = |name: &str, field: &str| {
-            raw["routes"][spec.route.as_str()]["tracks"][name][field]
-                .as_u64()
-                .unwrap_or(0)
-        };
-        let one = Observed {
-            baseline: track(spec.baseline.as_str())?,
-            candidate: track(spec.candidate.as_str())?,
-            totals: Totals {
-                candidate_requests: total(spec.candidate.as_str(), "totalRequests"),
-                candidate_errors: total(spec.candidate.as_str(), "totalErrors"),
-                baseline_requests: total(spec.baseline.as_str(), "totalRequests"),
-                baseline_errors: total(spec.baseline.as_str(), "totalErrors"),
-            },
-        };
-        merged = Some(match merged {
-            None => one,
-            Some(mut m) => {
-                m.baseline.merge(&one.baseline);
-                m.candidate.merge(&one.candidate);
-                m.totals.candidate_requests += one.totals.candidate_requests;
-                m.totals.candidate_errors += one.totals.candidate_errors;
-                m.totals.baseline_requests += one.totals.baseline_requests;
-                m.totals.baseline_errors += one.totals.baseline_errors;
-                m
-            }
+    for (i, url) in spec.proxies.iter().enumerate() {
+        let (http, spec, url) = (http.clone(), spec.clone(), url.clone());
+        set.spawn(async move {
+            let answer = observe_one(&http, &spec, &url, window, since).await;
+            (i, url, answer)
         });
     }
-    merged.ok_or_else(|| "the rollout names no proxy".to_owned())
+    let mut answers = set.join_all().await;
+    answers.sort_by_key(|(i, _, _)| *i);
+    answers.into_iter().map(|(_, url, answer)| (url, answer)).collect()
 }

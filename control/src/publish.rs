@@ -29,49 +29,83 @@ const ATTEMPTS: u32 = 3;
 /// The first backoff; doubled on each attempt.
 const BACKOFF: Duration = Duration::from_millis(100);
 
+/// Publishes `traffic` to one proxy, retrying with backoff within the round: its report.
+pub async fn publish_with_retries(http: &Http, url: &str, spec: &RolloutSpec, traffic: &Traffic) -> ProxyReport {
+    let mut delay = BACKOFF;
+    let mut result = publish_one(http, url, spec, traffic).await;
+    for _ in 1..ATTEMPTS {
+        // A plan error (no such route or track) will not mend by retrying within the round.
+        if matches!(result, Ok(_) | Err(PublishError::Plan { .. })) {
+            break;
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+        result = publish_one(http, url, spec, traffic).await;
+    }
+    match result {
+        Ok(version) => ProxyReport {
+            url: url.to_owned(),
+            version: Some(version),
+            error: None,
+        },
+        Err(e) => ProxyReport {
+            url: url.to_owned(),
+            version: None,
+            error: Some(e.to_string()),
+        },
+    }
+}
+
 /// Publishes `traffic` to every proxy at once; returns one report per proxy, in spec order.
 pub async fn publish_all(http: &Http, spec: &RolloutSpec, traffic: &Traffic) -> Vec<ProxyReport> {
     let mut set = JoinSet::new();
     for (i, url) in spec.proxies.iter().enumerate() {
         let (http, spec, traffic, url) = (http.clone(), spec.clone(), traffic.clone(), url.clone());
-        set.spawn(async move {
-            let mut delay = BACKOFF;
-            let mut result = publish_one(&http, &url, &spec, &traffic).await;
-            for _ in 1..ATTEMPTS {
-                if result.is_ok() {
-                    break;
-                }
-                tokio::time::sleep(delay).await;
-                delay *= 2;
-                result = publish_one(&http, &url, &spec, &traffic).await;
-            }
-            let report = match result {
-                Ok(version) => ProxyReport {
-                    url,
-                    version: Some(version),
-                    error: None,
-                },
-                Err(e) => ProxyReport {
-                    url,
-                    version: None,
-                    error: Some(e),
-                },
-            };
-            (i, report)
-        });
+        set.spawn(async move { (i, publish_with_retries(&http, &url, &spec, &traffic).await) });
     }
     let mut reports: Vec<(usize, ProxyReport)> = set.join_all().await;
     reports.sort_by_key(|(i, _)| *i);
     reports.into_iter().map(|(_, r)| r).collect()
 }
 
+/// Why a proxy did not confirm a publish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The proxy did not answer as its admin API does.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// The proxy's table cannot carry the rollout (no such route or track).
+    #[error("{url}: {source}")]
+    Plan {
+        /// The proxy's `/routes` URL.
+        url: String,
+        /// What is missing.
+        source: plan::PlanError,
+    },
+    /// The proxy answered, but not with what it was asked to serve.
+    #[error("{url}: {detail}")]
+    Unconfirmed {
+        /// The proxy's `/routes` URL.
+        url: String,
+        /// What it said instead.
+        detail: String,
+    },
+}
+
 /// Makes one proxy serve `traffic` and confirms it; returns the confirmed table version.
-pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &Traffic) -> Result<u64, String> {
+pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &Traffic) -> Result<u64, PublishError> {
     let routes_url = format!("{}/routes", url.trim_end_matches('/'));
+    let unconfirmed = |detail: String| PublishError::Unconfirmed {
+        url: routes_url.clone(),
+        detail,
+    };
     // A concurrent writer can move the version between read and write: read again then.
     for _ in 0..5 {
         let (version, routes) = read(http, &routes_url).await?;
-        let planned = plan::apply(&routes, spec, traffic).map_err(|e| e.to_string())?;
+        let planned = plan::apply(&routes, spec, traffic).map_err(|source| PublishError::Plan {
+            url: routes_url.clone(),
+            source,
+        })?;
         if planned == routes {
             return Ok(version);
         }
@@ -83,7 +117,7 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
             Ok(answer) => {
                 let published = answer["version"]
                     .as_u64()
-                    .ok_or("PUT /routes answered without a version")?;
+                    .ok_or_else(|| unconfirmed("PUT /routes answered without a version".to_owned()))?;
                 // Confirm by reading back: the version in force and our route as planned.
                 let (now, routes) = read(http, &routes_url).await?;
                 let ours = |rs: &[RouteSpec]| rs.iter().find(|r| r.name == spec.route).cloned();
@@ -91,22 +125,30 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
                     return Ok(now);
                 }
                 if now < published {
-                    return Err(format!("published version {published} but the proxy serves {now}"));
+                    return Err(unconfirmed(format!(
+                        "published version {published} but the proxy serves version {now}"
+                    )));
                 }
             }
             Err(CallError::Status { status, .. }) if status == http::StatusCode::CONFLICT => continue,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err("the table kept changing under us (409 five times)".to_owned())
+    Err(unconfirmed(
+        "the table kept changing while it was published (409 Conflict five times)".to_owned(),
+    ))
 }
 
-/// A proxy's table: version and routes.
-async fn read(http: &Http, routes_url: &str) -> Result<(u64, Vec<RouteSpec>), String> {
-    let doc = http.get_json(routes_url).await.map_err(|e| e.to_string())?;
+/// A proxy's table: version and routes, from its `/routes` URL.
+pub async fn read(http: &Http, routes_url: &str) -> Result<(u64, Vec<RouteSpec>), PublishError> {
+    let unreadable = |detail: String| PublishError::Unconfirmed {
+        url: routes_url.to_owned(),
+        detail,
+    };
+    let doc = http.get_json(routes_url).await?;
     let version = doc["version"]
         .as_u64()
-        .ok_or("GET /routes answered without a version")?;
-    let table = load_routes(&doc.to_string(), Format::Json, version).map_err(|e| e.to_string())?;
+        .ok_or_else(|| unreadable("GET /routes answered without a version".to_owned()))?;
+    let table = load_routes(&doc.to_string(), Format::Json, version).map_err(|e| unreadable(e.to_string()))?;
     Ok((version, table.spec().to_vec()))
 }

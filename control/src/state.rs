@@ -35,15 +35,56 @@ pub struct AbortRecord {
     pub confirmed_at: Option<u64>,
 }
 
+/// What happened, in one word, as the history and webhooks name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum EventKind {
+    /// The rollout was applied.
+    Apply,
+    /// A step changed the traffic.
+    Step,
+    /// The rollout paused: a pause step, an operator, or too little evidence.
+    Pause,
+    /// An operator's pause was released, or the evidence a held pause waited for arrived.
+    Resume,
+    /// An operator promoted past a pause or to the end.
+    Promote,
+    /// Traffic went back to the baseline.
+    Abort,
+    /// Every step done.
+    Complete,
+    /// An operator set the candidate's weight.
+    Weight,
+    /// An operator went back to the previous traffic.
+    Undo,
+    /// An aborted rollout started again.
+    Retry,
+    /// Every proxy confirmed the traffic.
+    Confirmed,
+    /// A step's analysis passed.
+    Analysis,
+    /// The progress deadline passed with proxies that had not confirmed.
+    Degraded,
+}
+
+impl EventKind {
+    /// Whether a webhook hears of it.
+    pub fn notifies(self) -> bool {
+        matches!(
+            self,
+            Self::Step | Self::Pause | Self::Promote | Self::Abort | Self::Complete | Self::Degraded
+        )
+    }
+}
+
 /// One entry of a rollout's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Event {
     /// When (ms since epoch).
     pub at: u64,
-    /// What kind: `step`, `pause`, `resume`, `promote`, `abort`, `complete`, `weight`, `undo`,
-    /// `retry`, `confirmed`, `analysis`.
-    pub kind: String,
+    /// What kind.
+    pub kind: EventKind,
     /// Details.
     pub message: String,
 }
@@ -78,6 +119,27 @@ pub struct RolloutState {
     pub events: Vec<Event>,
     /// When the rollout was applied (ms since epoch).
     pub started_at: u64,
+    /// Since when the proxies have been asked to serve [`Self::traffic`] without all confirming
+    /// it (ms since epoch); `None` while settled. The progress deadline counts from here.
+    #[serde(default)]
+    pub pending_since: Option<u64>,
+    /// Held at the end of a timed pause because no measurement of the rollout's analysis
+    /// passed during it: it goes on by itself once one passes, or on `promote`.
+    #[serde(default)]
+    pub held_for_evidence: bool,
+}
+
+/// What the analyses tell [`RolloutState::advance`] about step [`Self::step`] (0-based);
+/// another step is told nothing yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// The step this is about.
+    pub step: usize,
+    /// Its analysis passed (an analysis step).
+    pub step_analysis_passed: bool,
+    /// For the rollout's background analysis, whether a measurement passed since the current
+    /// step began; `None` without a background analysis (then pauses need no evidence).
+    pub passed_in_step: Option<bool>,
 }
 
 /// An operator's command.
@@ -124,15 +186,17 @@ impl RolloutState {
             first_failure: None,
             events: Vec::new(),
             started_at: now,
+            pending_since: None,
+            held_for_evidence: false,
         };
-        s.event(now, "apply", "rollout applied");
+        s.event(now, EventKind::Apply, "rollout applied");
         s
     }
 
-    fn event(&mut self, at: u64, kind: &str, message: impl Into<String>) {
+    fn event(&mut self, at: u64, kind: EventKind, message: impl Into<String>) {
         self.events.push(Event {
             at,
-            kind: kind.to_owned(),
+            kind,
             message: message.into(),
         });
     }
@@ -156,22 +220,46 @@ impl RolloutState {
 
     /// Takes every step that can be taken at `now`. Each step starts only once every proxy
     /// confirmed the traffic of the steps before it, so no step is skipped and a pause never
-    /// counts time during which the traffic was not yet in place.
-    pub fn advance(&mut self, spec: &RolloutSpec, now: u64, step_analysis_passed: bool) {
+    /// counts time during which the traffic was not yet in place. A timed pause ends only with
+    /// evidence: when the rollout has a background analysis and none of its measurements
+    /// passed during the pause, the rollout holds (paused) until one does, or until `promote`.
+    /// Steps are numbered from 1 in messages, as people count them.
+    pub fn advance(&mut self, spec: &RolloutSpec, now: u64, evidence: Evidence) {
         let steps = steps(spec);
+        let told = |n: usize| {
+            if evidence.step == n {
+                evidence
+            } else {
+                Evidence::default()
+            }
+        };
+        if self.held_for_evidence
+            && self.phase == Phase::Paused
+            && !self.paused_by_operator
+            && told(self.step).passed_in_step == Some(true)
+        {
+            self.held_for_evidence = false;
+            self.phase = Phase::Progressing;
+            self.event(
+                now,
+                EventKind::Resume,
+                format!("step {}: a measurement passed; going on", self.step + 1),
+            );
+        }
         while self.phase == Phase::Progressing {
             let Some(step) = steps.get(self.step) else {
                 self.set_traffic(Traffic::candidate());
                 self.phase = Phase::Completed;
                 self.message = "completed: the candidate has all traffic".to_owned();
-                self.event(now, "complete", "every step done; candidate at 100%");
+                self.event(now, EventKind::Complete, "every step done; candidate at 100%");
                 return;
             };
             let n = self.step;
+            let shown = n + 1;
             // Every step starts from traffic every proxy confirmed, so no change is skipped:
             // consecutive weights are each served before the next.
             if !self.settled() {
-                self.message = format!("step {n}: waiting for every proxy to confirm");
+                self.message = format!("step {shown}: waiting for every proxy to confirm");
                 return;
             }
             match step {
@@ -179,8 +267,8 @@ impl RolloutState {
                     let mut t = self.traffic.clone();
                     t.candidate_weight = *w;
                     self.set_traffic(t);
-                    self.message = format!("step {n}: candidate weight {w}%");
-                    self.event(now, "step", self.message.clone());
+                    self.message = format!("step {shown}: candidate weight {w}%");
+                    self.event(now, EventKind::Step, self.message.clone());
                     self.step += 1;
                 }
                 Step::SetHeaderRoute(_) => {
@@ -189,26 +277,38 @@ impl RolloutState {
                         t.header_steps.push(n);
                     }
                     self.set_traffic(t);
-                    self.message = format!("step {n}: header route to the candidate");
-                    self.event(now, "step", self.message.clone());
+                    self.message = format!("step {shown}: header route to the candidate");
+                    self.event(now, EventKind::Step, self.message.clone());
                     self.step += 1;
                 }
                 Step::Pause(pause) => match (pause.duration, self.pause_until) {
                     (None, _) => {
                         self.phase = Phase::Paused;
-                        self.message = format!("step {n}: paused until promote");
-                        self.event(now, "pause", self.message.clone());
+                        self.message = format!("step {shown}: paused until promote");
+                        self.event(now, EventKind::Pause, self.message.clone());
                         return;
                     }
                     (Some(d), None) => {
                         let until = now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                         self.pause_until = Some(until);
-                        self.message = format!("step {n}: pausing {}", humantime::format_duration(d));
-                        self.event(now, "pause", self.message.clone());
+                        self.message = format!("step {shown}: pausing {}", humantime::format_duration(d));
+                        self.event(now, EventKind::Pause, self.message.clone());
                         return;
                     }
                     (Some(_), Some(until)) if now < until => {
-                        self.message = format!("step {n}: paused, {} s left", (until - now).div_ceil(1000));
+                        self.message = format!("step {shown}: paused, {} s left", (until - now).div_ceil(1000));
+                        return;
+                    }
+                    (Some(_), Some(_)) if told(n).passed_in_step == Some(false) => {
+                        self.pause_until = None;
+                        self.phase = Phase::Paused;
+                        self.held_for_evidence = true;
+                        self.message = format!(
+                            "step {shown}: held at the end of its pause: no measurement of the analysis passed \
+                             during it (too few requests, or none conclusive); it goes on once one passes, \
+                             or promote to go on without evidence"
+                        );
+                        self.event(now, EventKind::Pause, self.message.clone());
                         return;
                     }
                     (Some(_), Some(_)) => {
@@ -217,11 +317,11 @@ impl RolloutState {
                     }
                 },
                 Step::Analysis(_) => {
-                    if !step_analysis_passed {
-                        self.message = format!("step {n}: analysis running");
+                    if !told(n).step_analysis_passed {
+                        self.message = format!("step {shown}: analysis running");
                         return;
                     }
-                    self.event(now, "analysis", format!("step {n}: analysis passed"));
+                    self.event(now, EventKind::Analysis, format!("step {shown}: analysis passed"));
                     self.step += 1;
                 }
             }
@@ -242,18 +342,37 @@ impl RolloutState {
         match cmd {
             Command::Promote { full } => {
                 self.ensure_active("promote")?;
+                let unproven = if self.held_for_evidence {
+                    " without evidence from the analysis (an operator's override)"
+                } else {
+                    " (an operator's override of the remaining pauses and analyses)"
+                };
                 if full {
                     self.step = steps;
-                    self.event(now, "promote", "promoted fully: skipping every remaining step");
+                    self.event(
+                        now,
+                        EventKind::Promote,
+                        format!("promoted fully by an operator: every remaining step skipped{unproven}"),
+                    );
                 } else if matches!(self.current_step(spec), Some(Step::Pause(_))) {
-                    self.event(now, "promote", format!("promoted past step {}", self.step));
+                    let unproven = if self.held_for_evidence {
+                        unproven
+                    } else {
+                        " by an operator"
+                    };
+                    self.event(
+                        now,
+                        EventKind::Promote,
+                        format!("promoted past step {}{unproven}", self.step + 1),
+                    );
                     self.step += 1;
                 } else {
                     return Err(Refused(format!(
-                        "step {} is not a pause; use promote --full to finish every step",
-                        self.step
+                        "step {} of {steps} is not a pause; use promote --full to finish every step",
+                        self.step + 1
                     )));
                 }
+                self.held_for_evidence = false;
                 self.pause_until = None;
                 self.pause_left = None;
                 self.paused_by_operator = false;
@@ -267,7 +386,7 @@ impl RolloutState {
                 self.paused_by_operator = true;
                 self.phase = Phase::Paused;
                 self.message = "paused by an operator".to_owned();
-                self.event(now, "pause", "paused by an operator");
+                self.event(now, EventKind::Pause, "paused by an operator");
             }
             Command::Resume => {
                 if !self.paused_by_operator || self.phase != Phase::Paused {
@@ -280,7 +399,7 @@ impl RolloutState {
                 }
                 self.paused_by_operator = false;
                 self.phase = Phase::Progressing;
-                self.event(now, "resume", "resumed by an operator");
+                self.event(now, EventKind::Resume, "resumed by an operator");
             }
             Command::Abort => {
                 self.ensure_active("abort")?;
@@ -297,7 +416,10 @@ impl RolloutState {
                 self.pause_left = None;
                 self.paused_by_operator = false;
                 self.first_failure = None;
-                self.event(now, "retry", "retrying from the first step");
+                self.held_for_evidence = false;
+                self.abort = None;
+                self.message = "retrying from the first step".to_owned();
+                self.event(now, EventKind::Retry, "retrying from the first step");
             }
             Command::Undo => {
                 if self.phase == Phase::Aborted {
@@ -316,7 +438,7 @@ impl RolloutState {
                     "undone: candidate back to {}%; resume to continue",
                     self.traffic.candidate_weight
                 );
-                self.event(now, "undo", self.message.clone());
+                self.event(now, EventKind::Undo, self.message.clone());
             }
             Command::SetWeight(w) => {
                 if !(0.0..=100.0).contains(&w) || !w.is_finite() {
@@ -329,7 +451,7 @@ impl RolloutState {
                 self.phase = Phase::Paused;
                 self.paused_by_operator = true;
                 self.message = format!("candidate weight set to {w}% by an operator; resume to continue");
-                self.event(now, "weight", self.message.clone());
+                self.event(now, EventKind::Weight, self.message.clone());
             }
         }
         Ok(())
@@ -354,8 +476,9 @@ impl RolloutState {
         self.pause_until = None;
         self.pause_left = None;
         self.paused_by_operator = false;
+        self.held_for_evidence = false;
         self.message = format!("aborted: {reason}");
-        self.event(now, "abort", reason.clone());
+        self.event(now, EventKind::Abort, reason.clone());
         self.abort = Some(AbortRecord {
             reason,
             measurements,
@@ -369,7 +492,7 @@ impl RolloutState {
         if traffic == self.traffic && self.confirmed.as_ref() != Some(&traffic) {
             self.event(
                 now,
-                "confirmed",
+                EventKind::Confirmed,
                 format!("every proxy serves candidate weight {}%", traffic.candidate_weight),
             );
             if self.phase == Phase::Aborted

@@ -59,6 +59,15 @@ impl Store {
         File::open(&self.dir)?.sync_all()
     }
 
+    /// Removes the record of `name`, durably; a record already gone is no error.
+    pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        match fs::remove_file(self.path(name)) {
+            Ok(()) => File::open(&self.dir)?.sync_all(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Every record, by rollout name; unreadable files are reported, not fatal.
     pub fn load_all(&self) -> Vec<(String, Result<Record, String>)> {
         let Ok(entries) = fs::read_dir(&self.dir) else {

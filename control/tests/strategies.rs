@@ -22,7 +22,7 @@ use switchyard_config::stats::{
 use switchyard_config::{Format, load_routes};
 use switchyard_control::controller::{Controller, Status};
 use switchyard_control::http::Http;
-use switchyard_control::state::{Command, Event, Phase};
+use switchyard_control::state::{Command, Event, EventKind, Phase};
 use switchyard_control::store::Store;
 use switchyard_proxy::record::encode_histogram;
 use switchyard_testkit::{Scratch, Table};
@@ -416,8 +416,8 @@ async fn canary_pauses_last_their_duration_and_waits_for_promote() {
         );
     }
     let events = rig.history("checkout-v2").await;
-    let confirmed = |w: &'static str| move |e: &Event| e.kind == "confirmed" && e.message.ends_with(w);
-    let step = |w: &'static str| move |e: &Event| e.kind == "step" && e.message.ends_with(w);
+    let confirmed = |w: &'static str| move |e: &Event| e.kind == EventKind::Confirmed && e.message.ends_with(w);
+    let step = |w: &'static str| move |e: &Event| e.kind == EventKind::Step && e.message.ends_with(w);
     assert!(between(&events, confirmed(" 5%"), step(" 25%")) >= 5_000, "{events:?}");
     assert!(between(&events, confirmed(" 25%"), step(" 50%")) >= 5_000, "{events:?}");
 
@@ -510,7 +510,11 @@ async fn blue_green_promotes_itself_and_undo_restores_the_previous_table() {
     let preview_at = proxy.published()[0].at;
 
     // Pre-promotion analysis (5 measurements), then 30 s until the switch, by itself.
-    rig.wait_weight(50.0, Duration::from_secs(45)).await;
+    // 50% is served and confirmed before 100% follows (at once: the steps are consecutive).
+    wait_until(Duration::from_secs(45), "50% published", || {
+        proxy.published_at(50.0).is_some()
+    })
+    .await;
     let switch_at = proxy.published_at(50.0).expect("50% published");
     assert!(
         switch_at - preview_at >= Duration::from_secs(30),
@@ -520,8 +524,8 @@ async fn blue_green_promotes_itself_and_undo_restores_the_previous_table() {
     let events = rig.history("storefront-green").await;
     let auto_promotion = between(
         &events,
-        |e| e.kind == "pause" && e.message.contains("pausing 30s"),
-        |e| e.kind == "step" && e.message.ends_with(" 50%"),
+        |e| e.kind == EventKind::Pause && e.message.contains("pausing 30s"),
+        |e| e.kind == EventKind::Step && e.message.ends_with(" 50%"),
     );
     assert!(
         (30_000..32_000).contains(&auto_promotion),
@@ -577,8 +581,8 @@ async fn blue_green_completes_after_its_rollback_window() {
     let events = rig.history("storefront-green").await;
     let window = between(
         &events,
-        |e| e.kind == "pause" && e.message.contains("pausing 10m"),
-        |e| e.kind == "complete",
+        |e| e.kind == EventKind::Pause && e.message.contains("pausing 10m"),
+        |e| e.kind == EventKind::Complete,
     );
     assert!((600_000..602_000).contains(&window), "{window} ms");
     wait_until(Duration::from_secs(3), "the preview route removed", || {
@@ -678,6 +682,6 @@ async fn rings_open_in_order_after_their_durations_and_exit_analyses() {
         );
     }
     let events = rig.history("search-rings").await;
-    let analyses = events.iter().filter(|e| e.kind == "analysis").count();
+    let analyses = events.iter().filter(|e| e.kind == EventKind::Analysis).count();
     assert_eq!(analyses, 4, "every ring's exit analysis passed: {events:?}");
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MetricSpec, Pause, QUANTILES,
-    Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step, Strategy, check,
-    quantile_keys,
+    AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MetricSpec, PROGRESS_DEADLINE,
+    Pause, QUANTILES, Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step, Strategy,
+    check, quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};
@@ -89,6 +89,11 @@ pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
     if let Some(url) = &notify {
         check::notify_url(url, "notify", p);
     }
+    let progress_deadline: Duration = f.or("progressDeadline", PROGRESS_DEADLINE, p);
+    if !p.covers("progressDeadline") && progress_deadline.is_zero() {
+        p.push("progressDeadline", "progressDeadline must be longer than 0s");
+    }
+    let progress_deadline_abort: bool = f.or("progressDeadlineAbort", false, p);
     f.finish(p);
     Some(RolloutSpec {
         name: name?,
@@ -99,6 +104,8 @@ pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
         strategy: strategy?,
         analysis,
         notify,
+        progress_deadline,
+        progress_deadline_abort,
     })
 }
 
@@ -353,6 +360,7 @@ fn gating_analysis(v: &Value, path: &str, p: &mut Problems) -> Option<AnalysisSp
 impl FromTree for AnalysisSpec {
     fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
         let mut f = Fields::of(v, path, p)?;
+        let initial_delay: Duration = f.or("initialDelay", Duration::ZERO, p);
         let interval: Duration = f.or("interval", Duration::from_secs(1), p);
         let window: Duration = f.or("window", Duration::from_secs(10), p);
         let min_requests: u64 = f.or("minRequests", 100, p);
@@ -438,6 +446,7 @@ impl FromTree for AnalysisSpec {
         let emergency = f.optional("emergency", p).unwrap_or_default();
         f.finish(p);
         Some(Self {
+            initial_delay,
             interval,
             window,
             min_requests,

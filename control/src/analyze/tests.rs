@@ -30,6 +30,7 @@ fn obs(candidate: Sample, baseline: Sample) -> Observation {
 
 fn spec(metrics: Vec<MetricCheck>, emergency: EmergencySpec) -> AnalysisSpec {
     AnalysisSpec {
+        initial_delay: Duration::ZERO,
         interval: Duration::from_secs(1),
         window: Duration::from_secs(10),
         min_requests: 100,

@@ -22,6 +22,16 @@ fn spec() -> RolloutSpec {
     load_rollout(SPEC, Format::Yaml).unwrap()
 }
 
+/// What an analysis says about the rollout's current step: its analysis passed or not; no
+/// background analysis.
+fn told(s: &RolloutState, step_analysis_passed: bool) -> Evidence {
+    Evidence {
+        step: s.step,
+        step_analysis_passed,
+        passed_in_step: None,
+    }
+}
+
 /// Confirms whatever the rollout wants, as proxies would after a publish.
 fn confirm(s: &mut RolloutState, now: u64) {
     let t = s.traffic.clone();
@@ -33,7 +43,7 @@ fn run(s: &mut RolloutState, spec: &RolloutSpec, now: u64, analysis_passed: bool
     loop {
         let before = s.clone();
         confirm(s, now);
-        s.advance(spec, now, analysis_passed);
+        s.advance(spec, now, told(s, analysis_passed));
         if *s == before {
             return;
         }
@@ -44,19 +54,19 @@ fn run(s: &mut RolloutState, spec: &RolloutSpec, now: u64, analysis_passed: bool
 fn each_step_waits_until_every_proxy_confirmed_the_one_before() {
     let spec = spec();
     let mut s = RolloutState::new(0);
-    s.advance(&spec, 0, false);
+    s.advance(&spec, 0, told(&s, false));
     assert_eq!(
         (s.step, s.traffic.clone()),
         (0, Traffic::baseline()),
         "the baseline is confirmed first"
     );
     confirm(&mut s, 1);
-    s.advance(&spec, 1, false);
+    s.advance(&spec, 1, told(&s, false));
     assert_eq!((s.step, s.traffic.header_steps.clone()), (1, vec![0]));
-    s.advance(&spec, 2, false);
+    s.advance(&spec, 2, told(&s, false));
     assert_eq!(s.step, 1, "the header route is not confirmed yet");
     confirm(&mut s, 3);
-    s.advance(&spec, 3, false);
+    s.advance(&spec, 3, told(&s, false));
     assert_eq!((s.step, s.traffic.candidate_weight), (2, 5.0));
 }
 
@@ -69,15 +79,15 @@ fn a_canary_walks_its_steps_waiting_for_confirmation_and_pauses() {
     assert_eq!(s.traffic.header_steps, [0]);
     assert_eq!(s.step, 2);
     assert_eq!(s.pause_until, Some(5100));
-    s.advance(&spec, 5099, false);
+    s.advance(&spec, 5099, told(&s, false));
     assert_eq!(s.step, 2, "the pause is not over");
     // The pause ends and the next weight follows at once: the traffic before it is confirmed.
-    s.advance(&spec, 5100, false);
+    s.advance(&spec, 5100, told(&s, false));
     assert_eq!((s.step, s.traffic.candidate_weight), (4, 25.0));
     run(&mut s, &spec, 5200, false);
-    s.advance(&spec, 5200, false);
+    s.advance(&spec, 5200, told(&s, false));
     assert_eq!(s.phase, Phase::Paused);
-    s.advance(&spec, 99_999, false);
+    s.advance(&spec, 99_999, told(&s, false));
     assert_eq!(s.phase, Phase::Paused, "an indefinite pause waits for promote");
     s.command(&spec, Command::Promote { full: false }, 100_000).unwrap();
     run(&mut s, &spec, 100_000, false);
@@ -92,7 +102,7 @@ fn an_operator_pause_keeps_the_time_left() {
     run(&mut s, &spec, 1000, false);
     assert_eq!(s.pause_until, Some(6000));
     s.command(&spec, Command::Pause, 2000).unwrap();
-    s.advance(&spec, 60_000, false);
+    s.advance(&spec, 60_000, told(&s, false));
     assert_eq!((s.phase, s.step), (Phase::Paused, 2));
     s.command(&spec, Command::Resume, 60_000).unwrap();
     assert_eq!(s.pause_until, Some(64_000), "4 s were left");
@@ -119,7 +129,7 @@ fn abort_sends_everything_to_the_baseline_and_records_why() {
     assert_eq!(s.abort.as_ref().unwrap().confirmed_at, Some(900));
     // Nothing moves an aborted rollout but retry.
     let mut s2 = s.clone();
-    s2.advance(&spec, 10_000, true);
+    s2.advance(&spec, 10_000, told(&s2, true));
     assert_eq!(s2.traffic, Traffic::baseline());
     assert!(s2.command(&spec, Command::Promote { full: true }, 1).is_err());
     s2.command(&spec, Command::Retry, 2).unwrap();
@@ -162,13 +172,13 @@ fn blue_green_previews_waits_switches_in_steps_and_keeps_a_rollback_window() {
     assert_eq!(s.pause_until, Some(10 + 120_000), "auto-promotion after 2m");
     // The switch: one weight per confirmed publish.
     let mut now = 120_010;
-    s.advance(&spec, now, false);
+    s.advance(&spec, now, told(&s, false));
     let mut weights = Vec::new();
     while s.step < 6 {
         weights.push(s.traffic.candidate_weight);
         now += 1;
         confirm(&mut s, now);
-        s.advance(&spec, now, false);
+        s.advance(&spec, now, told(&s, false));
     }
     weights.push(s.traffic.candidate_weight);
     assert_eq!(weights, [10.0, 50.0, 100.0]);
@@ -246,7 +256,7 @@ mod abort_is_final {
                 match e {
                     Happening::Time(dt) => now += dt,
                     Happening::Confirm => confirm(&mut s, now),
-                    Happening::AnalysisPassed => s.advance(&spec, now, true),
+                    Happening::AnalysisPassed => s.advance(&spec, now, told(&s, true)),
                     Happening::Command(c, w) => {
                         let cmd = match c {
                             0 => Command::Promote { full: false },
@@ -265,7 +275,7 @@ mod abort_is_final {
                         }
                     }
                 }
-                s.advance(&spec, now, false);
+                s.advance(&spec, now, told(&s, false));
                 if aborted {
                     prop_assert_eq!(s.phase, Phase::Aborted);
                     prop_assert_eq!(&s.traffic, &Traffic::baseline());

@@ -7,6 +7,7 @@ use crate::analyze::MetricResult;
 
 fn spec(count: Option<u32>, failure_limit: u32, inconclusive_limit: u32, consecutive_error_limit: u32) -> AnalysisSpec {
     AnalysisSpec {
+        initial_delay: Duration::ZERO,
         interval: Duration::from_secs(1),
         window: Duration::from_secs(10),
         min_requests: 100,
