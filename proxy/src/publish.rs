@@ -3,7 +3,10 @@
 //! Every request loads the current [`Snapshot`] once and decides on it; a swap never touches a
 //! snapshot a request already holds, so each request is decided by the version it started
 //! under. [`Publisher::publish`] is the only writer: the admin API's `PUT /routes` and the
-//! config file watch both go through it, one at a time.
+//! config file watch both go through it, one at a time. The [`state_file`] keeps the last table
+//! across restarts.
+
+pub mod state_file;
 
 use std::sync::{Arc, Mutex};
 
