@@ -4,7 +4,11 @@
 # the proxy as a sidecar and as an ingress.
 #
 #   docker build -t switchyard .
-#   docker run -p 8080:8080 -p 9901:9901 -v $PWD/deploy/proxy.yaml:/etc/switchyard/proxy.yaml switchyard
+#   docker run -p 8080:8080 -p 9901:9901 -v $PWD/deploy/proxy.yaml:/etc/switchyard/proxy.yaml \
+#     -v switchyard-proxy-state:/var/lib/switchyard-proxy switchyard
+#
+# The proxy keeps the last table it published in /var/lib/switchyard-proxy/state.json, so that a
+# restarted proxy serves it at once (docs/config.md#state-file); give that directory a volume.
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
@@ -15,7 +19,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends curl ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin switchyard
+    && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin switchyard \
+    && mkdir -p /var/lib/switchyard-proxy && chown 10001 /var/lib/switchyard-proxy
 COPY --from=build /src/target/pgo/switchyard-proxy /src/target/release/switchyard /usr/local/bin/
 COPY deploy/proxy.yaml /etc/switchyard/proxy.yaml
 USER 10001
@@ -24,4 +29,4 @@ EXPOSE 8080 9901 9900
 HEALTHCHECK --interval=10s --timeout=2s --start-period=5s \
     CMD curl -fsS http://127.0.0.1:9901/readyz || exit 1
 ENTRYPOINT ["switchyard-proxy"]
-CMD ["--config", "/etc/switchyard/proxy.yaml"]
+CMD ["--config", "/etc/switchyard/proxy.yaml", "--state-file", "/var/lib/switchyard-proxy/state.json"]

@@ -123,6 +123,41 @@ pub struct AdminSpec {
     /// A file holding a bearer token that `PUT` calls must present; none by default.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<String>,
+    /// Where the proxy keeps the last routing table it published, so that a restart serves it
+    /// at once; beside the config file by default.
+    #[serde(skip_serializing_if = "StateFileSpec::is_beside_config")]
+    pub state_file: StateFileSpec,
+}
+
+/// `admin.stateFile`: where the proxy keeps its last published table across restarts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateFileSpec {
+    /// Not given: `<config file>.state.json` in the config file's directory, or none (with a
+    /// warning) when that directory is not writable or the proxy has no config file.
+    #[default]
+    BesideConfig,
+    /// `stateFile: PATH`: this file (relative to the working directory), which must be
+    /// writable: the admin API refuses tables it cannot keep there.
+    Path(String),
+    /// `stateFile: false`: none; a restarted proxy serves its config file's routes.
+    Off,
+}
+
+impl StateFileSpec {
+    /// Whether the setting was left out.
+    pub fn is_beside_config(&self) -> bool {
+        matches!(self, Self::BesideConfig)
+    }
+}
+
+impl Serialize for StateFileSpec {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::BesideConfig => s.serialize_none(),
+            Self::Path(path) => s.serialize_str(path),
+            Self::Off => s.serialize_bool(false),
+        }
+    }
 }
 
 /// Timeouts the proxy applies. Defaults follow what Envoy and nginx users expect.
@@ -456,6 +491,7 @@ impl Default for AdminSpec {
         Self {
             listen: DEFAULT_ADMIN_LISTEN.to_owned(),
             token_file: None,
+            state_file: StateFileSpec::BesideConfig,
         }
     }
 }
@@ -465,8 +501,27 @@ impl FromTree for AdminSpec {
         let mut f = Fields::of(v, path, p)?;
         let listen = f.or("listen", DEFAULT_ADMIN_LISTEN.to_owned(), p);
         let token_file = f.optional("tokenFile", p);
+        let state_file = match f.raw("stateFile") {
+            None => StateFileSpec::BesideConfig,
+            Some(Value::Bool(false)) => StateFileSpec::Off,
+            Some(Value::String(path)) => StateFileSpec::Path(path.clone()),
+            Some(other) => {
+                p.push(
+                    f.path_of("stateFile"),
+                    format!(
+                        "expected a path, or false to keep no state file, found {}",
+                        describe(other)
+                    ),
+                );
+                StateFileSpec::BesideConfig
+            }
+        };
         f.finish(p);
-        Some(Self { listen, token_file })
+        Some(Self {
+            listen,
+            token_file,
+            state_file,
+        })
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::Problems;
-use crate::schema::ProxyConfig;
+use crate::schema::{ProxyConfig, StateFileSpec};
 use crate::table::MAX_WEIGHT;
 
 /// Longest route or track name.
@@ -134,6 +134,12 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
     bind(&c.admin.listen, "admin.listen".to_owned(), p);
     if c.admin.token_file.as_deref() == Some("") {
         p.push("admin.tokenFile", "file name is empty");
+    }
+    if c.admin.state_file == StateFileSpec::Path(String::new()) {
+        p.push(
+            "admin.stateFile",
+            "file name is empty; give a path, or false to keep no state file",
+        );
     }
     if let Some(h) = &c.track_header {
         let _ = crate::table::header_name(h, "trackHeader", p);

@@ -65,6 +65,8 @@ fn every_example_file_validates() {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
+        // A proxy run on an example keeps its state file (and the file's lock) beside it.
+        .filter(|name| !name.contains(".state.json"))
         .collect();
     names.sort();
     assert_eq!(

@@ -291,6 +291,7 @@ const NAMES: &[&str] = &[
     "certFile",
     "keyFile",
     "tokenFile",
+    "stateFile",
     "trackHeader",
     "connect",
     "request",

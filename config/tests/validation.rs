@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use switchyard_config::schema::{DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, Limits, Timeouts};
+use switchyard_config::schema::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, Limits, StateFileSpec, Timeouts,
+};
 use switchyard_config::{Format, load_config, load_routes};
 
 fn problems(text: &str, format: Format) -> Vec<String> {
@@ -21,6 +23,7 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(c.listen.len(), 1);
     assert_eq!(c.listen[0].address, DEFAULT_LISTEN);
     assert_eq!(c.admin.listen, DEFAULT_ADMIN_LISTEN);
+    assert_eq!(c.admin.state_file, StateFileSpec::BesideConfig);
     assert_eq!(c.track_header.as_deref(), Some(DEFAULT_TRACK_HEADER));
     assert_eq!(c.timeouts, Timeouts::default());
     assert_eq!(c.limits, Limits::default());
@@ -91,6 +94,43 @@ routez: []
     assert_eq!(got.len(), want.len(), "{got:#?}");
     for w in want {
         assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+    }
+}
+
+#[test]
+fn the_state_file_is_a_path_or_false() {
+    let state_file = |setting: &str| {
+        let text = format!("admin: {{ stateFile: {setting} }}\nroutes: []");
+        load_config(&text, Format::Yaml, 1).map(|l| l.config.admin.state_file)
+    };
+    assert_eq!(
+        state_file("/var/lib/switchyard-proxy/state.json").unwrap(),
+        StateFileSpec::Path("/var/lib/switchyard-proxy/state.json".to_owned())
+    );
+    assert_eq!(state_file("false").unwrap(), StateFileSpec::Off);
+    for setting in ["false", "state.json"] {
+        let text = format!("admin: {{ stateFile: {setting} }}\nroutes: []");
+        let config = load_config(&text, Format::Yaml, 1).unwrap().config;
+        let json = serde_json::to_string(&config).unwrap();
+        assert_eq!(load_config(&json, Format::Json, 1).unwrap().config, config, "{json}");
+    }
+    for (setting, problem) in [
+        (
+            "true",
+            "admin.stateFile: expected a path, or false to keep no state file, found true",
+        ),
+        (
+            "7",
+            "admin.stateFile: expected a path, or false to keep no state file, found 7",
+        ),
+        (
+            "''",
+            "admin.stateFile: file name is empty; give a path, or false to keep no state file",
+        ),
+    ] {
+        let errors = state_file(setting).unwrap_err();
+        let got: Vec<String> = errors.errors().iter().map(ToString::to_string).collect();
+        assert_eq!(got, [problem], "stateFile: {setting}");
     }
 }
 

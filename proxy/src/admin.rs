@@ -201,7 +201,8 @@ async fn put_routes(state: &AdminState, req: Request<Incoming>) -> AdminResponse
         return errors(StatusCode::BAD_REQUEST, "", "the body is not UTF-8");
     };
     let format = format.unwrap_or_else(|| Format::sniff(text));
-    match state.publisher.publish(NewRoutes::Document(text, format), expected) {
+    let routes = NewRoutes::Document(text, format);
+    match state.publisher.publish(routes, expected).await {
         Ok(version) => {
             tracing::info!(version, "routing table published through the admin API");
             json_response(StatusCode::OK, &json!({ "version": version }))
@@ -216,6 +217,7 @@ async fn put_routes(state: &AdminState, req: Request<Incoming>) -> AdminResponse
         Err(PublishError::Invalid(problems)) => {
             json_response(StatusCode::BAD_REQUEST, &json!({ "errors": problems.errors() }))
         }
+        Err(e @ PublishError::Persist(_)) => errors(StatusCode::INTERNAL_SERVER_ERROR, "", &e.to_string()),
     }
 }
 

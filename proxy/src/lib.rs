@@ -43,7 +43,7 @@ use tokio::task::JoinHandle;
 use crate::admin::{AdminState, Health};
 use crate::forward::Forwarder;
 use crate::listen::ConnSettings;
-use crate::publish::Publisher;
+use crate::publish::{Publisher, state_file};
 use crate::record::Recorder;
 use crate::tls::CertStore;
 use crate::upstream::Upstreams;
@@ -56,6 +56,9 @@ pub struct Options {
     /// Worker threads serving requests; the stats keep one shard per thread (two per thread
     /// when 0 is given, for an unknown count).
     pub workers: usize,
+    /// A state file to keep instead of the one the configuration's `admin.stateFile` names (what
+    /// `--state-file` gives); `None` leaves the choice to the configuration.
+    pub state_file: Option<PathBuf>,
 }
 
 /// A running proxy.
@@ -86,7 +89,19 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         options.workers + 1
     };
     let recorder = Arc::new(Recorder::new(shards, tokio::time::Instant::now()));
-    let publisher = Arc::new(Publisher::new(table, recorder));
+    let location = state_file::location(
+        &config.admin.state_file,
+        options.state_file.as_deref(),
+        options.config_file.as_deref(),
+    );
+    let resumed = state_file::resume(location, table, &config.routes)?;
+    let publisher = Arc::new(Publisher::new(
+        resumed.table,
+        resumed.source,
+        recorder,
+        resumed.state,
+        resumed.config_routes,
+    ));
     let track_header = config
         .track_header
         .as_deref()
@@ -210,6 +225,7 @@ impl Running {
         }
         // Every open connection holds a permit until it closes.
         let drained = tokio::time::timeout(self.drain, self.connections.acquire_many(self.max_connections)).await;
+        self.publisher.release_state_file().await;
         matches!(drained, Ok(Ok(_)))
     }
 }

@@ -1,9 +1,9 @@
 //! `switchyard-proxy`: the data plane binary.
 //!
-//! `switchyard-proxy --config FILE [--workers N]` serves the configuration until SIGTERM or
-//! SIGINT, then drains in-flight requests and exits 0. `switchyard-proxy validate FILE...`
-//! checks configuration files: it prints every problem with its field path and exits 1, or
-//! prints what each file routes where and exits 0.
+//! `switchyard-proxy --config FILE [--state-file FILE] [--workers N]` serves the configuration
+//! until SIGTERM or SIGINT, then drains in-flight requests and exits 0. `switchyard-proxy
+//! validate FILE...` checks configuration files: it prints every problem with its field path and
+//! exits 1, or prints what each file routes where and exits 0.
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +34,10 @@ struct Cli {
     /// when it changes.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// Where the proxy keeps the last table it published, so that a restart serves it; overrides
+    /// the configuration's `admin.stateFile` (default: `<config file>.state.json` beside it).
+    #[arg(long, value_name = "FILE")]
+    state_file: Option<PathBuf>,
     /// Worker threads (default: one per core). With 1, everything runs on one thread.
     #[arg(long, default_value_t = 0)]
     workers: usize,
@@ -56,7 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::Validate { files }), _) => validate::run(&files),
-        (None, Some(config)) => match serve(config, cli.workers) {
+        (None, Some(config)) => match serve(config, cli.state_file, cli.workers) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("switchyard-proxy: {e:#}");
@@ -70,7 +74,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(file: PathBuf, workers: usize) -> anyhow::Result<()> {
+fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -108,6 +112,7 @@ fn serve(file: PathBuf, workers: usize) -> anyhow::Result<()> {
             Options {
                 config_file: Some(file.clone()),
                 workers,
+                state_file,
             },
         )
         .await?;

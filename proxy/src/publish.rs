@@ -3,15 +3,22 @@
 //! Every request loads the current [`Snapshot`] once and decides on it; a swap never touches a
 //! snapshot a request already holds, so each request is decided by the version it started
 //! under. [`Publisher::publish`] is the only writer: the admin API's `PUT /routes` and the
-//! config file watch both go through it, one at a time.
+//! config file watch both go through it, one at a time. When the proxy keeps a [`state_file`],
+//! a table is written there before it is swapped in, so that what a caller was told is in force
+//! is also what a restarted proxy serves.
 
-use std::sync::{Arc, Mutex};
+pub mod state_file;
+
+use std::sync::Arc;
 
 use arc_swap::{ArcSwap, Guard};
 use http::HeaderValue;
 use http::uri::Authority;
 use switchyard_config::schema::RouteSpec;
 use switchyard_config::{ConfigErrors, Format, RouteName, RoutingTable, TrackName, load_routes};
+use tokio::sync::Mutex;
+
+use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, TableSource};
 
 use crate::record::{Recorder, SlotId};
 use crate::upstream::EndpointKey;
@@ -103,15 +110,35 @@ pub enum PublishError {
     /// The new routes are invalid; nothing changed.
     #[error("{0}")]
     Invalid(#[from] ConfigErrors),
+    /// The new table could not be kept in the state file, so it was not published: the proxy
+    /// never acknowledges a table that a restart would lose.
+    #[error("the table was not published, because it could not be kept: {0}; the table in force stays")]
+    Persist(#[from] StateError),
 }
 
 /// Holds the current snapshot and publishes new ones.
 #[derive(Debug)]
 pub struct Publisher {
-    current: ArcSwap<Snapshot>,
+    /// Shared with the blocking task that swaps a table in after keeping it.
+    current: Arc<ArcSwap<Snapshot>>,
     recorder: Arc<Recorder>,
-    /// Serialises writers, so versions rise by one and `If-Match` checks hold until the swap.
-    writer: Mutex<()>,
+    /// Serialises writers, so versions rise by one, `If-Match` checks hold until the swap, and
+    /// the state file's tables come in the order they were published.
+    writer: Arc<Mutex<Writer>>,
+}
+
+/// What only the one writer touches.
+#[derive(Debug)]
+struct Writer {
+    /// Where published tables are kept, if anywhere.
+    state: Option<Arc<StateFile>>,
+    /// The config file's routes as last read (at start or by the watch).
+    config_routes: RoutesDigest,
+    /// Who published the table in force.
+    source: TableSource,
+    /// The state file let go of at shutdown: tables are refused from then on, since none
+    /// could be kept.
+    released: Option<std::path::PathBuf>,
 }
 
 /// What a source of new routes hands to [`Publisher::publish`].
@@ -119,18 +146,31 @@ pub struct Publisher {
 pub enum NewRoutes<'a> {
     /// A routes document (`{"routes": [...]}`) in YAML or JSON, as `PUT /routes` receives it.
     Document(&'a str, Format),
-    /// Routes already read from a configuration file.
+    /// Routes just read from the configuration file; they are the config file's routes from now
+    /// on (what the state file's digest names).
     Specs(&'a [RouteSpec]),
 }
 
 impl Publisher {
-    /// Starts with `table` in force.
-    pub fn new(table: RoutingTable, recorder: Arc<Recorder>) -> Self {
+    /// Starts with `table` in force, published by `source`, with the config file's routes of
+    /// digest `config_routes`; every table published from now on is kept in `state`, if given.
+    pub fn new(
+        table: RoutingTable,
+        source: TableSource,
+        recorder: Arc<Recorder>,
+        state: Option<StateFile>,
+        config_routes: RoutesDigest,
+    ) -> Self {
         let snapshot = Snapshot::new(table, &recorder);
         Self {
-            current: ArcSwap::from_pointee(snapshot),
+            current: Arc::new(ArcSwap::from_pointee(snapshot)),
             recorder,
-            writer: Mutex::new(()),
+            writer: Arc::new(Mutex::new(Writer {
+                state: state.map(Arc::new),
+                config_routes,
+                source,
+                released: None,
+            })),
         }
     }
 
@@ -150,10 +190,18 @@ impl Publisher {
         &self.recorder
     }
 
-    /// Validates and compiles `routes` as the next version and swaps it in, if the current
-    /// version is `expected` (when given). On any error the table in force stays.
-    pub fn publish(&self, routes: NewRoutes<'_>, expected: Option<u64>) -> Result<u64, PublishError> {
-        let _one_writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    /// Validates and compiles `routes` as the next version, keeps it in the state file (if the
+    /// proxy has one) and swaps it in, if the current version is `expected` (when given). On any
+    /// error the table in force stays.
+    ///
+    /// A table from the config file is published even when the state file cannot be written
+    /// (the file itself is its record): the state file is removed then, so that a restart does
+    /// not bring back an older table over the edit.
+    pub async fn publish(&self, routes: NewRoutes<'_>, expected: Option<u64>) -> Result<u64, PublishError> {
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        if let Some(path) = writer.released.clone() {
+            return Err(StateError::ShuttingDown { path }.into());
+        }
         let current = self.current.load().table.version();
         if let Some(expected) = expected
             && expected != current
@@ -161,11 +209,100 @@ impl Publisher {
             return Err(PublishError::Conflict { expected, current });
         }
         let version = current + 1;
-        let table = match routes {
-            NewRoutes::Document(text, format) => load_routes(text, format, version)?,
-            NewRoutes::Specs(specs) => RoutingTable::compile(specs, version)?,
+        let (table, source) = match routes {
+            NewRoutes::Document(text, format) => (load_routes(text, format, version)?, TableSource::AdminApi),
+            NewRoutes::Specs(specs) => {
+                let table = RoutingTable::compile(specs, version)?;
+                writer.config_routes = RoutesDigest::of(specs);
+                (table, TableSource::ConfigFile)
+            }
         };
-        self.current.store(Arc::new(Snapshot::new(table, &self.recorder)));
+        let Some(state) = writer.state.clone() else {
+            self.current.store(Arc::new(Snapshot::new(table, &self.recorder)));
+            writer.source = source;
+            return Ok(version);
+        };
+        let document = StateDocument::new(&table, source, writer.config_routes.clone());
+        let path = state.path().to_owned();
+        let current = Arc::clone(&self.current);
+        let recorder = Arc::clone(&self.recorder);
+        // The write and the swap run to the end together on a blocking thread, with the writer
+        // lock: an fsync never stalls a thread serving requests, and a caller that goes away
+        // (a client hanging up on its PUT) cannot leave the file and the table in force apart.
+        let swapped = tokio::task::spawn_blocking(move || {
+            match (state.save(&document), source) {
+                (Ok(()), _) => {}
+                (Err(e), TableSource::ConfigFile) => forget(&state, &e),
+                (Err(e), TableSource::AdminApi) => return Err(e),
+            }
+            current.store(Arc::new(Snapshot::new(table, &recorder)));
+            writer.source = source;
+            Ok(())
+        });
+        finished(swapped.await, path)?;
         Ok(version)
+    }
+
+    /// Takes note that the config file now holds `routes`, which the table in force already
+    /// serves (so nothing is published): the state file is rewritten with their digest, so that
+    /// a table the admin API publishes after this edit is still the one a restart serves.
+    pub async fn config_routes_in_force(&self, routes: &[RouteSpec]) {
+        let mut writer = Arc::clone(&self.writer).lock_owned().await;
+        let digest = RoutesDigest::of(routes);
+        if digest == writer.config_routes {
+            return;
+        }
+        writer.config_routes = digest;
+        let Some(state) = writer.state.clone() else {
+            return;
+        };
+        let document = StateDocument::new(&self.current.load().table, writer.source, writer.config_routes.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            if let Err(e) = state.save(&document) {
+                forget(&state, &e);
+            }
+            drop(writer);
+        });
+        if let Err(e) = saved.await
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    /// Stops keeping tables and lets go of the state file and its lock (a proxy shutting down
+    /// lets its successor take them at once).
+    pub async fn release_state_file(&self) {
+        let mut writer = self.writer.lock().await;
+        if let Some(state) = writer.state.take() {
+            writer.released = Some(state.path().to_owned());
+        }
+    }
+}
+
+/// After a config file table could not be kept: the state file must not outlive the edit.
+fn forget(state: &StateFile, e: &StateError) {
+    match state.remove() {
+        Ok(()) => tracing::error!(
+            "{e}; the config file's routes are served all the same, and the state file was removed, \
+             so a restart serves the config file's routes too"
+        ),
+        Err(removing) => tracing::error!(
+            "{e}; the config file's routes are served all the same, but the state file could not be \
+             removed either ({removing}), so a restart may serve the older table it holds"
+        ),
+    }
+}
+
+/// The outcome of a blocking keep-and-swap: its own, a panic passed on, or the runtime shutting
+/// down before it ran (then nothing was written and nothing swapped).
+fn finished(
+    joined: Result<Result<(), StateError>, tokio::task::JoinError>,
+    path: std::path::PathBuf,
+) -> Result<(), StateError> {
+    match joined {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(_) => Err(StateError::ShuttingDown { path }),
     }
 }

@@ -1,6 +1,8 @@
 //! Config file and certificate watch: saving the file hot-reloads the routes (debounced); an
 //! invalid file is logged with its problems and counted, and the running table stays. TLS
-//! certificate and key files are reloaded the same way.
+//! certificate and key files are reloaded the same way. A valid save is the newest word on the
+//! routes: the state file is brought up to it, so a restart never brings back an API table
+//! published before the edit.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -75,7 +77,7 @@ pub fn spawn(
                     () = tokio::time::sleep(DEBOUNCE) => break,
                 }
             }
-            reloader.reload(&touched);
+            reloader.reload(&touched).await;
         }
     });
     Ok(watcher)
@@ -90,9 +92,9 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn reload(&mut self, touched: &[PathBuf]) {
+    async fn reload(&mut self, touched: &[PathBuf]) {
         if touched.iter().any(|p| p == &self.config_file) {
-            self.reload_config();
+            self.reload_config().await;
         }
         for store in &self.certs {
             let files = store.files();
@@ -111,7 +113,7 @@ impl Reloader {
         }
     }
 
-    fn reload_config(&mut self) {
+    async fn reload_config(&mut self) {
         let path = self.config_file.display();
         let text = match std::fs::read_to_string(&self.config_file) {
             Ok(t) => t,
@@ -147,9 +149,10 @@ impl Reloader {
             );
         }
         if config.routes == self.publisher.load().table.spec() {
+            self.publisher.config_routes_in_force(&config.routes).await;
             return;
         }
-        match self.publisher.publish(NewRoutes::Specs(&config.routes), None) {
+        match self.publisher.publish(NewRoutes::Specs(&config.routes), None).await {
             Ok(version) => {
                 self.health.reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(file = %path, version, "routing table reloaded from the config file");

@@ -73,7 +73,7 @@ async fn start_watched(dir: &Scratch, upstream: &MockUpstream) -> Running {
     let loaded = load_config(&yaml, Format::Yaml, 1).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let options = Options {
         config_file: Some(dir.join("proxy.yaml")),
-        workers: 0,
+        ..Options::default()
     };
     start(loaded, options).await.expect("proxy starts")
 }

@@ -161,6 +161,12 @@ impl RoutingTable {
         self.version
     }
 
+    /// The same table as `version` (a proxy restarting after a stored table goes on from the
+    /// version it had reached).
+    pub fn with_version(self, version: u64) -> Self {
+        Self { version, ..self }
+    }
+
     /// The compiled routes, in order.
     pub fn routes(&self) -> &[Route] {
         &self.routes
