@@ -326,11 +326,12 @@ fn weight_of(text: &str) -> Result<f64, FieldError> {
     })?;
     match sent.weight.as_f64() {
         Some(weight) if (0.0..=100.0).contains(&weight) => Ok(weight),
-        _ => Err(FieldError::new(
+        // A number as a number (`150`, not `150.0`), anything else as the JSON it was.
+        number => Err(FieldError::new(
             "weight",
             format!(
                 "must be a number from 0 to 100 (the candidate's percent), not {}",
-                sent.weight
+                number.map_or_else(|| sent.weight.to_string(), |w| w.to_string())
             ),
         )),
     }
@@ -429,6 +430,8 @@ mod tests {
         for (body, shown) in [
             (r#"{"weight": 150}"#, "not 150"),
             (r#"{"weight": -1}"#, "not -1"),
+            (r#"{"weight": 150.5}"#, "not 150.5"),
+            (r#"{"weight": 1e3}"#, "not 1000"),
             (r#"{"weight": "abc"}"#, r#"not "abc""#),
             (r#"{"weight": null}"#, "not null"),
         ] {

@@ -56,7 +56,12 @@ async fn the_readme_verbs_work_from_the_command_line() {
     // The README's example spec; its proxy is not running, so it starts and waits to publish.
     let o = switchyard(&server, &["apply", "-f", "config/examples/rollout-canary.yaml"]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).trim(), "rollout checkout-v2 applied");
+    assert_eq!(text(&o).lines().next(), Some("rollout checkout-v2 applied"));
+    assert!(
+        text(&o).contains("Phase:    Progressing  (step 1 of 7)"),
+        "{}",
+        text(&o)
+    );
 
     let o = switchyard(&server, &["list"]);
     assert!(
@@ -80,15 +85,29 @@ async fn the_readme_verbs_work_from_the_command_line() {
         "{status}"
     );
 
+    // Every command says what it did, then shows the state after it.
     let o = switchyard(&server, &["pause", "checkout-v2"]);
-    assert!(text(&o).contains("Phase:    Paused"), "{}", text(&o));
+    assert_eq!(text(&o).lines().next(), Some("rollout checkout-v2 paused"));
+    assert!(text(&o).contains("Phase:    Paused  (step 1 of 7)"), "{}", text(&o));
     let o = switchyard(&server, &["set-weight", "checkout-v2", "30"]);
-    assert!(text(&o).contains("30%"), "{}", text(&o));
+    assert_eq!(
+        text(&o).lines().next(),
+        Some("rollout checkout-v2: candidate weight set to 30%, held there")
+    );
+    assert!(text(&o).contains("Weight:   ██████░░░░░░░░░░░░░░ 30%"), "{}", text(&o));
     let o = switchyard(&server, &["abort", "checkout-v2"]);
     assert!(
         text(&o).contains("Phase:    Aborted") && text(&o).contains("Abort:    aborted by an operator"),
         "{}",
         text(&o)
+    );
+
+    // The API's refusal of an argument: its message and field, not its JSON.
+    let o = switchyard(&server, &["set-weight", "checkout-v2", "150"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "switchyard: weight: must be a number from 0 to 100 (the candidate's percent), not 150"
     );
 
     // Refusals are one line on stderr and a failing exit code.
@@ -115,5 +134,25 @@ async fn the_readme_verbs_work_from_the_command_line() {
     assert!(
         err.contains("proxies") && err.contains("candidate") && err.contains("canary.steps"),
         "{err}"
+    );
+    assert!(!err.contains("{\""), "JSON in\n{err}");
+}
+
+#[test]
+fn an_unreachable_control_api_is_one_sentence_with_the_fix() {
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("http://127.0.0.1:{port}");
+    let o = switchyard(&server, &["list"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!(
+            "switchyard: cannot reach the control API at {server}: connection refused; is `switchyard serve` running?"
+        )
+    );
+    let o = switchyard("127.0.0.1:9900", &["list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "switchyard: cannot use \"127.0.0.1:9900\" as the control API's URL (--server or SWITCHYARD_SERVER): expected http://host[:port]/path"
     );
 }
