@@ -2,7 +2,7 @@
 //! API served by `switchyard serve`.
 
 use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use switchyard_testkit::{Client, Scratch, assert_eventually};
 
@@ -36,12 +36,14 @@ fn text(o: &Output) -> String {
 async fn the_readme_verbs_work_from_the_command_line() {
     let scratch = Scratch::new("control-cli");
     let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = scratch.join("serve.log");
     let _serve = Serve(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"])
             .arg(scratch.join("state"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -136,6 +138,11 @@ async fn the_readme_verbs_work_from_the_command_line() {
         "{err}"
     );
     assert!(!err.contains("{\""), "JSON in\n{err}");
+
+    // Its logs went to a file: words, no colour codes.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("switchyard control loop serving"), "{logged}");
+    assert!(!logged.contains('\x1b'), "colour codes in a log file:\n{logged}");
 }
 
 #[test]
