@@ -2,6 +2,10 @@
 //! `POST /rollouts` applies a spec; `GET /rollouts`, `GET /rollouts/NAME` and
 //! `GET /rollouts/NAME/history` read; `POST /rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
 //! (`promote?full=true`) and `POST /rollouts/NAME/weight` with `{"weight": N}` act.
+//!
+//! A request is checked before the controller sees it: an unknown path is 404, a method its
+//! path does not take 405 with `Allow`, an unknown query parameter or a value out of range 400
+//! naming it. Every refusal becomes a response in one place, [`Refusal::reply`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,8 +19,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use serde::Serialize;
 use serde_json::json;
-use switchyard_config::Format;
+use switchyard_config::{FieldError, Format};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::service_fn;
@@ -55,109 +60,310 @@ pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
 
 type Reply = Response<Full<Bytes>>;
 
+/// What the API serves, by path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Endpoint {
+    /// `/healthz`
+    Health,
+    /// `/rollouts`
+    Rollouts,
+    /// `/rollouts/NAME`
+    Rollout(String),
+    /// `/rollouts/NAME/history`
+    History(String),
+    /// `/rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
+    Act(String, Action),
+    /// `/rollouts/NAME/weight`
+    Weight(String),
+}
+
+/// An operator's verb without arguments (set-weight has its own endpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    Promote,
+    Pause,
+    Resume,
+    Abort,
+    Retry,
+    Undo,
+}
+
+impl Endpoint {
+    /// The endpoint at `path`, if there is one.
+    fn parse(path: &str) -> Option<Self> {
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let action = |verb: &str| match verb {
+            "promote" => Some(Action::Promote),
+            "pause" => Some(Action::Pause),
+            "resume" => Some(Action::Resume),
+            "abort" => Some(Action::Abort),
+            "retry" => Some(Action::Retry),
+            "undo" => Some(Action::Undo),
+            _ => None,
+        };
+        Some(match segments.as_slice() {
+            ["healthz"] => Self::Health,
+            ["rollouts"] => Self::Rollouts,
+            ["rollouts", name] => Self::Rollout((*name).to_owned()),
+            ["rollouts", name, "history"] => Self::History((*name).to_owned()),
+            ["rollouts", name, "weight"] => Self::Weight((*name).to_owned()),
+            ["rollouts", name, verb] => Self::Act((*name).to_owned(), action(verb)?),
+            _ => return None,
+        })
+    }
+
+    /// The methods it takes, as `Allow` lists them.
+    fn allow(&self) -> &'static str {
+        match self {
+            Self::Health | Self::History(_) => "GET",
+            Self::Rollout(_) => "GET, DELETE",
+            Self::Rollouts => "GET, POST",
+            Self::Act(..) | Self::Weight(_) => "POST",
+        }
+    }
+
+    fn takes(&self, method: &Method) -> bool {
+        self.allow().split(", ").any(|m| m == method.as_str())
+    }
+
+    /// The query parameters it takes.
+    fn parameters(&self) -> &'static [&'static str] {
+        match self {
+            Self::Act(_, Action::Promote) => &["full"],
+            _ => &[],
+        }
+    }
+}
+
+/// Why a request gets no answer from the controller; [`Refusal::reply`] makes it a response.
+#[derive(Debug)]
+enum Refusal {
+    /// No endpoint at the path (404).
+    NoEndpoint(String),
+    /// The endpoint does not take the method (405, with `Allow`).
+    Method {
+        method: Method,
+        path: String,
+        allow: &'static str,
+    },
+    /// A query parameter or body field that is unknown or out of range (400).
+    Invalid(FieldError),
+    /// The body did not arrive whole in time (408) or is not text (400).
+    Body(StatusCode, &'static str),
+    /// The controller refused.
+    Control(ControlError),
+}
+
+impl From<ControlError> for Refusal {
+    fn from(e: ControlError) -> Self {
+        Self::Control(e)
+    }
+}
+
+impl From<FieldError> for Refusal {
+    fn from(e: FieldError) -> Self {
+        Self::Invalid(e)
+    }
+}
+
+impl Refusal {
+    fn reply(self) -> Reply {
+        match self {
+            Self::NoEndpoint(path) => errors(
+                StatusCode::NOT_FOUND,
+                &[FieldError::new(
+                    "",
+                    format!("no endpoint at {path}; docs/control-api.yaml lists them"),
+                )],
+            ),
+            Self::Method { method, path, allow } => {
+                let mut reply = errors(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &[FieldError::new("", format!("{path} takes {allow}, not {method}"))],
+                );
+                reply
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                reply
+            }
+            Self::Invalid(problem) => errors(StatusCode::BAD_REQUEST, &[problem]),
+            Self::Body(status, message) => errors(status, &[FieldError::new("", message)]),
+            Self::Control(e) => {
+                let status = match &e {
+                    ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
+                    ControlError::NotFound(_) => StatusCode::NOT_FOUND,
+                    ControlError::Active(_) | ControlError::RouteTaken { .. } | ControlError::Refused(_) => StatusCode::CONFLICT,
+                    ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                };
+                match e {
+                    ControlError::Invalid(problems) => errors(status, problems.errors()),
+                    e => errors(status, &[FieldError::new("", e.to_string())]),
+                }
+            }
+        }
+    }
+}
+
 async fn handle(controller: &Arc<Controller>, req: Request<Incoming>) -> Reply {
-    let path = req.uri().path().trim_end_matches('/').to_owned();
-    let query = req.uri().query().unwrap_or("").to_owned();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let method = req.method().clone();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["healthz"]) => json_reply(StatusCode::OK, &json!({ "status": "ok" })),
-        (&Method::GET, ["rollouts"]) => json_reply(StatusCode::OK, &json!(controller.list().await)),
-        (&Method::POST, ["rollouts"]) => {
+    answer(controller, req).await.unwrap_or_else(Refusal::reply)
+}
+
+async fn answer(controller: &Arc<Controller>, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    let path = req.uri().path().to_owned();
+    let endpoint = Endpoint::parse(&path).ok_or_else(|| Refusal::NoEndpoint(path.clone()))?;
+    if !endpoint.takes(req.method()) {
+        return Err(Refusal::Method {
+            method: req.method().clone(),
+            path,
+            allow: endpoint.allow(),
+        });
+    }
+    let query = Query::parse(req.uri().query(), endpoint.parameters())?;
+    Ok(match endpoint {
+        Endpoint::Health => json_reply(StatusCode::OK, &json!({ "status": "ok" })),
+        Endpoint::Rollouts if req.method() == Method::GET => json_reply(StatusCode::OK, &controller.list().await),
+        Endpoint::Rollouts => {
             let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
                 Some(ct) if ct.contains("json") => Some(Format::Json),
                 Some(ct) if ct.contains("yaml") => Some(Format::Yaml),
                 _ => None,
             };
-            let text = match body_text(req).await {
-                Ok(t) => t,
-                Err(reply) => return reply,
-            };
+            let text = body_text(req).await?;
             let format = format.unwrap_or_else(|| Format::sniff(&text));
-            result(controller.apply(&text, format).await, StatusCode::CREATED)
+            json_reply(StatusCode::CREATED, &controller.apply(&text, format).await?)
         }
-        (&Method::GET, ["rollouts", name]) => result(controller.status(name).await, StatusCode::OK),
-        (&Method::GET, ["rollouts", name, "history"]) => match controller.history(name).await {
-            Ok(events) => {
-                let abort = controller.status(name).await.ok().and_then(|s| s.abort);
-                json_reply(
-                    StatusCode::OK,
-                    &json!({ "name": name, "events": events, "abort": abort }),
-                )
-            }
-            Err(e) => error_reply(&e),
-        },
-        (&Method::POST, ["rollouts", name, "weight"]) => {
-            let name = (*name).to_owned();
-            let text = match body_text(req).await {
-                Ok(t) => t,
-                Err(reply) => return reply,
-            };
-            let weight = serde_json::from_str::<serde_json::Value>(&text)
-                .ok()
-                .and_then(|v| v["weight"].as_f64());
-            match weight {
-                Some(w) => result(controller.command(&name, Command::SetWeight(w)).await, StatusCode::OK),
-                None => errors(
-                    StatusCode::BAD_REQUEST,
-                    "weight",
-                    "send {\"weight\": N} with N from 0 to 100",
-                ),
-            }
+        Endpoint::Rollout(name) if req.method() == Method::DELETE => {
+            controller.delete(&name).await?;
+            json_reply(StatusCode::OK, &json!({ "name": name, "deleted": true }))
         }
-        (&Method::POST, ["rollouts", name, verb]) => {
-            let cmd = match *verb {
-                "promote" => Command::Promote {
-                    full: query.split('&').any(|p| p == "full=true" || p == "full"),
+        Endpoint::Rollout(name) => json_reply(StatusCode::OK, &controller.status(&name).await?),
+        Endpoint::History(name) => {
+            let events = controller.history(&name).await?;
+            let abort = controller.status(&name).await.ok().and_then(|s| s.abort);
+            json_reply(
+                StatusCode::OK,
+                &json!({ "name": name, "events": events, "abort": abort }),
+            )
+        }
+        Endpoint::Act(name, action) => {
+            let command = match action {
+                Action::Promote => Command::Promote {
+                    full: query.flag("full")?,
                 },
-                "pause" => Command::Pause,
-                "resume" => Command::Resume,
-                "abort" => Command::Abort,
-                "retry" => Command::Retry,
-                "undo" => Command::Undo,
-                _ => return errors(StatusCode::NOT_FOUND, "", &format!("no action {verb:?}")),
+                Action::Pause => Command::Pause,
+                Action::Resume => Command::Resume,
+                Action::Abort => Command::Abort,
+                Action::Retry => Command::Retry,
+                Action::Undo => Command::Undo,
             };
-            result(controller.command(name, cmd).await, StatusCode::OK)
+            json_reply(StatusCode::OK, &controller.command(&name, command).await?)
         }
-        _ => errors(StatusCode::NOT_FOUND, "", &format!("no endpoint {method} {path}")),
+        Endpoint::Weight(name) => {
+            let weight = weight_of(&body_text(req).await?)?;
+            json_reply(
+                StatusCode::OK,
+                &controller.command(&name, Command::SetWeight(weight)).await?,
+            )
+        }
+    })
+}
+
+/// A request's query parameters, each one its endpoint takes.
+#[derive(Debug, PartialEq, Eq)]
+struct Query<'q>(Vec<(&'q str, Option<&'q str>)>);
+
+impl<'q> Query<'q> {
+    /// Parses `query`, refusing a parameter not in `takes` or given twice. `name` alone (no
+    /// `=`) has no value.
+    fn parse(query: Option<&'q str>, takes: &[&str]) -> Result<Self, FieldError> {
+        let mut given: Vec<(&str, Option<&str>)> = Vec::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = match pair.split_once('=') {
+                Some((name, value)) => (name, Some(value)),
+                None => (pair, None),
+            };
+            if !takes.contains(&name) {
+                let takes = match takes {
+                    [] => "takes no query parameters".to_owned(),
+                    names => format!("takes only {}", names.join(", ")),
+                };
+                return Err(FieldError::new(
+                    name,
+                    format!("unknown query parameter; this endpoint {takes}"),
+                ));
+            }
+            if given.iter().any(|(seen, _)| *seen == name) {
+                return Err(FieldError::new(name, "given twice; give it once"));
+            }
+            given.push((name, value));
+        }
+        Ok(Self(given))
+    }
+
+    /// A boolean parameter: absent is false; `name`, `name=true` and `name=1` are true;
+    /// `name=false` and `name=0` false.
+    fn flag(&self, name: &str) -> Result<bool, FieldError> {
+        match self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v) {
+            None => Ok(false),
+            Some(None | Some("true" | "1")) => Ok(true),
+            Some(Some("false" | "0")) => Ok(false),
+            Some(Some(other)) => Err(FieldError::new(
+                name,
+                format!("must be true, false, 1 or 0 (or {name} alone, meaning true), not {other:?}"),
+            )),
+        }
     }
 }
 
-async fn body_text(req: Request<Incoming>) -> Result<String, Reply> {
+/// The weight of a `POST /rollouts/NAME/weight` body, `{"weight": N}` with N from 0 to 100.
+fn weight_of(text: &str) -> Result<f64, FieldError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SetWeight {
+        // A `Value`, to say what was sent when it is not a number.
+        weight: serde_json::Value,
+    }
+    let sent = serde_json::from_str::<SetWeight>(text).map_err(|_| {
+        FieldError::new(
+            "weight",
+            "send {\"weight\": N} with N the candidate's percent, a number from 0 to 100",
+        )
+    })?;
+    match sent.weight.as_f64() {
+        Some(weight) if (0.0..=100.0).contains(&weight) => Ok(weight),
+        // A number as a number (`150`, not `150.0`), anything else as the JSON it was.
+        number => Err(FieldError::new(
+            "weight",
+            format!(
+                "must be a number from 0 to 100 (the candidate's percent), not {}",
+                number.map_or_else(|| sent.weight.to_string(), |w| w.to_string())
+            ),
+        )),
+    }
+}
+
+async fn body_text(req: Request<Incoming>) -> Result<String, Refusal> {
     let collected = tokio::time::timeout(
         Duration::from_secs(30),
         Limited::new(req.into_body(), MAX_BODY).collect(),
     )
     .await
-    .map_err(|_| errors(StatusCode::REQUEST_TIMEOUT, "", "the body did not arrive within 30s"))?
-    .map_err(|e| errors(StatusCode::BAD_REQUEST, "", &format!("cannot read the body: {e}")))?;
+    .map_err(|_| Refusal::Body(StatusCode::REQUEST_TIMEOUT, "the body did not arrive within 30s"))?
+    .map_err(|_| {
+        Refusal::Body(
+            StatusCode::BAD_REQUEST,
+            "the body could not be read whole (at most 1 MiB)",
+        )
+    })?;
     String::from_utf8(collected.to_bytes().to_vec())
-        .map_err(|_| errors(StatusCode::BAD_REQUEST, "", "the body is not UTF-8"))
+        .map_err(|_| Refusal::Body(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 
-fn result<T: serde::Serialize>(r: Result<T, ControlError>, ok: StatusCode) -> Reply {
-    match r {
-        Ok(v) => json_reply(ok, &json!(v)),
-        Err(e) => error_reply(&e),
-    }
+fn errors(status: StatusCode, problems: &[FieldError]) -> Reply {
+    json_reply(status, &json!({ "errors": problems }))
 }
 
-fn error_reply(e: &ControlError) -> Reply {
-    match e {
-        ControlError::Invalid(problems) => json_reply(StatusCode::BAD_REQUEST, &json!({ "errors": problems.errors() })),
-        ControlError::NotFound(_) => errors(StatusCode::NOT_FOUND, "", &e.to_string()),
-        ControlError::Active(_) | ControlError::RouteTaken { .. } | ControlError::Refused(_) => {
-            errors(StatusCode::CONFLICT, "", &e.to_string())
-        }
-        ControlError::Store(_) => errors(StatusCode::INTERNAL_SERVER_ERROR, "", &e.to_string()),
-    }
-}
-
-fn errors(status: StatusCode, path: &str, message: &str) -> Reply {
-    json_reply(status, &json!({ "errors": [{ "path": path, "message": message }] }))
-}
-
-fn json_reply(status: StatusCode, body: &serde_json::Value) -> Reply {
+fn json_reply(status: StatusCode, body: &impl Serialize) -> Reply {
     let mut bytes = serde_json::to_vec(body).unwrap_or_default();
     bytes.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
@@ -166,4 +372,85 @@ fn json_reply(status: StatusCode, body: &serde_json::Value) -> Reply {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_endpoints_and_their_methods() {
+        let at = |path: &str| Endpoint::parse(path);
+        assert_eq!(at("/rollouts/"), Some(Endpoint::Rollouts));
+        assert_eq!(
+            at("/rollouts/demo/abort"),
+            Some(Endpoint::Act("demo".into(), Action::Abort))
+        );
+        assert_eq!(at("/rollouts/demo/explode"), None);
+        assert_eq!(at("/rollouts/demo/history/more"), None);
+        assert_eq!(at("/"), None);
+        assert!(at("/rollouts").unwrap().takes(&Method::POST));
+        assert!(!at("/rollouts").unwrap().takes(&Method::DELETE));
+        assert!(!at("/rollouts/demo/abort").unwrap().takes(&Method::GET));
+        assert_eq!(at("/rollouts/demo").unwrap().allow(), "GET");
+    }
+
+    #[test]
+    fn full_is_a_flag_of_five_spellings() {
+        let full = |query: &str| Query::parse(Some(query), &["full"]).and_then(|q| q.flag("full"));
+        for yes in ["full", "full=true", "full=1"] {
+            assert_eq!(full(yes), Ok(true), "{yes}");
+        }
+        for no in ["", "full=false", "full=0"] {
+            assert_eq!(full(no), Ok(false), "{no}");
+        }
+        for bad in ["full=maybe", "full=", "full=TRUE", "full=yes"] {
+            let e = full(bad).unwrap_err();
+            assert_eq!(e.path, "full", "{bad}");
+            assert!(e.message.contains("true, false, 1 or 0"), "{bad}: {e}");
+        }
+        assert_eq!(full("full&full=0").unwrap_err().path, "full");
+    }
+
+    #[test]
+    fn unknown_query_parameters_are_named() {
+        let e = Query::parse(Some("full=1&fast=yes"), &["full"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "fast: unknown query parameter; this endpoint takes only full"
+        );
+        let e = Query::parse(Some("x"), &[]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "x: unknown query parameter; this endpoint takes no query parameters"
+        );
+        assert_eq!(Query::parse(Some("&"), &[]), Ok(Query(vec![])));
+    }
+
+    #[test]
+    fn a_weight_is_a_number_from_0_to_100() {
+        assert_eq!(weight_of(r#"{"weight": 30}"#), Ok(30.0));
+        assert_eq!(weight_of(r#"{"weight": 0}"#), Ok(0.0));
+        assert_eq!(weight_of(r#"{"weight": 100.0}"#), Ok(100.0));
+        for (body, shown) in [
+            (r#"{"weight": 150}"#, "not 150"),
+            (r#"{"weight": -1}"#, "not -1"),
+            (r#"{"weight": 150.5}"#, "not 150.5"),
+            (r#"{"weight": 1e3}"#, "not 1000"),
+            (r#"{"weight": "abc"}"#, r#"not "abc""#),
+            (r#"{"weight": null}"#, "not null"),
+        ] {
+            let e = weight_of(body).unwrap_err();
+            assert_eq!(e.path, "weight");
+            assert!(
+                e.message.contains("from 0 to 100") && e.message.ends_with(shown),
+                "{body}: {e}"
+            );
+        }
+        for body in ["", "{}", "30", r#"{"weight": 30, "hold": true}"#] {
+            let e = weight_of(body).unwrap_err();
+            assert_eq!(e.path, "weight");
+            assert!(e.message.contains("from 0 to 100"), "{body}: {e}");
+        }
+    }
 }

@@ -1,16 +1,23 @@
 //! `switchyard rollout …`: the operator's verbs, as Argo Rollouts users know them, spoken to the
 //! control API (`--server`, default `http://127.0.0.1:9900`, or `SWITCHYARD_SERVER`).
+//!
+//! Every command that changes a rollout prints what it did and the rollout's state after it.
+//! Steps are shown as people count them, `step 1 of 5` for the API's `"step": 0`.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
+use anyhow::{Context as _, anyhow};
 use clap::Subcommand;
-use http::Method;
-use serde_json::Value;
+use http::{Method, StatusCode};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
-use crate::http::{CallError, Http};
+use crate::http::{CallError, Http, Problems};
+use crate::controller::Status;
+use crate::state::{AbortRecord, Event, Phase};
 
 /// The rollout verbs.
 #[derive(Debug, Subcommand)]
@@ -76,100 +83,203 @@ pub enum Verb {
         /// The rollout.
         name: String,
     },
+    /// Remove a rollout that is aborted or completed, with its history.
+    Delete {
+        /// The rollout.
+        name: String,
+    },
 }
 
-/// Runs one verb against `server`.
+/// `GET /rollouts/NAME/history`.
+#[derive(Debug, Clone, Deserialize)]
+struct History {
+    events: Vec<Event>,
+    #[serde(default)]
+    abort: Option<AbortRecord>,
+}
+
+/// Runs one verb against the control API at `server`.
 pub async fn run(server: &str, verb: Verb) -> anyhow::Result<()> {
-    let http = Http::new(Duration::from_secs(10));
-    let base = format!("{}/rollouts", server.trim_end_matches('/'));
-    let post = |path: String| {
-        let http = http.clone();
-        async move { call(&http, Method::POST, &path, Some(Value::Null)).await }
-    };
+    let api = Api::new(server);
+    let act = |name: &str, verb: &str| format!("/rollouts/{name}/{verb}");
     match verb {
         Verb::Apply { file } => {
             let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-            let (status, _, body) = http
-                .call(
+            let status: Status = api
+                .send(
                     Method::POST,
-                    &base,
-                    &[("content-type", content_type(&file).to_owned())],
-                    Some(text.into_bytes()),
+                    "/rollouts",
+                    Some((content_type(&file), text.into_bytes())),
                 )
                 .await?;
-            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            if !status.is_success() {
-                bail!(
-                    "{}",
-                    problems(&v).unwrap_or_else(|| format!("{status}: {}", String::from_utf8_lossy(&body)))
-                );
-            }
-            println!("rollout {} applied", v["name"].as_str().unwrap_or("?"));
+            print!("rollout {} applied\n\n{}", status.name, render(&status));
         }
         Verb::List => {
-            let v = call(&http, Method::GET, &base, None).await?;
+            let statuses: Vec<Status> = api.send(Method::GET, "/rollouts", None).await?;
             println!(
-                "{:<24} {:<12} {:<14} {:>6}  MESSAGE",
-                "NAME", "ROUTE", "PHASE", "WEIGHT"
+                "{:<24} {:<12} {:<12} {:>6} {:>7}  MESSAGE",
+                "NAME", "ROUTE", "PHASE", "STEP", "WEIGHT"
             );
-            for r in v.as_array().into_iter().flatten() {
+            for s in &statuses {
                 println!(
-                    "{:<24} {:<12} {:<14} {:>5}%  {}",
-                    r["name"].as_str().unwrap_or(""),
-                    r["route"].as_str().unwrap_or(""),
-                    r["phase"].as_str().unwrap_or(""),
-                    r["weight"],
-                    r["message"].as_str().unwrap_or("")
+                    "{:<24} {:<12} {:<12} {:>6} {:>6}%  {}",
+                    s.name,
+                    s.route,
+                    phase(s.phase),
+                    format!("{}/{}", (s.step + 1).min(s.steps), s.steps),
+                    s.weight,
+                    s.message
                 );
             }
         }
-        Verb::Status { name, watch } => loop {
-            let v = call(&http, Method::GET, &format!("{base}/{name}"), None).await?;
-            if watch {
-                print!("\x1b[2J\x1b[H");
+        Verb::Status { name, watch } => {
+            // Redraw in place only on a terminal; a pipe or file gets one status after another.
+            let redraw = watch && std::io::stdout().is_terminal();
+            let mut first = true;
+            loop {
+                let status: Status = api.send(Method::GET, &format!("/rollouts/{name}"), None).await?;
+                if redraw {
+                    print!("\x1b[2J\x1b[H");
+                } else if !first {
+                    println!();
+                }
+                print!("{}", render(&status));
+                first = false;
+                if !watch || matches!(status.phase, Phase::Completed | Phase::Aborted) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            print!("{}", render(&v));
-            let terminal = matches!(v["phase"].as_str(), Some("Completed" | "Aborted"));
-            if !watch || terminal {
-                break;
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        },
-        Verb::Promote { name, full } => {
-            let q = if full { "?full=true" } else { "" };
-            print!("{}", render(&post(format!("{base}/{name}/promote{q}")).await?));
         }
-        Verb::Pause { name } => print!("{}", render(&post(format!("{base}/{name}/pause")).await?)),
-        Verb::Resume { name } => print!("{}", render(&post(format!("{base}/{name}/resume")).await?)),
-        Verb::Abort { name } => print!("{}", render(&post(format!("{base}/{name}/abort")).await?)),
-        Verb::Retry { name } => print!("{}", render(&post(format!("{base}/{name}/retry")).await?)),
-        Verb::Undo { name } => print!("{}", render(&post(format!("{base}/{name}/undo")).await?)),
+        Verb::Promote { name, full } => {
+            let (path, done) = if full {
+                (format!("{}?full=true", act(&name, "promote")), "promoted fully")
+            } else {
+                (act(&name, "promote"), "promoted")
+            };
+            api.command(&path, None, &format!("rollout {name} {done}")).await?;
+        }
+        Verb::Pause { name } => {
+            let done = format!("rollout {name} paused");
+            api.command(&act(&name, "pause"), None, &done).await?;
+        }
+        Verb::Resume { name } => {
+            let done = format!("rollout {name} resumed");
+            api.command(&act(&name, "resume"), None, &done).await?;
+        }
+        Verb::Abort { name } => {
+            let done = format!("rollout {name} aborted: every request goes to the baseline");
+            api.command(&act(&name, "abort"), None, &done).await?;
+        }
+        Verb::Retry { name } => {
+            let done = format!("rollout {name} started again from step 1");
+            api.command(&act(&name, "retry"), None, &done).await?;
+        }
+        Verb::Undo { name } => {
+            let done = format!("rollout {name} back on its previous traffic, held there");
+            api.command(&act(&name, "undo"), None, &done).await?;
+        }
         Verb::SetWeight { name, weight } => {
-            let v = call(
-                &http,
-                Method::POST,
-                &format!("{base}/{name}/weight"),
-                Some(serde_json::json!({ "weight": weight })),
-            )
-            .await?;
-            print!("{}", render(&v));
+            let body = serde_json::json!({ "weight": weight }).to_string();
+            let done = format!("rollout {name}: candidate weight set to {weight}%, held there");
+            api.command(&act(&name, "weight"), Some(body), &done).await?;
+        }
+        Verb::Delete { name } => {
+            let _: serde_json::Value = api.send(Method::DELETE, &format!("/rollouts/{name}"), None).await?;
+            println!("rollout {name} deleted");
         }
         Verb::History { name } => {
-            let v = call(&http, Method::GET, &format!("{base}/{name}/history"), None).await?;
-            for e in v["events"].as_array().into_iter().flatten() {
-                println!(
-                    "{}  {:<10} {}",
-                    time(e["at"].as_u64().unwrap_or(0)),
-                    e["kind"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("")
-                );
+            let history: History = api.send(Method::GET, &act(&name, "history"), None).await?;
+            for e in &history.events {
+                println!("{}  {:<10} {}", time(e.at), e.kind, e.message);
             }
-            if v["abort"].is_object() {
-                print!("{}", abort_lines(&v["abort"]));
+            if let Some(abort) = &history.abort {
+                print!("{}", abort_lines(abort));
             }
         }
     }
     Ok(())
+}
+
+/// The control API as the CLI speaks it: typed answers, and every failure a sentence.
+struct Api {
+    http: Http,
+    /// The base URL, without a trailing `/`.
+    server: String,
+}
+
+impl Api {
+    fn new(server: &str) -> Self {
+        Self {
+            http: Http::new(Duration::from_secs(10)),
+            server: server.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// `method path` with `body` (content type, bytes), expecting 2xx and a `T`.
+    async fn send<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.server);
+        let (headers, body) = match body {
+            Some((content_type, bytes)) => (vec![("content-type", content_type.to_owned())], Some(bytes)),
+            None => (Vec::new(), None),
+        };
+        let (status, _, answer) = self
+            .http
+            .call(method, &url, &headers, body)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !status.is_success() {
+            return Err(refused(status, &answer));
+        }
+        serde_json::from_slice(&answer).map_err(|e| {
+            anyhow!(
+                "the control API at {} answered {path} with JSON this CLI cannot read ({e}); are \
+                 `switchyard serve` and this CLI the same version?",
+                self.server
+            )
+        })
+    }
+
+    /// A command: `POST path` with an optional JSON body, then `done` and the state after it.
+    async fn command(&self, path: &str, body: Option<String>, done: &str) -> anyhow::Result<()> {
+        let body = body.map(|b| ("application/json", b.into_bytes()));
+        let status: Status = self.send(Method::POST, path, body).await?;
+        print!("{done}\n\n{}", render(&status));
+        Ok(())
+    }
+
+    fn unreachable(&self, e: CallError) -> anyhow::Error {
+        match e {
+            CallError::Unreachable { cause, .. } => anyhow!(
+                "cannot reach the control API at {}: {cause}; is `switchyard serve` running?",
+                self.server
+            ),
+            CallError::Invalid { reason, .. } => anyhow!(
+                "cannot use {:?} as the control API's URL (--server or SWITCHYARD_SERVER): {reason}",
+                self.server
+            ),
+            e => e.into(),
+        }
+    }
+}
+
+/// What the API said when it refused: its problems, one a line, each with the field it is
+/// about; or, for a body that is not an error document, the status and the body.
+fn refused(status: StatusCode, body: &[u8]) -> anyhow::Error {
+    let text = String::from_utf8_lossy(body);
+    match Problems::parse(&text) {
+        Some(Problems { errors }) if errors.len() == 1 => anyhow!("{}", errors[0]),
+        Some(Problems { errors }) => {
+            let lines: Vec<String> = errors.iter().map(|p| format!("  {p}")).collect();
+            anyhow!("{} problems:\n{}", errors.len(), lines.join("\n"))
+        }
+        None => anyhow!("the control API answered {status}: {}", text.trim()),
+    }
 }
 
 fn content_type(file: &std::path::Path) -> &'static str {
@@ -179,94 +289,79 @@ fn content_type(file: &std::path::Path) -> &'static str {
     }
 }
 
-async fn call(http: &Http, method: Method, url: &str, body: Option<Value>) -> anyhow::Result<Value> {
-    let answer = match body {
-        Some(b) => http.send_json(method, url, &[], &b).await,
-        None => http.get_json(url).await,
-    };
-    match answer {
-        Ok(v) => Ok(v),
-        Err(CallError::Status { status, body, .. }) => {
-            let v: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            bail!("{}", problems(&v).unwrap_or_else(|| format!("{status}: {body}")))
-        }
-        Err(e) => Err(e.into()),
+fn phase(p: Phase) -> &'static str {
+    match p {
+        Phase::Progressing => "Progressing",
+        Phase::Paused => "Paused",
+        Phase::Completed => "Completed",
+        Phase::Aborted => "Aborted",
     }
 }
 
-fn problems(v: &Value) -> Option<String> {
-    let list = v["errors"].as_array()?;
-    Some(
-        list.iter()
-            .map(|e| match e["path"].as_str() {
-                Some(p) if !p.is_empty() => format!("{p}: {}", e["message"].as_str().unwrap_or("")),
-                _ => e["message"].as_str().unwrap_or("").to_owned(),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
+/// The step as people count them, from 1: `step 2 of 5`, or `all 5 steps done` past the last.
+fn step_label(step: usize, steps: usize) -> String {
+    if step >= steps {
+        format!("all {steps} steps done")
+    } else {
+        format!("step {} of {steps}", step + 1)
+    }
 }
 
 /// The human view of a status.
-pub fn render(v: &Value) -> String {
+fn render(s: &Status) -> String {
     let mut out = String::new();
-    let weight = v["weight"].as_f64().unwrap_or(0.0);
-    let filled = (weight / 5.0).round() as usize;
-    let bar: String = "█".repeat(filled.min(20)) + &"░".repeat(20 - filled.min(20));
-    let _ = writeln!(out, "Name:     {}", v["name"].as_str().unwrap_or(""));
-    let _ = writeln!(out, "Route:    {}", v["route"].as_str().unwrap_or(""));
-    let _ = writeln!(
-        out,
-        "Phase:    {}  (step {}/{})",
-        v["phase"].as_str().unwrap_or(""),
-        v["step"].as_u64().unwrap_or(0).min(v["steps"].as_u64().unwrap_or(0)),
-        v["steps"]
-    );
-    let confirmed = v["confirmedWeight"]
-        .as_f64()
-        .map_or("none yet".to_owned(), |c| format!("{c}%"));
-    let _ = writeln!(out, "Weight:   {bar} {weight}% (confirmed {confirmed})");
-    let _ = writeln!(out, "Message:  {}", v["message"].as_str().unwrap_or(""));
-    if let Some(tracks) = v["tracks"].as_object() {
-        let mut first = true;
-        for (name, t) in tracks {
-            let _ = writeln!(
-                out,
-                "{}{:<10} {:>8.1} rps  errors {:>6.2}%  p99 {}",
-                if first { "Tracks:   " } else { "          " },
-                name,
-                t["rps"].as_f64().unwrap_or(0.0),
-                100.0 * t["errorRate"].as_f64().unwrap_or(0.0),
-                t["p99Ms"].as_f64().map_or("-".to_owned(), |p| format!("{p:.1} ms"))
-            );
-            first = false;
-        }
+    let filled = ((s.weight / 5.0).round().max(0.0) as usize).min(20);
+    let bar: String = "█".repeat(filled) + &"░".repeat(20 - filled);
+    let _ = writeln!(out, "Name:     {}", s.name);
+    let _ = writeln!(out, "Route:    {}", s.route);
+    let _ = writeln!(out, "Phase:    {}  ({})", phase(s.phase), step_label(s.step, s.steps));
+    let confirmed = s.confirmed_weight.map_or("none yet".to_owned(), |c| format!("{c}%"));
+    let _ = writeln!(out, "Weight:   {bar} {}% (confirmed {confirmed})", s.weight);
+    let _ = writeln!(out, "Message:  {}", s.message);
+    for (i, (name, t)) in s.tracks.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{}{:<10} {:>8.1} rps  errors {:>6.2}%  p99 {}",
+            if i == 0 { "Tracks:   " } else { "          " },
+            name,
+            t.rps,
+            100.0 * t.error_rate,
+            t.p99_ms.map_or("-".to_owned(), |p| format!("{p:.1} ms"))
+        );
     }
-    for p in v["proxies"].as_array().into_iter().flatten() {
-        let state = match (p["version"].as_u64(), p["error"].as_str()) {
-            (Some(version), _) => format!("confirmed version {version}"),
+    if let Some(age) = s.tracks_age_ms.filter(|_| !s.tracks.is_empty()) {
+        let _ = writeln!(out, "          (measured {:.1} s ago)", age as f64 / 1000.0);
+    }
+    for p in &s.proxies {
+        let state = match (p.version, &p.error) {
+            (Some(version), None) => format!("confirmed version {version}"),
+            (Some(version), Some(e)) => format!("confirmed version {version}; last call failed: {e}"),
             (None, Some(e)) => format!("NOT CONFIRMED: {e}"),
-            _ => String::new(),
+            (None, None) => "not confirmed yet".to_owned(),
         };
-        let _ = writeln!(out, "Proxy:    {}  {state}", p["url"].as_str().unwrap_or(""));
+        let _ = writeln!(out, "Proxy:    {}  {state}", p.url);
     }
-    if v["abort"].is_object() {
-        out.push_str(&abort_lines(&v["abort"]));
+    if let Some(d) = &s.degraded {
+        let _ = writeln!(out, "Degraded: {}", d.message);
+    }
+    if let Some(abort) = &s.abort {
+        out.push_str(&abort_lines(abort));
     }
     out
 }
 
-fn abort_lines(a: &Value) -> String {
-    let detected = a["detectedAt"].as_u64().unwrap_or(0);
-    let confirmed = a["confirmedAt"].as_u64();
-    let mut out = format!("Abort:    {}\n", a["reason"].as_str().unwrap_or(""));
-    out.push_str(&format!("          first failing measurement at {}\n", time(detected)));
-    match confirmed {
-        Some(c) => out.push_str(&format!(
-            "          every proxy on baseline at {} ({:.1} s later)\n",
-            time(c),
-            c.saturating_sub(detected) as f64 / 1000.0
-        )),
+fn abort_lines(a: &AbortRecord) -> String {
+    let mut out = format!("Abort:    {}\n", a.reason);
+    let _ = writeln!(out, "          first failing measurement at {}", time(a.detected_at));
+    match a.confirmed_at {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "          every proxy on baseline at {} ({:.1} s later)",
+                time(c),
+                c.saturating_sub(a.detected_at) as f64 / 1000.0
+            );
+        }
         None => out.push_str("          not yet confirmed by every proxy\n"),
     }
     out
@@ -274,4 +369,64 @@ fn abort_lines(a: &Value) -> String {
 
 fn time(ms: u64) -> String {
     humantime::format_rfc3339_millis(std::time::UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A status as the API sends it, with a field this CLI does not show.
+    const PAUSED: &str = r#"{
+        "name": "checkout-v2", "route": "checkout", "phase": "Paused", "step": 1, "steps": 5,
+        "weight": 25.0, "confirmedWeight": 10.0, "message": "paused by an operator",
+        "proxies": [{"url": "http://127.0.0.1:9901", "version": 4, "error": null},
+                    {"url": "http://127.0.0.1:9911", "version": null,
+                     "error": "cannot reach http://127.0.0.1:9911/routes: connection refused"}],
+        "tracks": {"stable": {"requests": 950, "rps": 95.0, "errorRate": 0.001, "p99Ms": 12.5},
+                   "canary": {"requests": 50, "rps": 5.0, "errorRate": 0.0, "p99Ms": null}},
+        "analysis": {"outcome": "pass"}
+    }"#;
+
+    #[test]
+    fn a_status_renders_steps_from_1_and_every_part() {
+        let status: Status = serde_json::from_str(PAUSED).unwrap();
+        let shown = render(&status);
+        for line in [
+            "Name:     checkout-v2",
+            "Phase:    Paused  (step 2 of 5)",
+            "Weight:   █████░░░░░░░░░░░░░░░ 25% (confirmed 10%)",
+            "Message:  paused by an operator",
+            "Tracks:   canary          5.0 rps  errors   0.00%  p99 -",
+            "          stable         95.0 rps  errors   0.10%  p99 12.5 ms",
+            "Proxy:    http://127.0.0.1:9901  confirmed version 4",
+            "Proxy:    http://127.0.0.1:9911  NOT CONFIRMED: cannot reach http://127.0.0.1:9911/routes: connection refused",
+        ] {
+            assert!(shown.lines().any(|l| l == line), "no {line:?} in\n{shown}");
+        }
+    }
+
+    #[test]
+    fn steps_count_from_1_and_end_done() {
+        assert_eq!(step_label(0, 5), "step 1 of 5");
+        assert_eq!(step_label(4, 5), "step 5 of 5");
+        assert_eq!(step_label(5, 5), "all 5 steps done");
+    }
+
+    #[test]
+    fn refusals_read_as_their_problems() {
+        let one = br#"{"errors":[{"path":"","message":"cannot promote: the rollout is Aborted"}]}"#;
+        assert_eq!(
+            refused(StatusCode::CONFLICT, one).to_string(),
+            "cannot promote: the rollout is Aborted"
+        );
+        let two = br#"{"errors":[{"path":"proxies","message":"give at least one"},{"path":"candidate","message":"same as baseline"}]}"#;
+        assert_eq!(
+            refused(StatusCode::BAD_REQUEST, two).to_string(),
+            "2 problems:\n  proxies: give at least one\n  candidate: same as baseline"
+        );
+        assert_eq!(
+            refused(StatusCode::BAD_GATEWAY, b"upstream down\n").to_string(),
+            "the control API answered 502 Bad Gateway: upstream down"
+        );
+    }
 }

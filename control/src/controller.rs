@@ -132,7 +132,7 @@ pub struct AnalysisRun {
     /// The last measurement, for status.
     pub last: Option<serde_json::Value>,
     /// The last observation of both tracks, for status.
-    pub tracks: Option<serde_json::Value>,
+    pub tracks: Option<BTreeMap<String, TrackFigures>>,
     /// When [`Self::tracks`] was observed (ms since epoch).
     pub tracks_at: Option<u64>,
 }
@@ -181,9 +181,23 @@ pub struct ProxyStatus {
     pub last_answered_at: Option<u64>,
 }
 
+/// One track's figures over a measurement's window, merged across the proxies that answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackFigures {
+    /// Requests in the window.
+    pub requests: u64,
+    /// Requests per second.
+    pub rps: f64,
+    /// 5xx share, 0 to 1.
+    pub error_rate: f64,
+    /// 99th-percentile latency, ms; `None` without requests.
+    pub p99_ms: Option<f64>,
+}
+
 /// The `Degraded` condition: the rollout's traffic has not been confirmed by every proxy within
 /// the progress deadline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Degraded {
     /// Since when the traffic has been waiting (ms since epoch).
@@ -194,8 +208,8 @@ pub struct Degraded {
     pub proxies: Vec<ProxyStatus>,
 }
 
-/// What `GET /rollouts/NAME` shows.
-#[derive(Debug, Clone, Serialize)]
+/// What `GET /rollouts/NAME` and every command answer show; the CLI reads it with this type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Status {
     /// The rollout's name.
@@ -215,24 +229,24 @@ pub struct Status {
     /// What is happening.
     pub message: String,
     /// The abort record, once aborted.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abort: Option<AbortRecord>,
     /// Set while the rollout's traffic has waited longer than its progress deadline.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<Degraded>,
     /// Per proxy: the confirmed version, its last error and when it last answered.
     pub proxies: Vec<ProxyStatus>,
-    /// Per track: requests/s, error rate and p99 over the last measurement's window.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tracks: Option<serde_json::Value>,
+    /// Per track, by name: requests/s, error rate and p99 over the last measurement's window.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tracks: BTreeMap<String, TrackFigures>,
     /// When `tracks` was observed (ms since epoch).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracks_observed_at: Option<u64>,
     /// How old `tracks` is, ms.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tracks_age_ms: Option<u64>,
     /// The last measurement's verdict and reasons.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<serde_json::Value>,
 }
 
@@ -567,7 +581,7 @@ impl Controller {
             abort: state.abort.clone(),
             degraded: degraded(spec, state, &shared.statuses(), now),
             proxies: shared.statuses(),
-            tracks: record.analysis.tracks.clone(),
+            tracks: record.analysis.tracks.clone().unwrap_or_default(),
             tracks_observed_at: record.analysis.tracks_at,
             tracks_age_ms: record.analysis.tracks_at.map(|at| now.saturating_sub(at)),
             analysis: record.analysis.last.clone(),
@@ -1229,17 +1243,15 @@ fn measurement_json(m: &Measurement) -> serde_json::Value {
     serde_json::to_value(m).unwrap_or_default()
 }
 
-fn tracks_view(spec: &RolloutSpec, o: &Observed) -> serde_json::Value {
-    let view = |w: &TrackWindow| {
-        json!({
-            "requests": w.requests,
-            "rps": w.rate_per_second(),
-            "errorRate": w.error_rate(),
-            "p99Ms": w.quantile_ms(0.99),
-        })
+fn tracks_view(spec: &RolloutSpec, o: &Observed) -> BTreeMap<String, TrackFigures> {
+    let view = |w: &TrackWindow| TrackFigures {
+        requests: w.requests,
+        rps: w.rate_per_second(),
+        error_rate: w.error_rate(),
+        p99_ms: w.quantile_ms(0.99),
     };
-    json!({
-        spec.baseline.as_str(): view(&o.baseline),
-        spec.candidate.as_str(): view(&o.candidate),
-    })
+    BTreeMap::from([
+        (spec.baseline.to_string(), view(&o.baseline)),
+        (spec.candidate.to_string(), view(&o.candidate)),
+    ])
 }

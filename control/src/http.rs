@@ -1,44 +1,189 @@
-//! The control loop's HTTP client (hyper, pooled keep-alive) for the proxies' admin APIs and
-//! webhooks: JSON in, JSON out, every call bounded in time.
+//! The control loop's HTTP client (hyper, pooled keep-alive) for the proxies' admin APIs,
+//! webhooks and the operator's CLI: JSON in, JSON out, every call bounded in time, every
+//! failure a [`CallError`] that reads as a sentence.
 
+use std::error::Error as StdError;
+use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
+use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as Pooled;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// What a call to a proxy or webhook can end with, short of a success status.
+/// What a call to a proxy, a webhook or the control API can end with, short of a success
+/// status. Its `Display` is a sentence for a person: `cannot reach
+/// http://127.0.0.1:9901/routes: connection refused`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
-    /// No answer (connect error, reset, timeout).
-    #[error("{url}: unreachable: {detail}")]
+    /// The request cannot be made: the URL is not `http://host[:port]/path`, or a header is
+    /// not valid.
+    #[error("cannot call {url}: {reason}")]
+    Invalid {
+        /// The URL given.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No answer: see [`NoAnswer`].
+    #[error("cannot reach {url}: {cause}")]
     Unreachable {
         /// The URL called.
         url: String,
-        /// What went wrong.
-        detail: String,
+        /// Why there was no answer.
+        cause: NoAnswer,
     },
     /// An answer with an unexpected status.
-    #[error("{url}: {status}: {body}")]
+    #[error("{url} answered {status}{}", summary(body))]
     Status {
         /// The URL called.
         url: String,
         /// The status.
         status: StatusCode,
-        /// The body (for the error message).
+        /// The body as it came (the caller may read a JSON `{"errors": [...]}` from it).
         body: String,
     },
     /// A body that is not the expected JSON.
-    #[error("{url}: unexpected answer: {detail}")]
+    #[error("{url} answered with a body that is not the expected JSON: {detail}")]
     Body {
         /// The URL called.
         url: String,
         /// What is wrong.
         detail: String,
     },
+}
+
+/// Why a call got no answer, in words.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoAnswer {
+    /// Nothing listens there.
+    #[error("connection refused")]
+    Refused,
+    /// The peer reset the connection.
+    #[error("connection reset")]
+    Reset,
+    /// The peer closed the connection before the whole answer arrived.
+    #[error("the connection closed before the answer was complete")]
+    Closed,
+    /// No answer within the client's time limit (connecting included).
+    #[error("no answer within {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// Anything else: the root cause, as its library words it.
+    #[error("{0}")]
+    Other(String),
+}
+
+impl NoAnswer {
+    /// Why `error` (hyper's, or one of its sources) left a call without an answer: the first
+    /// I/O error on its `source()` chain, or hyper's word that the connection closed early,
+    /// or else the chain's root cause. `timeout` is the client's limit, for a timed-out connect.
+    fn of(error: &(dyn StdError + 'static), timeout: Duration) -> Self {
+        let mut root = error;
+        let mut next = Some(error);
+        while let Some(e) = next {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                return Self::of_io(io, timeout);
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>()
+                && (h.is_incomplete_message() || h.is_canceled() || h.is_closed())
+            {
+                return Self::Closed;
+            }
+            root = e;
+            next = e.source();
+        }
+        // The pool's own errors without a source (its request was canceled, its connection's
+        // channel closed) all mean the connection went away; its `Display` only names the kind.
+        if root.is::<hyper_util::client::legacy::Error>() {
+            return Self::Closed;
+        }
+        Self::Other(root.to_string())
+    }
+
+    fn of_io(io: &io::Error, timeout: Duration) -> Self {
+        match io.kind() {
+            io::ErrorKind::ConnectionRefused => Self::Refused,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe => {
+                Self::Reset
+            }
+            io::ErrorKind::TimedOut => Self::Timeout(timeout),
+            io::ErrorKind::UnexpectedEof => Self::Closed,
+            _ => Self::Other(words(io)),
+        }
+    }
+}
+
+/// An I/O error as part of a sentence: `Network is unreachable (os error 101)` becomes
+/// `network is unreachable`.
+fn words(io: &io::Error) -> String {
+    let text = io.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => text.as_str(),
+    };
+    let mut chars = text.chars();
+    match (chars.next(), chars.next()) {
+        // Lower-case a capital that starts a word, not an acronym (`DNS`).
+        (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
+            first.to_lowercase().chain(text[first.len_utf8()..].chars()).collect()
+        }
+        _ => text.to_owned(),
+    }
+}
+
+/// An error document, `{"errors": [{"path", "message"}, ...]}`, as the control API and the
+/// proxies' admin APIs send it with a 4xx or 5xx status.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Problems {
+    /// The problems, in the order the server found them; never empty.
+    pub errors: Vec<Problem>,
+}
+
+/// One problem: the field it is about (empty: the whole request) and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct Problem {
+    /// The field path, e.g. `canary.steps[0].setWeight` or `weight`; empty for none.
+    #[serde(default)]
+    pub path: String,
+    /// What is wrong and, where it helps, what would be right.
+    pub message: String,
+}
+
+impl Problems {
+    /// The problems in `body`, if it is an error document with at least one.
+    pub fn parse(body: &str) -> Option<Self> {
+        serde_json::from_str::<Self>(body).ok().filter(|p| !p.errors.is_empty())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// What follows the status in [`CallError::Status`]: `: ` and the problems of an error
+/// document, or the body's first line, or nothing for an empty body.
+fn summary(body: &str) -> String {
+    /// Longest stretch of a body that is not an error document shown in a message.
+    const SHOWN: usize = 200;
+    if let Some(problems) = Problems::parse(body) {
+        let texts: Vec<String> = problems.errors.iter().map(Problem::to_string).collect();
+        return format!(": {}", texts.join("; "));
+    }
+    match body.lines().map(str::trim).find(|l| !l.is_empty()) {
+        Some(line) if line.chars().count() > SHOWN => {
+            format!(": {}…", line.chars().take(SHOWN).collect::<String>())
+        }
+        Some(line) => format!(": {line}"),
+        None => String::new(),
+    }
 }
 
 /// A pooled HTTP/1.1 client with a per-call time limit.
@@ -49,7 +194,7 @@ pub struct Http {
 }
 
 impl Http {
-    /// A client whose calls each end within `timeout`.
+    /// A client whose calls each end within `timeout`, connecting included.
     pub fn new(timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
@@ -60,7 +205,7 @@ impl Http {
         }
     }
 
-    /// Sends a request and returns status, headers and body.
+    /// Sends a request and returns status, headers and body, whatever the status.
     pub async fn call(
         &self,
         method: Method,
@@ -68,11 +213,15 @@ impl Http {
         headers: &[(&str, String)],
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), CallError> {
-        let unreachable = |detail: String| CallError::Unreachable {
+        let invalid = |reason: String| CallError::Invalid {
             url: url.to_owned(),
-            detail,
+            reason,
         };
-        let mut req = Request::builder().method(method).uri(url);
+        let unreachable = |error: &(dyn StdError + 'static)| CallError::Unreachable {
+            url: url.to_owned(),
+            cause: NoAnswer::of(error, self.timeout),
+        };
+        let mut req = Request::builder().method(method).uri(target(url).map_err(invalid)?);
         for (name, value) in headers {
             req = req.header(*name, value);
         }
@@ -85,20 +234,19 @@ impl Http {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| invalid(format!("invalid request: {e}")))?;
         let exchange = async {
-            let response = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| unreachable(format!("{e:?}")))?;
+            let response = self.client.request(req).await.map_err(|e| unreachable(&e))?;
             let (parts, body) = response.into_parts();
-            let bytes = body.collect().await.map_err(|e| unreachable(e.to_string()))?.to_bytes();
+            let bytes = body.collect().await.map_err(|e| unreachable(&e))?.to_bytes();
             Ok((parts.status, parts.headers, bytes))
         };
-        tokio::time::timeout(self.timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err(unreachable(format!("no answer within {:?}", self.timeout))))
+        tokio::time::timeout(self.timeout, exchange).await.unwrap_or_else(|_| {
+            Err(CallError::Unreachable {
+                url: url.to_owned(),
+                cause: NoAnswer::Timeout(self.timeout),
+            })
+        })
     }
 
     /// `GET url` expecting 200 and JSON.
@@ -124,6 +272,18 @@ impl Http {
     }
 }
 
+/// `url` as a request target, if it is one this client can call: `http://host[:port]/path`
+/// (the connector speaks plain HTTP only).
+fn target(url: &str) -> Result<Uri, String> {
+    let expected = || "expected http://host[:port]/path".to_owned();
+    let uri: Uri = url.parse().map_err(|_| expected())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some("http"), Some(_)) => Ok(uri),
+        (Some(scheme), Some(_)) => Err(format!("only http:// URLs can be called, not {scheme}://")),
+        _ => Err(expected()),
+    }
+}
+
 fn json(url: &str, status: StatusCode, body: &[u8]) -> Result<serde_json::Value, CallError> {
     if !status.is_success() {
         return Err(CallError::Status {
@@ -140,3 +300,6 @@ fn json(url: &str, status: StatusCode, body: &[u8]) -> Result<serde_json::Value,
         detail: e.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests;

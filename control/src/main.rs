@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -70,6 +71,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
+                .with_ansi(log_colour(
+                    std::io::stdout().is_terminal(),
+                    std::env::var_os("NO_COLOR"),
+                ))
                 .init();
             runtime.block_on(async {
                 let store = Store::open(&state).with_context(|| format!("cannot open {}", state.display()))?;
@@ -86,5 +91,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Top::Rollout { server, verb } => runtime.block_on(cli::run(&server, verb)),
+    }
+}
+
+/// Whether the logs (on stdout) are coloured: only for a person at a terminal, not in a pipe or
+/// a file, and not with `NO_COLOR` set to anything but the empty string (<https://no-color.org>).
+fn log_colour(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("".into())));
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None));
     }
 }

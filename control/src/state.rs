@@ -68,12 +68,37 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// The kind as the history writes it (`step`, `abort`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Apply => "apply",
+            Self::Step => "step",
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Promote => "promote",
+            Self::Abort => "abort",
+            Self::Complete => "complete",
+            Self::Weight => "weight",
+            Self::Undo => "undo",
+            Self::Retry => "retry",
+            Self::Confirmed => "confirmed",
+            Self::Analysis => "analysis",
+            Self::Degraded => "degraded",
+        }
+    }
+
     /// Whether a webhook hears of it.
     pub fn notifies(self) -> bool {
         matches!(
             self,
             Self::Step | Self::Pause | Self::Promote | Self::Abort | Self::Complete | Self::Degraded
         )
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
 }
 
@@ -226,11 +251,17 @@ impl RolloutState {
     /// Steps are numbered from 1 in messages, as people count them.
     pub fn advance(&mut self, spec: &RolloutSpec, now: u64, evidence: Evidence) {
         let steps = steps(spec);
+        // About another step the analyses have told nothing yet: no analysis passed there, and
+        // no measurement passed in it.
         let told = |n: usize| {
             if evidence.step == n {
                 evidence
             } else {
-                Evidence::default()
+                Evidence {
+                    step: n,
+                    step_analysis_passed: false,
+                    passed_in_step: evidence.passed_in_step.map(|_| false),
+                }
             }
         };
         if self.held_for_evidence
@@ -245,6 +276,8 @@ impl RolloutState {
                 EventKind::Resume,
                 format!("step {}: a measurement passed; going on", self.step + 1),
             );
+            // The pause it held at is over.
+            self.step += 1;
         }
         while self.phase == Phase::Progressing {
             let Some(step) = steps.get(self.step) else {

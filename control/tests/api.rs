@@ -1,6 +1,8 @@
 //! The control API in-process: applying specs (invalid ones refused with every problem), the
-//! operator's verbs and their refusals, and the OpenAPI description kept true.
+//! operator's verbs and their refusals, HTTP's semantics (404, 405 with `Allow`, 400 naming the
+//! field), and the OpenAPI description kept true.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +25,24 @@ async fn serve(scratch: &Scratch) -> String {
 async fn call(method: http::Method, url: &str, body: &str) -> (u16, Value) {
     let r = Client::http1().send(method, url, &[], body.to_owned()).await.unwrap();
     (r.status.as_u16(), serde_json::from_str(&r.body).unwrap_or(Value::Null))
+}
+
+/// The status, the `Allow` header and the single problem of an error reply, as `path: message`.
+async fn refusal(method: http::Method, url: &str, body: &str) -> (u16, Option<String>, String) {
+    let r = Client::http1().send(method, url, &[], body.to_owned()).await.unwrap();
+    let v: Value = serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("{e}: {}", r.body));
+    let problems = v["errors"].as_array().unwrap_or_else(|| panic!("no errors in {v}"));
+    assert_eq!(problems.len(), 1, "{v}");
+    let (path, message) = (
+        problems[0]["path"].as_str().unwrap(),
+        problems[0]["message"].as_str().unwrap(),
+    );
+    let problem = if path.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{path}: {message}")
+    };
+    (r.status.as_u16(), r.header("allow").map(str::to_owned), problem)
 }
 
 /// A rollout whose proxy does not exist: it starts, cannot publish, and waits.
@@ -121,7 +141,100 @@ async fn verbs_act_or_say_why_not() {
     }
 }
 
-/// Every operation the description lists is served, and the status carries the fields the
+#[tokio::test]
+async fn wrong_methods_unknown_paths_and_bad_arguments_get_their_http_status() {
+    let scratch = Scratch::new("control-api-http");
+    let url = serve(&scratch).await;
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await.0, 201);
+    use http::Method as M;
+
+    // A method the path does not take: 405, and `Allow` says which it does.
+    for (method, path, allow) in [
+        (M::GET, "/rollouts/demo/abort", "POST"),
+        (M::DELETE, "/rollouts", "GET, POST"),
+        (M::PUT, "/rollouts/demo", "GET"),
+        (M::POST, "/healthz", "GET"),
+        (M::GET, "/rollouts/demo/weight", "POST"),
+    ] {
+        let (status, got, message) = refusal(method.clone(), &format!("{url}{path}"), "").await;
+        assert_eq!(
+            (status, got.as_deref()),
+            (405, Some(allow)),
+            "{method} {path}: {message}"
+        );
+        assert_eq!(message, format!("{path} takes {allow}, not {method}"));
+    }
+    // No such path: 404, whatever the method.
+    for (method, path) in [
+        (M::GET, "/nope"),
+        (M::POST, "/rollouts/demo/explode"),
+        (M::DELETE, "/rollouts/demo/history/all"),
+    ] {
+        let (status, allow, message) = refusal(method.clone(), &format!("{url}{path}"), "").await;
+        assert_eq!((status, allow), (404, None), "{method} {path}: {message}");
+        assert!(message.starts_with(&format!("no endpoint at {path}")), "{message}");
+    }
+
+    // Arguments out of range: 400 naming the field, and the rollout is untouched.
+    let (_, before) = call(M::GET, &format!("{url}/rollouts/demo"), "").await;
+    let weight = format!("{url}/rollouts/demo/weight");
+    for body in [
+        r#"{"weight": 150}"#,
+        r#"{"weight": -5}"#,
+        r#"{"weight": "half"}"#,
+        "{}",
+        "not json",
+    ] {
+        let (status, _, message) = refusal(M::POST, &weight, body).await;
+        assert_eq!(status, 400, "{body}: {message}");
+        assert!(
+            message.starts_with("weight: ") && message.contains("from 0 to 100"),
+            "{body}: {message}"
+        );
+    }
+    assert_eq!(
+        refusal(M::POST, &weight, r#"{"weight": 150}"#).await.2,
+        "weight: must be a number from 0 to 100 (the candidate's percent), not 150"
+    );
+    let promote = format!("{url}/rollouts/demo/promote");
+    let (status, _, message) = refusal(M::POST, &format!("{promote}?full=maybe"), "").await;
+    assert_eq!(status, 400, "{message}");
+    assert!(message.starts_with("full: must be true, false, 1 or 0"), "{message}");
+    for target in [
+        format!("{promote}?fast=1"),
+        format!("{url}/rollouts?limit=5"),
+        format!("{url}/rollouts/demo/pause?full=true"),
+    ] {
+        let (status, _, message) = refusal(M::POST, &target, "").await;
+        assert_eq!(status, 400, "{target}: {message}");
+        assert!(
+            message.contains(": unknown query parameter; this endpoint takes"),
+            "{message}"
+        );
+    }
+    let (_, after) = call(M::GET, &format!("{url}/rollouts/demo"), "").await;
+    assert_eq!(
+        (&after["phase"], &after["weight"]),
+        (&before["phase"], &before["weight"]),
+        "{after}"
+    );
+    assert_eq!(after["phase"], "Progressing");
+
+    // Every accepted spelling of `full` gets past the query check (to the controller's verdict).
+    for query in ["full=0", "full=false", "full=1", "full=true", "full"] {
+        let (status, body) = call(M::POST, &format!("{promote}?{query}"), "").await;
+        assert_ne!(status, 400, "{query}: {body}");
+    }
+    let (_, state) = call(M::GET, &format!("{url}/rollouts/demo"), "").await;
+    assert_eq!(
+        state["phase"].as_str(),
+        Some("Completed"),
+        "promote?full=1 finished it: {state}"
+    );
+}
+
+/// Every operation the description lists is served, every other method on its paths is 405
+/// with `Allow` naming exactly the documented ones, and the status carries the fields the
 /// description requires.
 #[tokio::test]
 async fn the_openapi_description_matches_the_api() {
@@ -146,6 +259,27 @@ async fn the_openapi_description_matches_the_api() {
         "POST /rollouts/{name}/weight",
     ];
     assert_eq!(documented, served);
+    let mut methods: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for op in &documented {
+        let (method, path) = op.split_once(' ').unwrap();
+        methods.entry(path.to_owned()).or_default().push(method.to_owned());
+    }
+    for (path, allowed) in &methods {
+        let target = format!("{url}{}", path.replace("{name}", "demo"));
+        for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+            if allowed.iter().any(|m| m == method) {
+                continue;
+            }
+            let r = Client::http1()
+                .send(method.parse().unwrap(), &target, &[], "")
+                .await
+                .unwrap();
+            assert_eq!(r.status, 405, "{method} {path}: {}", r.body);
+            let mut allow: Vec<&str> = r.header("allow").unwrap_or("").split(", ").collect();
+            allow.sort_unstable();
+            assert_eq!(allow, *allowed, "Allow of {path}");
+        }
+    }
     for op in served.iter().filter(|op| op.starts_with("GET")) {
         let path = op.trim_start_matches("GET ").replace("{name}", "demo");
         let (status, _) = call(http::Method::GET, &format!("{url}{path}"), "").await;

@@ -2,7 +2,7 @@
 //! API served by `switchyard serve`.
 
 use std::net::TcpListener as StdListener;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use switchyard_testkit::{Client, Scratch, assert_eventually};
 
@@ -32,16 +32,37 @@ fn text(o: &Output) -> String {
     )
 }
 
+/// The README with its lines joined by spaces, as a paragraph reads.
+fn readme_flat() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    readme.lines().collect::<Vec<_>>().join(" ")
+}
+
+/// What the README shows a command printing: the lines after `command` in its text block.
+fn readme_example(command: &str) -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let example: Vec<&str> = readme
+        .lines()
+        .skip_while(|l| *l != command)
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .collect();
+    assert!(!example.is_empty(), "the README shows no {command:?}");
+    example.join("\n")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_verbs_work_from_the_command_line() {
     let scratch = Scratch::new("control-cli");
     let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let log = scratch.join("serve.log");
     let _serve = Serve(
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"])
             .arg(scratch.join("state"))
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .stdout(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap(),
     );
@@ -53,20 +74,43 @@ async fn the_readme_verbs_work_from_the_command_line() {
             .is_ok_and(|r| r.status == 200)
     );
 
-    // The README's example spec; its proxy is not running, so it starts and waits to publish.
-    let o = switchyard(&server, &["apply", "-f", "config/examples/rollout-canary.yaml"]);
-    assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(text(&o).trim(), "rollout checkout-v2 applied");
+    // The README's example spec, its proxy moved to a port where nothing listens (a proxy
+    // someone runs at the README's address must not change what this test sees) and shown at
+    // the README's address again. It starts and waits to publish.
+    let readme_proxy = "http://127.0.0.1:9901";
+    let closed = format!(
+        "http://{}",
+        StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    );
+    let spec = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../config/examples/rollout-canary.yaml"
+    ))
+    .unwrap();
+    assert!(spec.contains(readme_proxy), "{spec}");
+    std::fs::write(scratch.join("rollout-canary.yaml"), spec.replace(readme_proxy, &closed)).unwrap();
+    let shown = |o: &Output| text(o).replace(&closed, readme_proxy);
+    let o = switchyard(
+        &server,
+        &["apply", "-f", scratch.join("rollout-canary.yaml").to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", shown(&o));
+    assert_eq!(shown(&o).lines().next(), Some("rollout checkout-v2 applied"));
+    assert!(
+        shown(&o).contains("Phase:    Progressing  (step 1 of 7)"),
+        "{}",
+        shown(&o)
+    );
 
     let o = switchyard(&server, &["list"]);
     assert!(
-        text(&o).contains("checkout-v2") && text(&o).contains("checkout"),
+        shown(&o).contains("checkout-v2") && shown(&o).contains("checkout"),
         "{}",
-        text(&o)
+        shown(&o)
     );
 
     let o = switchyard(&server, &["status", "checkout-v2"]);
-    let status = text(&o);
+    let status = shown(&o);
     for line in [
         "Name:     checkout-v2",
         "Route:    checkout",
@@ -80,15 +124,43 @@ async fn the_readme_verbs_work_from_the_command_line() {
         "{status}"
     );
 
+    // Every command says what it did, then shows the state after it: the README's example,
+    // once the control loop has tried the proxy.
+    assert_eventually!(shown(&switchyard(&server, &["status", "checkout-v2"])).contains("NOT CONFIRMED"));
     let o = switchyard(&server, &["pause", "checkout-v2"]);
-    assert!(text(&o).contains("Phase:    Paused"), "{}", text(&o));
+    assert!(o.status.success(), "{}", shown(&o));
+    assert_eq!(
+        shown(&o).trim_end(),
+        readme_example("$ switchyard rollout pause checkout-v2")
+    );
     let o = switchyard(&server, &["set-weight", "checkout-v2", "30"]);
-    assert!(text(&o).contains("30%"), "{}", text(&o));
+    assert_eq!(
+        shown(&o).lines().next(),
+        Some("rollout checkout-v2: candidate weight set to 30%, held there")
+    );
+    assert!(
+        shown(&o).contains("Weight:   ██████░░░░░░░░░░░░░░ 30%"),
+        "{}",
+        shown(&o)
+    );
     let o = switchyard(&server, &["abort", "checkout-v2"]);
     assert!(
-        text(&o).contains("Phase:    Aborted") && text(&o).contains("Abort:    aborted by an operator"),
+        shown(&o).contains("Phase:    Aborted") && shown(&o).contains("Abort:    aborted by an operator"),
         "{}",
-        text(&o)
+        shown(&o)
+    );
+
+    // The API's refusal of an argument: its message and field, not its JSON.
+    let o = switchyard(&server, &["set-weight", "checkout-v2", "150"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.trim(),
+        "switchyard: weight: must be a number from 0 to 100 (the candidate's percent), not 150"
+    );
+    assert!(
+        readme_flat().contains(&format!("(`{}`)", err.trim())),
+        "the README shows {err}"
     );
 
     // Refusals are one line on stderr and a failing exit code.
@@ -101,7 +173,7 @@ async fn the_readme_verbs_work_from_the_command_line() {
 
     let o = switchyard(&server, &["history", "checkout-v2"]);
     for kind in ["apply", "pause", "weight", "abort"] {
-        assert!(text(&o).contains(kind), "no {kind} in\n{}", text(&o));
+        assert!(shown(&o).contains(kind), "no {kind} in\n{}", shown(&o));
     }
     // A spec with mistakes: every problem by path, exit code 1.
     std::fs::write(
@@ -115,5 +187,36 @@ async fn the_readme_verbs_work_from_the_command_line() {
     assert!(
         err.contains("proxies") && err.contains("candidate") && err.contains("canary.steps"),
         "{err}"
+    );
+    assert!(!err.contains("{\""), "JSON in\n{err}");
+
+    // Its logs went to a file: words, no colour codes.
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("switchyard control loop serving"), "{logged}");
+    assert!(!logged.contains('\x1b'), "colour codes in a log file:\n{logged}");
+}
+
+#[test]
+fn an_unreachable_control_api_is_one_sentence_with_the_fix() {
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let server = format!("http://127.0.0.1:{port}");
+    let o = switchyard(&server, &["list"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        err.trim(),
+        format!(
+            "switchyard: cannot reach the control API at {server}: connection refused; is `switchyard serve` running?"
+        )
+    );
+    let readme_error = err.trim().replace(&server, "http://127.0.0.1:9900");
+    assert!(
+        readme_flat().contains(&format!("``{readme_error}``")),
+        "the README shows {readme_error}"
+    );
+    let o = switchyard("127.0.0.1:9900", &["list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "switchyard: cannot use \"127.0.0.1:9900\" as the control API's URL (--server or SWITCHYARD_SERVER): expected http://host[:port]/path"
     );
 }

@@ -17,6 +17,7 @@ mod validate;
 #[global_allocator]
 static ALLOCATOR: Allocator = Allocator;
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -80,6 +81,10 @@ fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize) -> anyhow::
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(log_colour(
+            std::io::stdout().is_terminal(),
+            std::env::var_os("NO_COLOR"),
+        ))
         .init();
     if let Some((before, after)) = open_files::raise()
         && after > before
@@ -135,4 +140,23 @@ async fn shutdown_signal() -> anyhow::Result<()> {
         r = tokio::signal::ctrl_c() => r?,
     }
     Ok(())
+}
+
+/// Whether the logs (on stdout) are coloured: only for a person at a terminal, not in a pipe or
+/// a file, and not with `NO_COLOR` set to anything but the empty string (<https://no-color.org>).
+fn log_colour(stdout_is_terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_are_coloured_only_on_a_terminal_without_no_color() {
+        assert!(log_colour(true, None));
+        assert!(log_colour(true, Some("".into())));
+        assert!(!log_colour(true, Some("1".into())));
+        assert!(!log_colour(false, None));
+    }
 }

@@ -284,3 +284,94 @@ mod abort_is_final {
         }
     }
 }
+
+/// What a background analysis says about the current step: whether a measurement passed in it.
+fn background(s: &RolloutState, passed: bool) -> Evidence {
+    Evidence {
+        step: s.step,
+        step_analysis_passed: false,
+        passed_in_step: Some(passed),
+    }
+}
+
+#[test]
+fn a_timed_pause_without_a_passing_measurement_holds_until_one_passes() {
+    let spec = spec();
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    assert_eq!((s.step, s.pause_until), (2, Some(5100)));
+    // The pause is over, but nothing passed during it: held, and it says why.
+    s.advance(&spec, 5100, background(&s, false));
+    assert_eq!((s.phase, s.step, s.held_for_evidence), (Phase::Paused, 2, true));
+    assert!(s.message.starts_with("step 3: held"), "{}", s.message);
+    assert_eq!(s.traffic.candidate_weight, 5.0, "no step taken");
+    s.advance(&spec, 9000, background(&s, false));
+    assert_eq!(s.phase, Phase::Paused, "still no evidence");
+    // A measurement passes: it goes on by itself, to the next weight.
+    s.advance(&spec, 9500, background(&s, true));
+    assert_eq!((s.phase, s.step, s.traffic.candidate_weight), (Phase::Progressing, 4, 25.0));
+    assert!(!s.held_for_evidence);
+    let resumed = s.events.iter().rev().find(|e| e.kind == EventKind::Resume).unwrap();
+    assert_eq!(resumed.message, "step 3: a measurement passed; going on");
+}
+
+#[test]
+fn evidence_is_about_one_step_and_promote_overrides_and_says_so() {
+    let spec = spec();
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    // Evidence about another step says nothing of this one.
+    let other = Evidence {
+        step: 1,
+        step_analysis_passed: false,
+        passed_in_step: Some(true),
+    };
+    s.advance(&spec, 5100, other);
+    assert!(s.held_for_evidence, "a pass in step 2 is no evidence for step 3");
+    s.command(&spec, Command::Promote { full: false }, 6000).unwrap();
+    assert_eq!((s.phase, s.step, s.held_for_evidence), (Phase::Progressing, 3, false));
+    let promoted = s.events.iter().rev().find(|e| e.kind == EventKind::Promote).unwrap();
+    assert_eq!(
+        promoted.message,
+        "promoted past step 3 without evidence from the analysis (an operator's override)"
+    );
+    // Without a background analysis a pause needs no evidence.
+    let mut plain = RolloutState::new(0);
+    run(&mut plain, &spec, 100, false);
+    plain.advance(&spec, 5100, told(&plain, false));
+    assert_eq!((plain.phase, plain.step), (Phase::Progressing, 4));
+}
+
+#[test]
+fn retry_starts_clean() {
+    let spec = spec();
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    s.command(&spec, Command::Abort, 200).unwrap();
+    assert!(s.abort.is_some());
+    s.command(&spec, Command::Retry, 300).unwrap();
+    assert_eq!((s.phase, s.step, s.abort.clone()), (Phase::Progressing, 0, None));
+    assert_eq!(s.message, "retrying from the first step");
+}
+
+#[test]
+fn event_kinds_are_written_as_their_names() {
+    for kind in [
+        EventKind::Apply,
+        EventKind::Step,
+        EventKind::Pause,
+        EventKind::Resume,
+        EventKind::Promote,
+        EventKind::Abort,
+        EventKind::Complete,
+        EventKind::Weight,
+        EventKind::Undo,
+        EventKind::Retry,
+        EventKind::Confirmed,
+        EventKind::Analysis,
+        EventKind::Degraded,
+    ] {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+        assert_eq!(kind.to_string(), kind.as_str());
+    }
+}

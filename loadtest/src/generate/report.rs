@@ -60,6 +60,17 @@ pub struct Totals {
     pub unfinished: u64,
 }
 
+impl Totals {
+    /// Answers by status class: `2` for 2xx, `4` for 4xx, and so on.
+    pub fn classes(&self) -> BTreeMap<u16, u64> {
+        let mut classes = BTreeMap::new();
+        for (status, n) in &self.statuses {
+            *classes.entry(status / 100).or_default() += n;
+        }
+        classes
+    }
+}
+
 /// Latency percentiles, µs (HdrHistogram, 3 significant digits: each value is the highest
 /// equivalent of its bucket).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -203,9 +214,24 @@ impl fmt::Display for Report {
             s.warmup_secs
         )?;
         let statuses: Vec<String> = t.statuses.iter().map(|(code, n)| format!("{code}: {n}")).collect();
+        // 4xx are not errors of the target (a 404 is the proxy's right answer to a request no
+        // route matches), but a run of them measures nothing: they are counted where they show.
+        let classes = t.classes();
+        let not_2xx: Vec<String> = classes
+            .iter()
+            .filter(|(class, _)| **class != 2)
+            .map(|(class, n)| format!("{n} {class}xx"))
+            .collect();
+        let answers = if statuses.is_empty() {
+            "no answers".to_owned()
+        } else if not_2xx.is_empty() {
+            "every answer 2xx".to_owned()
+        } else {
+            format!("not 2xx: {}", not_2xx.join(", "))
+        };
         writeln!(
             f,
-            "{} requests, {:.1} req/s; {} errors ({} transport, {} 5xx); statuses {}",
+            "{} requests, {:.1} req/s; {} errors ({} transport, {} 5xx); {answers}; statuses {}",
             t.requests,
             t.achieved_rate,
             t.errors,
@@ -217,6 +243,13 @@ impl fmt::Display for Report {
                 statuses.join(", ")
             }
         )?;
+        if !statuses.is_empty() && !classes.contains_key(&2) {
+            writeln!(
+                f,
+                "no answer was 2xx: from switchyard-proxy, 404 means no route matched the request's \
+                 Host (from --url, or -H 'host: …') and path"
+            )?;
+        }
         if let (Some(scheduled), Some(unsent)) = (t.scheduled, t.unsent) {
             writeln!(
                 f,
@@ -251,5 +284,51 @@ impl fmt::Display for Report {
             row(f, "(send lag)", self.send_lag_us, None)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::generate::schedule::Window;
+
+    fn report(statuses: &[(u16, u64)]) -> String {
+        let mut r = Recorder::new(Window::new(Instant::now(), Duration::ZERO, Duration::from_secs(1)));
+        r.statuses = statuses.iter().copied().collect();
+        r.requests = r.statuses.values().sum();
+        r.sent = r.requests;
+        let settings = Settings {
+            url: "http://127.0.0.1:8080/".to_owned(),
+            mode: "closedLoop",
+            protocol: "http1",
+            connections: 1,
+            rate: None,
+            duration_secs: 1.0,
+            warmup_secs: 0.0,
+            users: 0,
+            seed: 0,
+        };
+        Report::new(settings, &r, None).to_string()
+    }
+
+    #[test]
+    fn answers_that_are_not_2xx_are_counted_by_class() {
+        let all_404 = report(&[(404, 2000)]);
+        assert!(
+            all_404.contains("0 errors (0 transport, 0 5xx); not 2xx: 2000 4xx; statuses 404: 2000"),
+            "{all_404}"
+        );
+        assert!(all_404.contains("no answer was 2xx"), "{all_404}");
+
+        let mixed = report(&[(200, 90), (302, 1), (404, 4), (503, 5)]);
+        assert!(mixed.contains("; not 2xx: 1 3xx, 4 4xx, 5 5xx;"), "{mixed}");
+        assert!(!mixed.contains("no answer was 2xx"), "{mixed}");
+
+        let fine = report(&[(200, 100)]);
+        assert!(fine.contains("; every answer 2xx; statuses 200: 100"), "{fine}");
     }
 }
