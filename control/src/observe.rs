@@ -61,22 +61,24 @@ pub async fn observe(http: &Http, spec: &RolloutSpec, window: Duration) -> Resul
     }
     let mut merged: Option<Observed> = None;
     for (url, answer) in set.join_all().await {
-        let raw = answer.map_err(|e| e.to_string())?;
-        let doc: StatsDocument = serde_json::from_value(raw.clone()).map_err(|e| format!("{url}: {e}"))?;
+        let doc: StatsDocument =
+            serde_json::from_value(answer.map_err(|e| e.to_string())?).map_err(|e| format!("{url}: {e}"))?;
         let track = |name: &str| doc.track(spec.route.as_str(), name).map_err(|e| format!("{url}: {e}"));
-        let total = |name: &str, field: &str| {
-            raw["routes"][spec.route.as_str()]["tracks"][name][field]
-                .as_u64()
-                .unwrap_or(0)
+        let lifetime = |name: &str| {
+            doc.track_stats(spec.route.as_str(), name)
+                .map(|t| (t.total_requests, t.total_errors))
+                .map_err(|e| format!("{url}: {e}"))
         };
+        let (candidate_requests, candidate_errors) = lifetime(spec.candidate.as_str())?;
+        let (baseline_requests, baseline_errors) = lifetime(spec.baseline.as_str())?;
         let one = Observed {
             baseline: track(spec.baseline.as_str())?,
             candidate: track(spec.candidate.as_str())?,
             totals: Totals {
-                candidate_requests: total(spec.candidate.as_str(), "totalRequests"),
-                candidate_errors: total(spec.candidate.as_str(), "totalErrors"),
-                baseline_requests: total(spec.baseline.as_str(), "totalRequests"),
-                baseline_errors: total(spec.baseline.as_str(), "totalErrors"),
+                candidate_requests,
+                candidate_errors,
+                baseline_requests,
+                baseline_errors,
             },
         };
         merged = Some(match merged {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 use switchyard_config::rollout::RolloutSpec;
-use switchyard_config::{Format, RouteSpec, load_routes};
+use switchyard_config::{Format, RouteSpec, RoutesDocument};
 use tokio::task::JoinSet;
 
 use crate::http::{CallError, Http};
@@ -70,7 +70,7 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
     let routes_url = format!("{}/routes", url.trim_end_matches('/'));
     // A concurrent writer can move the version between read and write: read again then.
     for _ in 0..5 {
-        let (version, routes) = read(http, &routes_url).await?;
+        let RoutesDocument { version, routes, .. } = read(http, &routes_url).await?;
         let planned = plan::apply(&routes, spec, traffic).map_err(|e| e.to_string())?;
         if planned == routes {
             return Ok(version);
@@ -85,7 +85,9 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
                     .as_u64()
                     .ok_or("PUT /routes answered without a version")?;
                 // Confirm by reading back: the version in force and our route as planned.
-                let (now, routes) = read(http, &routes_url).await?;
+                let RoutesDocument {
+                    version: now, routes, ..
+                } = read(http, &routes_url).await?;
                 let ours = |rs: &[RouteSpec]| rs.iter().find(|r| r.name == spec.route).cloned();
                 if now >= published && ours(&routes) == ours(&planned) {
                     return Ok(now);
@@ -101,12 +103,9 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
     Err("the table kept changing under us (409 five times)".to_owned())
 }
 
-/// A proxy's table: version and routes.
-async fn read(http: &Http, routes_url: &str) -> Result<(u64, Vec<RouteSpec>), String> {
+/// A proxy's table, its routes validated as the proxy validates them.
+async fn read(http: &Http, routes_url: &str) -> Result<RoutesDocument, String> {
     let doc = http.get_json(routes_url).await.map_err(|e| e.to_string())?;
-    let version = doc["version"]
-        .as_u64()
-        .ok_or("GET /routes answered without a version")?;
-    let table = load_routes(&doc.to_string(), Format::Json, version).map_err(|e| e.to_string())?;
-    Ok((version, table.spec().to_vec()))
+    RoutesDocument::read(&doc.to_string(), Format::Json)
+        .map_err(|e| format!("{routes_url} answered a routes document with {e}"))
 }

@@ -17,14 +17,13 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use switchyard_config::stats::{
-    LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, new_histogram,
+    LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, encode_histogram, new_histogram,
 };
-use switchyard_config::{Format, load_routes};
+use switchyard_config::{Format, InstanceId, RouteName, RoutesDocument, TrackName, load_routes};
 use switchyard_control::controller::{Controller, Status};
 use switchyard_control::http::Http;
 use switchyard_control::state::{Command, Event, Phase};
 use switchyard_control::store::Store;
-use switchyard_proxy::record::encode_histogram;
 use switchyard_testkit::{Scratch, Table};
 use tokio::time::Instant;
 
@@ -160,7 +159,16 @@ async fn answer(state: &Mutex<ProxyState>, req: Request<Incoming>) -> Response<F
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     match (parts.method, parts.uri.path()) {
-        (Method::GET, "/routes") => reply(StatusCode::OK, &json!({ "version": s.version, "routes": s.routes })),
+        (Method::GET, "/routes") => {
+            let routes = json!({ "routes": s.routes }).to_string();
+            let table = load_routes(&routes, Format::Json, s.version).expect("the fake serves a valid table");
+            let doc = RoutesDocument {
+                version: s.version,
+                instance: Some(InstanceId::from("fake-proxy")),
+                routes: table.spec().to_vec(),
+            };
+            reply(StatusCode::OK, &serde_json::to_value(doc).expect("routes serialize"))
+        }
         (Method::PUT, "/routes") => {
             let if_match = parts
                 .headers
@@ -204,11 +212,16 @@ fn stats(s: &mut ProxyState, window_seconds: u64) -> Value {
     let requests = RPS * window_seconds;
     let mut tracks = BTreeMap::new();
     for (name, error_rate) in [("stable", 0.0), ("canary", s.candidate_error_rate)] {
+        let fresh = (RPS as f64 * elapsed).round() as u64;
+        let total = s.totals.entry(name.to_owned()).or_default();
+        total.0 += fresh;
+        total.1 += (fresh as f64 * error_rate).round() as u64;
+        let (total_requests, total_errors) = *total;
         let errors = (requests as f64 * error_rate).round() as u64;
         let mut histogram = new_histogram();
         histogram.saturating_record_n(LATENCY_US, requests);
         tracks.insert(
-            name.to_owned(),
+            TrackName::from(name),
             TrackStatsDoc {
                 requests,
                 errors,
@@ -233,32 +246,24 @@ fn stats(s: &mut ProxyState, window_seconds: u64) -> Value {
                     max: 10.0,
                 },
                 histogram: encode_histogram(&histogram),
+                total_requests,
+                total_errors,
             },
         );
-        let fresh = (RPS as f64 * elapsed).round() as u64;
-        let total = s.totals.entry(name.to_owned()).or_default();
-        total.0 += fresh;
-        total.1 += (fresh as f64 * error_rate).round() as u64;
     }
     let doc = StatsDocument {
         version: s.version,
+        instance: Some(InstanceId::from("fake-proxy")),
         window_seconds,
         routes: BTreeMap::from([(
-            "checkout".to_owned(),
+            RouteName::from("checkout"),
             RouteStats {
                 tracks,
                 client_errors: Default::default(),
             },
         )]),
     };
-    let mut doc = serde_json::to_value(doc).expect("stats serialize");
-    // The lifetime totals are read from the raw document (they are not in `TrackStatsDoc`).
-    for (name, (requests, errors)) in &s.totals {
-        let track = &mut doc["routes"]["checkout"]["tracks"][name.as_str()];
-        track["totalRequests"] = json!(requests);
-        track["totalErrors"] = json!(errors);
-    }
-    doc
+    serde_json::to_value(doc).expect("stats serialize")
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {

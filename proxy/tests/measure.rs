@@ -4,7 +4,7 @@
 mod common;
 
 use common::{admin_json, admin_url, start_proxy, track_stats, url};
-use switchyard_proxy::record::decode_histogram;
+use switchyard_config::stats::decode_histogram;
 use switchyard_testkit::{Behaviour, Client, MockUpstream, Table, assert_eventually};
 
 #[tokio::test]
@@ -170,15 +170,16 @@ async fn stats_windows_are_validated() {
     let stable = MockUpstream::start("stable").await;
     let p = start_proxy(Table::new().route("app").track("stable", &[stable.addr()], 1.0)).await;
     let c = Client::http1();
-    for bad in [
-        "/stats?window=0s",
-        "/stats?window=301s",
-        "/stats?window=soon",
-        "/stats?frame=1s",
+    for (bad, path) in [
+        ("/stats?window=0s", "window"),
+        ("/stats?window=301s", "window"),
+        ("/stats?window=soon", "window"),
+        ("/stats?frame=1s", "frame=1s"),
     ] {
         let r = c.get(&admin_url(&p, bad), &[]).await.unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["errors"][0]["path"], path, "{bad}");
         assert!(v["errors"][0]["message"].is_string(), "{bad}");
     }
     let s = admin_json(&p, "/stats?window=5m").await;

@@ -6,8 +6,8 @@
 //! - [`Recorder::record`] (hot, once per request) takes one uncontended lock: each thread always
 //!   uses the same shard.
 //! - [`Recorder::window`] merges the last seconds for the admin API's `GET /stats`
-//!   ([`WindowStats::to_json`]); [`Recorder::totals`] gives lifetime totals for `/metrics`
-//!   ([`metric_families`]).
+//!   ([`WindowStats::to_document`]); [`Recorder::totals`] gives lifetime totals for `/stats` and
+//!   `/metrics` ([`metric_families`]).
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,7 +26,7 @@
 //! assert_eq!(stats.routes["checkout"]["canary"].requests, 1);
 //! ```
 
-mod json;
+mod document;
 mod metrics;
 mod shard;
 #[cfg(test)]
@@ -39,30 +39,13 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use switchyard_config::stats::{MAX_WINDOW_SECONDS, new_histogram};
 use switchyard_config::{RouteName, TrackName};
 use tokio::time::Instant;
 
-pub use json::{DecodeHistogramError, decode_histogram, encode_histogram};
 pub use metrics::metric_families;
 
 use shard::{Shard, SlotState, SparseHistogram};
-
-/// The lowest latency the histograms distinguish: 1 µs.
-pub const LOWEST_LATENCY_US: u64 = 1;
-/// The highest latency the histograms track: 60 s, in µs. Longer latencies are recorded as this.
-pub const HIGHEST_LATENCY_US: u64 = 60_000_000;
-/// Significant decimal digits the histograms keep (relative error ≤ 0.1 %).
-pub const SIGNIFICANT_DIGITS: u8 = 3;
-/// The longest window [`Recorder::window`] merges, in seconds.
-pub const MAX_WINDOW_SECONDS: u64 = 300;
-
-/// An empty latency histogram in µs with the recorder's bounds.
-fn new_histogram() -> Histogram<u64> {
-    match Histogram::new_with_bounds(LOWEST_LATENCY_US, HIGHEST_LATENCY_US, SIGNIFICANT_DIGITS) {
-        Ok(h) => h,
-        Err(e) => unreachable!("constant histogram bounds are valid: {e:?}"),
-    }
-}
 
 /// Measures finished requests per (route, track). `Send + Sync`: share it through an `Arc`.
 ///

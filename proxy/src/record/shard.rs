@@ -6,8 +6,9 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
+use switchyard_config::stats::new_histogram;
 
-use super::{ClientError, Outcome, TrackStats, UpstreamError, new_histogram};
+use super::{ClientError, Outcome, TrackStats, UpstreamError};
 
 /// How many sealed one-second slices a slot keeps besides its current second: enough for the
 /// longest window (300 s) even when the current second is not yet in it.
@@ -287,7 +288,7 @@ fn add_histogram(target: &mut Histogram<u64>, source: &Histogram<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::HIGHEST_LATENCY_US;
+    use switchyard_config::stats::HIGHEST_LATENCY_US;
 
     #[test]
     fn sparse_histogram_round_trips_extreme_values() {

@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use switchyard_config::{RouteName, TrackName};
+use serde_json::Value;
+use switchyard_config::stats::{HIGHEST_LATENCY_US, StatsDocument, decode_histogram};
+use switchyard_config::{InstanceId, RouteName, TrackName};
 use tokio::time::Instant;
 
 use super::shard::SEALED_SECONDS;
@@ -45,6 +47,12 @@ fn recorder(shards: usize, pairs: &[(&str, &str)]) -> (Recorder, Instant, Vec<(R
 
 fn track<'a>(stats: &'a WindowStats, route: &str, track: &str) -> &'a TrackStats {
     &stats.routes[route][track]
+}
+
+/// The `/stats` document of `stats` with the recorder's lifetime totals, as JSON.
+fn json(stats: &WindowStats, recorder: &Recorder, slots: &[(RouteName, TrackName, SlotId)]) -> Value {
+    let document = stats.to_document(&recorder.totals(slots), 1, &InstanceId::from_bits(7));
+    serde_json::to_value(document).unwrap()
 }
 
 impl Recorder {
@@ -135,7 +143,7 @@ async fn a_response_that_broke_off_is_an_error_whatever_its_status() {
     assert_eq!((canary.requests, canary.errors), (4, 3));
     assert_eq!(canary.status_classes, [3, 0, 0, 1]);
     assert_eq!(canary.upstream_errors, [0, 0, 1, 2]);
-    let json = stats.to_json(1);
+    let json = json(&stats, &recorder, &slots);
     assert_eq!(
         json["routes"]["checkout"]["tracks"]["canary"]["upstreamErrors"]["protocol"],
         2
@@ -158,7 +166,7 @@ async fn client_errors_count_per_route_and_in_no_track() {
         let (stable, canary) = (track(&stats, "checkout", "stable"), track(&stats, "checkout", "canary"));
         assert_eq!((stable.requests, stable.errors, stable.histogram.len()), (1, 0, 1));
         assert_eq!((canary.requests, canary.errors, canary.histogram.len()), (0, 0, 0));
-        let json = stats.to_json(1);
+        let json = json(&stats, &recorder, &slots);
         let route = &json["routes"]["checkout"];
         assert_eq!(route["clientErrors"]["malformed"], 2, "{route}");
         assert_eq!(route["clientErrors"]["timeout"], 1, "{route}");
@@ -282,7 +290,7 @@ fn zero_traffic_slots_appear_with_zeros() {
             );
             assert!(t.histogram.is_empty());
         }
-        let json = stats.to_json(1);
+        let json = json(&stats, &recorder, &slots);
         assert_eq!(json["routes"]["search"]["tracks"]["blue"]["latencyMs"]["max"], 0.0);
         assert_eq!(json["routes"]["search"]["tracks"]["blue"]["errorRate"], 0.0);
     }
@@ -327,18 +335,25 @@ fn json_matches_the_contract() {
     let (recorder, start, slots) = recorder(1, &[("checkout", "canary")]);
     recorder.record(slots[0].2, &ok(4), start);
     recorder.record(slots[0].2, &status(502, Some(UpstreamError::Connect)), start);
-    let json = recorder.window(&slots, secs(10), start).to_json(7);
+    recorder.record(slots[0].2, &ok(9), start + secs(20));
+    let instance = InstanceId::from_bits(0xfeed);
+    let document =
+        recorder
+            .window(&slots, secs(10), start + secs(5))
+            .to_document(&recorder.totals(&slots), 7, &instance);
+    let json = serde_json::to_value(&document).unwrap();
 
-    let keys = |v: &serde_json::Value| {
+    let keys = |v: &Value| {
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         keys
     };
-    assert_eq!(keys(&json), ["routes", "version", "windowSeconds"]);
+    assert_eq!(keys(&json), ["instance", "routes", "version", "windowSeconds"]);
     assert_eq!(
         (json["version"].as_u64(), json["windowSeconds"].as_u64()),
         (Some(7), Some(10))
     );
+    assert_eq!(json["instance"], "000000000000feed");
     assert_eq!(keys(&json["routes"]["checkout"]), ["clientErrors", "tracks"]);
     assert_eq!(
         keys(&json["routes"]["checkout"]["clientErrors"]),
@@ -354,6 +369,8 @@ fn json_matches_the_contract() {
             "latencyMs",
             "requests",
             "statusClasses",
+            "totalErrors",
+            "totalRequests",
             "upstreamErrors"
         ]
     );
@@ -367,6 +384,11 @@ fn json_matches_the_contract() {
         (canary["requests"].as_u64(), canary["errors"].as_u64()),
         (Some(2), Some(1))
     );
+    // Lifetime totals count the request of second 20 too, which no window at 5 s holds.
+    assert_eq!(
+        (canary["totalRequests"].as_u64(), canary["totalErrors"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(canary["errorRate"].as_f64(), Some(0.5));
     assert_eq!(canary["statusClasses"]["2xx"].as_u64(), Some(1));
     assert_eq!(canary["upstreamErrors"]["connect"].as_u64(), Some(1));
@@ -376,33 +398,32 @@ fn json_matches_the_contract() {
     assert_eq!(decoded.len(), 2);
 }
 
+/// What the proxy writes, the controller reads whole: the text deserializes to an equal
+/// document, and that serializes to the same JSON, so no field is dropped on the way.
 #[test]
-fn histogram_encoding_round_trips() {
-    let mut h = TrackStats::empty().histogram;
-    assert_eq!(decode_histogram(&encode_histogram(&h)).unwrap(), h);
-    for (i, us) in (0..10_000u64).map(|i| (i, 200 + i * i % 50_000)) {
-        h.saturating_record_n(us, 1 + i % 3);
+fn the_document_round_trips_through_the_controllers_type() {
+    let (recorder, start, slots) = recorder(2, &[("checkout", "stable"), ("checkout", "canary"), ("search", "blue")]);
+    for (i, ms) in [1, 4, 250, 59_000].into_iter().enumerate() {
+        recorder.record(slots[i % 2].2, &ok(ms), start + secs(i as u64));
     }
-    h.saturating_record(HIGHEST_LATENCY_US);
-    let decoded = decode_histogram(&encode_histogram(&h)).unwrap();
-    assert_eq!(decoded, h);
-    assert_eq!(
-        decoded
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect::<Vec<_>>(),
-        h.iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect::<Vec<_>>()
+    recorder.record(slots[1].2, &status(504, Some(UpstreamError::Timeout)), start + secs(3));
+    recorder.record(slots[1].2, &status(200, Some(UpstreamError::Protocol)), start + secs(3));
+    recorder.record_client_error(slots[0].2, ClientError::Aborted, start + secs(2));
+    let written = recorder.window(&slots, secs(10), start + secs(3)).to_document(
+        &recorder.totals(&slots),
+        3,
+        &InstanceId::from_bits(1),
     );
-    assert!(matches!(
-        decode_histogram("not base64!"),
-        Err(DecodeHistogramError::Base64(_))
-    ));
-    assert!(matches!(
-        decode_histogram("AAAAAA=="),
-        Err(DecodeHistogramError::Format(_))
-    ));
+    let text = serde_json::to_string(&written).unwrap();
+    let read: StatsDocument = serde_json::from_str(&text).unwrap();
+    assert_eq!(read, written);
+    let as_json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_value(&read).unwrap(), as_json);
+    assert_eq!(read.window_seconds, 10);
+    let canary = read.track_stats("checkout", "canary").unwrap();
+    assert_eq!((canary.requests, canary.errors, canary.total_requests), (4, 2, 4));
+    assert_eq!(read.routes["checkout"].client_errors.aborted, 1);
+    assert_eq!(read.track("search", "blue").unwrap().requests, 0);
 }
 
 #[test]
