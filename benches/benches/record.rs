@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchyard_config::InstanceId;
 use switchyard_config::stats::StatsDocument;
-use switchyard_proxy::record::{Outcome, Recorder, UpstreamError};
+use switchyard_proxy::record::{Outcome, Recorder, Since, UpstreamError};
 use tokio::time::Instant;
 
 /// A recorder with two tracks that saw `seconds` seconds of traffic, 1,000 requests a second.
@@ -65,9 +65,9 @@ fn record(c: &mut Criterion) {
 
     let (recorder, slots, now) = filled(30);
     c.bench_function("record/window-merge-10s", |b| {
-        b.iter(|| black_box(recorder.window(&slots, Duration::from_secs(10), now)))
+        b.iter(|| black_box(recorder.window(&slots, Duration::from_secs(10), Since::Unbounded, now)))
     });
-    let window = recorder.window(&slots, Duration::from_secs(10), now);
+    let window = recorder.window(&slots, Duration::from_secs(10), Since::Unbounded, now);
     let totals = recorder.totals(&slots);
     let instance = InstanceId::from_bits(7);
     let document = || window.to_document(&totals, 7, &instance);

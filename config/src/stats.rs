@@ -99,7 +99,8 @@ pub struct StatsDocument {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<InstanceId>,
     /// How many one-second slices the window covers, up to and including the current one (which
-    /// is still filling); divide by it for rates.
+    /// is still filling); divide by it for rates. Shorter than the `window` asked for when
+    /// `since` cut it, and 0 when `since` left no whole slice (then every count is 0).
     pub window_seconds: u64,
     /// Per route, by name.
     pub routes: BTreeMap<RouteName, RouteStats>,

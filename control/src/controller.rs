@@ -397,7 +397,7 @@ impl Controller {
             .map(|a| a.window)
             .max()
             .unwrap_or(Duration::from_secs(10));
-        let observed = observe(&self.http, spec, window).await;
+        let observed = observe(&self.http, spec, window, None).await;
         if let Ok(o) = &observed {
             record.analysis.tracks = Some(tracks_view(spec, o));
         }

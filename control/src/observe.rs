@@ -46,16 +46,27 @@ impl Totals {
     }
 }
 
-/// Reads every proxy's stats over `window` and merges them. Fails if any proxy's stats cannot
-/// be had: a measurement over part of the fleet could hide a bad proxy.
-pub async fn observe(http: &Http, spec: &RolloutSpec, window: Duration) -> Result<Observed, String> {
+/// Reads every proxy's stats over `window` and merges them; with `since` (ms since the Unix
+/// epoch, on the proxies' clocks: they and the controller are assumed to agree, through NTP),
+/// each proxy's window starts no earlier than the first whole second from then on. Fails if
+/// any proxy's stats cannot be had: a measurement over part of the fleet could hide a bad
+/// proxy.
+pub async fn observe(
+    http: &Http,
+    spec: &RolloutSpec,
+    window: Duration,
+    since: Option<u64>,
+) -> Result<Observed, String> {
     let mut set = JoinSet::new();
     for url in &spec.proxies {
-        let stats_url = format!(
+        let mut stats_url = format!(
             "{}/stats?window={}s",
             url.trim_end_matches('/'),
             window.as_secs().max(1)
         );
+        if let Some(since) = since {
+            stats_url.push_str(&format!("&since={since}"));
+        }
         let http = http.clone();
         set.spawn(async move { (stats_url.clone(), http.get_json(&stats_url).await) });
     }

@@ -37,7 +37,7 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::metric_families;
+use crate::record::{Since, metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -248,7 +248,10 @@ fn if_match_version(v: &HeaderValue) -> Option<u64> {
 }
 
 fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
+    // Both clocks at once: `since` is wall-clock time, the stats are kept on the monotonic one.
+    let (wall, now) = (SystemTime::now(), Instant::now());
     let mut window = DEFAULT_WINDOW;
+    let mut since = Since::Unbounded;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("window", value)) => match humantime::parse_duration(value) {
@@ -262,7 +265,26 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
                     );
                 }
             },
-            _ => return errors(StatusCode::BAD_REQUEST, pair, "unknown query parameter; use window=10s"),
+            Some(("since", value)) => match value.parse::<u64>() {
+                Ok(ms) => since = Since::from_unix_ms(ms, wall, now),
+                Err(_) => {
+                    return errors(
+                        StatusCode::BAD_REQUEST,
+                        "since",
+                        &format!(
+                            "{value:?} is not a time in whole milliseconds since the Unix epoch; \
+                             give one such as 1767225600000."
+                        ),
+                    );
+                }
+            },
+            _ => {
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    pair,
+                    "unknown query parameter; use window=10s and since=<Unix ms>",
+                );
+            }
         }
     }
     let snapshot = state.publisher.load_full();
@@ -270,7 +292,7 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
     let recorder = state.publisher.recorder();
     // Lifetime counts beside each window, so a controller can add up everything since a
     // moment of its choosing (a sequential test needs all observations, not windows).
-    let document = recorder.window(&slots, window, Instant::now()).to_document(
+    let document = recorder.window(&slots, window, since, now).to_document(
         &recorder.totals(&slots),
         snapshot.table.version(),
         &state.instance,

@@ -166,7 +166,7 @@ async fn the_openapi_description_matches_the_api() {
         .iter()
         .map(|p| p["name"].as_str().expect("a parameter has a name"))
         .collect();
-    assert_eq!(parameters, ["window"]);
+    assert_eq!(parameters, ["window", "since"]);
 
     // The /stats body against the schema's required fields, level by level.
     let stats = admin_json(&p, "/stats").await;

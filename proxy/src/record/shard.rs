@@ -2,7 +2,7 @@
 //! seconds in sparse form, and the lifetime totals of every sealed second.
 
 use std::collections::VecDeque;
-use std::ops::RangeInclusive;
+use std::ops::Range;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -246,12 +246,7 @@ impl SlotState {
 
     /// Adds the seconds in `seconds` to `stats`, except the latencies of sealed seconds: those
     /// go to `sealed`, for the caller to add once it has released the shard's lock.
-    pub(super) fn merge_window(
-        &self,
-        seconds: &RangeInclusive<u64>,
-        stats: &mut TrackStats,
-        sealed: &mut Vec<SparseHistogram>,
-    ) {
+    pub(super) fn merge_window(&self, seconds: &Range<u64>, stats: &mut TrackStats, sealed: &mut Vec<SparseHistogram>) {
         for slice in self.sealed.iter().filter(|s| seconds.contains(&s.second)) {
             slice.counts.add_to(stats);
             sealed.push(slice.latencies.clone());
