@@ -14,6 +14,10 @@
 //! assert_eq!((d.route.name().as_str(), d.track.name().as_str()), ("checkout", "canary"));
 //! ```
 //!
+//! It also holds the documents the proxy's admin API writes and the control loop reads, one type
+//! each: [`RoutesDocument`] (`GET /routes`) and [`stats::StatsDocument`] (`GET /stats`), with the
+//! [`InstanceId`] that tells one run of a proxy from the next.
+//!
 //! Both the proxy (`switchyard-proxy`) and the control loop (`switchyard`) depend on this crate;
 //! they never depend on each other.
 
