@@ -7,8 +7,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use switchyard_config::InstanceId;
 use switchyard_config::stats::StatsDocument;
-use switchyard_proxy::record::{Outcome, Recorder, UpstreamError};
+use switchyard_proxy::record::{Outcome, Recorder, Since, UpstreamError};
 use tokio::time::Instant;
 
 /// A recorder with two tracks that saw `seconds` seconds of traffic, 1,000 requests a second.
@@ -64,14 +65,17 @@ fn record(c: &mut Criterion) {
 
     let (recorder, slots, now) = filled(30);
     c.bench_function("record/window-merge-10s", |b| {
-        b.iter(|| black_box(recorder.window(&slots, Duration::from_secs(10), now)))
+        b.iter(|| black_box(recorder.window(&slots, Duration::from_secs(10), Since::Unbounded, now)))
     });
-    let window = recorder.window(&slots, Duration::from_secs(10), now);
+    let window = recorder.window(&slots, Duration::from_secs(10), Since::Unbounded, now);
+    let totals = recorder.totals(&slots);
+    let instance = InstanceId::from_bits(7);
+    let document = || window.to_document(&totals, 7, &instance);
     c.bench_function("record/stats-json-10s", |b| {
-        b.iter(|| black_box(window.to_json(7).to_string()))
+        b.iter(|| black_box(serde_json::to_string(&document()).expect("serializes")))
     });
 
-    let json = window.to_json(7).to_string();
+    let json = serde_json::to_string(&document()).expect("serializes");
     c.bench_function("observe/parse-and-merge-10s", |b| {
         b.iter(|| {
             let doc: StatsDocument = serde_json::from_str(black_box(&json)).expect("valid");

@@ -14,31 +14,39 @@
 //! assert_eq!((d.route.name().as_str(), d.track.name().as_str()), ("checkout", "canary"));
 //! ```
 //!
+//! It also holds the documents the proxy's admin API writes and the control loop reads, one type
+//! each: [`RoutesDocument`] (`GET /routes`) and [`stats::StatsDocument`] (`GET /stats`), with the
+//! [`InstanceId`] that tells one run of a proxy from the next.
+//!
 //! Both the proxy (`switchyard-proxy`) and the control loop (`switchyard`) depend on this crate;
 //! they never depend on each other.
 
 #![forbid(unsafe_code)]
 
 mod error;
+mod instance;
 pub mod path;
 mod read;
 mod request;
 pub mod rollout;
+mod routes;
 pub mod schema;
 pub mod stats;
 pub mod table;
 mod validate;
 
 pub use error::{ConfigErrors, FieldError};
+pub use instance::InstanceId;
 pub use read::Format;
 pub use request::RequestView;
 pub use rollout::{RolloutSpec, load_rollout};
+pub use routes::{RoutesDocument, load_routes};
 pub use schema::{ProxyConfig, RouteName, RouteSpec, TrackName};
 pub use table::{DecidedBy, Decision, RoutingTable};
 pub use validate::MAX_NAME_LEN;
 
 use error::Problems;
-use read::{Fields, lenient_list, parse_tree};
+use read::parse_tree;
 
 /// A proxy configuration that passed validation, with its routes compiled.
 #[derive(Debug)]
@@ -62,29 +70,4 @@ pub fn load_config(text: &str, format: Format, version: u64) -> Result<Loaded, C
     let table = RoutingTable::compile_into(&config.routes, &positions, version, &mut checks);
     p.add_uncovered(checks);
     p.into_result(Loaded { config, table })
-}
-
-/// Reads, validates and compiles a routes document, `{"routes": [...]}` (a `version` field, as
-/// served by `GET /routes`, is allowed and ignored); the table gets `version`.
-pub fn load_routes(text: &str, format: Format, version: u64) -> Result<RoutingTable, ConfigErrors> {
-    let mut p = Problems::default();
-    let Some(tree) = parse_tree(text, format, &mut p) else {
-        return Err(p.into_errors());
-    };
-    let Some(mut f) = Fields::of(&tree, "", &mut p) else {
-        return Err(p.into_errors());
-    };
-    let (positions, routes): (Vec<usize>, Vec<RouteSpec>) = match f.raw("routes") {
-        Some(v) => lenient_list(v, "routes", &mut p).into_iter().unzip(),
-        None => {
-            p.push("routes", "required field is missing");
-            Default::default()
-        }
-    };
-    let _: Option<u64> = f.optional("version", &mut p);
-    f.finish(&mut p);
-    let mut checks = Problems::default();
-    let table = RoutingTable::compile_into(&routes, &positions, version, &mut checks);
-    p.add_uncovered(checks);
-    p.into_result(table)
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use serde_yaml_ng::Value;
 
 use crate::error::Problems;
@@ -18,7 +18,10 @@ use crate::read::{Fields, FromTree, describe, lenient_list};
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        ///
+        /// Deserializing takes any string: names are validated where a table is read
+        /// ([`crate::load_config`]), not where a document that merely mentions them is.
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
         #[serde(transparent)]
         pub struct $name(Arc<str>);
 

@@ -1,23 +1,28 @@
-//! The proxy admin API's `GET /stats` document as the control loop reads it, and
-//! [`TrackWindow`], one track's measurements over a window, merged across proxies, that an
-//! analysis judges.
+//! The proxy admin API's `GET /stats` document, [`StatsDocument`], which the proxy writes and
+//! the control loop reads with this one type; the latency histogram's encoding in it
+//! ([`encode_histogram`], [`decode_histogram`]); and [`TrackWindow`], one track's
+//! measurements over a window, merged across proxies, that an analysis judges.
 //!
-//! The proxy writes the document (`switchyard-proxy`, `record::json`); its shape is a contract:
-//! fields may be added, never renamed, so unknown fields are ignored here.
+//! The document's shape is a contract (`docs/admin-api.yaml`): fields may be added, never
+//! renamed, so unknown fields are ignored here, and a field added later is optional to read.
 //!
 //! ```
 //! use switchyard_config::stats::{StatsDocument, TrackWindow};
 //!
-//! let body = r#"{"version": 7, "windowSeconds": 10, "routes": {"checkout": {"tracks": {"canary": {
+//! let body = r#"{"version": 7, "instance": "5f0c6e1d2a9b8c47", "windowSeconds": 10,
+//!   "routes": {"checkout": {"tracks": {"canary": {
 //!   "requests": 0, "errors": 0, "errorRate": 0.0,
 //!   "statusClasses": {"2xx": 0, "3xx": 0, "4xx": 0, "5xx": 0},
-//!   "upstreamErrors": {"connect": 0, "timeout": 0, "reset": 0},
+//!   "upstreamErrors": {"connect": 0, "timeout": 0, "reset": 0, "protocol": 0},
 //!   "latencyMs": {"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0},
-//!   "histogram": "HISTFAAAAB94nJNpmSzMwMDAyAABzFAazGee3M5g/wEqAgBJjQOY"}}}}}"#;
+//!   "histogram": "HISTFAAAAB94nJNpmSzMwMDAyAABzFAazGee3M5g/wEqAgBJjQOY",
+//!   "totalRequests": 12, "totalErrors": 1}},
+//!   "clientErrors": {"malformed": 0, "timeout": 0, "aborted": 0}}}}"#;
 //! let doc: StatsDocument = serde_json::from_str(body).unwrap();
 //! let mut fleet = TrackWindow::empty(doc.window_seconds);
 //! fleet.merge(&doc.track("checkout", "canary").unwrap());
 //! assert_eq!((fleet.requests, fleet.quantile_ms(0.99)), (0, None));
+//! assert_eq!(doc.track_stats("checkout", "canary").unwrap().total_requests, 12);
 //! ```
 
 use std::collections::BTreeMap;
@@ -25,8 +30,10 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use hdrhistogram::Histogram;
-use hdrhistogram::serialization::{DeserializeError, Deserializer};
+use hdrhistogram::serialization::{DeserializeError, Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
+
+use crate::{InstanceId, RouteName, TrackName};
 
 /// The lowest latency the proxies' histograms distinguish: 1 µs.
 pub const LOWEST_LATENCY_US: u64 = 1;
@@ -47,16 +54,56 @@ pub fn new_histogram() -> Histogram<u64> {
     }
 }
 
+/// A histogram as HdrHistogram's compressed V2 format (`V2DeflateSerializer`, readable by every
+/// HdrHistogram implementation), base64 with the standard alphabet and padding: the
+/// `histogram` field of [`TrackStatsDoc`].
+///
+/// Deflate rather than plain V2 because it is a third smaller where size matters: ≈ 4.0 KB against
+/// ≈ 6.0 KB for 100 000 requests spread over ≈ 5 500 buckets. For a histogram of a handful of
+/// buckets it costs ≈ 12 bytes more.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    // Writing to a Vec cannot fail, and a count is only unserializable above i64::MAX requests.
+    if let Err(e) = V2DeflateSerializer::new().serialize(h, &mut bytes) {
+        unreachable!("a latency histogram serializes into memory: {e:?}");
+    }
+    STANDARD.encode(bytes)
+}
+
+/// Why a `histogram` field could not be decoded.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeHistogramError {
+    /// The text is not standard base64 with padding.
+    #[error("histogram is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    /// The bytes are not an HdrHistogram V2 (plain or deflate) histogram with u64 counts.
+    #[error("histogram is not an HdrHistogram V2 encoding: {0}")]
+    Format(#[from] DeserializeError),
+}
+
+/// The histogram [`encode_histogram`] encoded (either V2 format is accepted), with the bounds
+/// and counts it was written with, ready to `add` to others of the same bounds.
+pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, DecodeHistogramError> {
+    let bytes = STANDARD.decode(s)?;
+    Ok(Deserializer::new().deserialize(&mut bytes.as_slice())?)
+}
+
 /// The body of a proxy's `GET /stats`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatsDocument {
     /// The version of the routing table the proxy was serving when it answered.
     pub version: u64,
-    /// The window the stats cover, whole seconds up to and including the current one.
+    /// The proxy process that answered: another one after a restart, which starts the
+    /// lifetime totals again. Absent from proxies older than this field (then `None`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<InstanceId>,
+    /// How many one-second slices the window covers, up to and including the current one (which
+    /// is still filling); divide by it for rates. Shorter than the `window` asked for when
+    /// `since` cut it, and 0 when `since` left no whole slice (then every count is 0).
     pub window_seconds: u64,
     /// Per route, by name.
-    pub routes: BTreeMap<String, RouteStats>,
+    pub routes: BTreeMap<RouteName, RouteStats>,
 }
 
 /// One route's stats.
@@ -64,7 +111,7 @@ pub struct StatsDocument {
 #[serde(rename_all = "camelCase")]
 pub struct RouteStats {
     /// Per track, by name; every track of the route appears, with zeros if it saw nothing.
-    pub tracks: BTreeMap<String, TrackStatsDoc>,
+    pub tracks: BTreeMap<TrackName, TrackStatsDoc>,
     /// What clients did wrong on the route; counted against no track. Absent from proxies
     /// older than this field (then zeros).
     #[serde(default)]
@@ -103,8 +150,13 @@ pub struct TrackStatsDoc {
     /// [`Self::histogram`]s to get a fleet's.
     pub latency_ms: LatencyMs,
     /// The latency histogram in µs: HdrHistogram V2 with deflate, base64 (standard alphabet,
-    /// padded). Read it with [`decode_histogram`].
+    /// padded), as [`encode_histogram`] writes it. Read it with [`decode_histogram`].
     pub histogram: String,
+    /// Finished requests since the proxy process started (see [`StatsDocument::instance`]),
+    /// whatever the window.
+    pub total_requests: u64,
+    /// Of those, the errors (as [`Self::errors`] counts them).
+    pub total_errors: u64,
 }
 
 /// Requests by status class.
@@ -154,6 +206,21 @@ pub struct LatencyMs {
     pub max: f64,
 }
 
+impl LatencyMs {
+    /// The quantiles of a latency histogram in µs, each the highest value equivalent to it
+    /// within the histogram's precision, in ms; all 0.0 for an empty histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let ms = |us: u64| if h.is_empty() { 0.0 } else { us as f64 / 1000.0 };
+        Self {
+            p50: ms(h.value_at_quantile(0.5)),
+            p90: ms(h.value_at_quantile(0.9)),
+            p99: ms(h.value_at_quantile(0.99)),
+            p999: ms(h.value_at_quantile(0.999)),
+            max: ms(h.max()),
+        }
+    }
+}
+
 /// Why a stats document does not give a track's window.
 #[derive(Debug, thiserror::Error)]
 pub enum StatsError {
@@ -168,12 +235,9 @@ pub enum StatsError {
         /// The missing track.
         track: String,
     },
-    /// The histogram is not standard base64 with padding.
-    #[error("histogram is not base64: {0}")]
-    Base64(#[from] base64::DecodeError),
-    /// The histogram's bytes are not an HdrHistogram V2 histogram (plain or deflate).
-    #[error("histogram is not an HdrHistogram V2 encoding: {0}")]
-    Format(#[from] DeserializeError),
+    /// The histogram does not decode.
+    #[error(transparent)]
+    Histogram(#[from] DecodeHistogramError),
     /// The histogram does not have the proxies' bounds, so it cannot be merged exactly.
     #[error(
         "histogram covers {low} to {high} µs with {digits} significant digits, not the proxies' \
@@ -197,19 +261,10 @@ pub enum StatsError {
     },
 }
 
-/// Decodes a `histogram` field: base64, then HdrHistogram V2 (deflate or plain), with the
-/// bounds and counts it was written with.
-pub fn decode_histogram(s: &str) -> Result<Histogram<u64>, StatsError> {
-    let bytes = STANDARD.decode(s)?;
-    Ok(Deserializer::new().deserialize(&mut bytes.as_slice())?)
-}
-
 impl StatsDocument {
-    /// One track's window from this document, its histogram checked to have the proxies'
-    /// bounds.
-    pub fn track(&self, route: &str, track: &str) -> Result<TrackWindow, StatsError> {
-        let stats = self
-            .routes
+    /// One track's stats as the document has them.
+    pub fn track_stats(&self, route: &str, track: &str) -> Result<&TrackStatsDoc, StatsError> {
+        self.routes
             .get(route)
             .ok_or_else(|| StatsError::UnknownRoute(route.to_owned()))?
             .tracks
@@ -217,7 +272,13 @@ impl StatsDocument {
             .ok_or_else(|| StatsError::UnknownTrack {
                 route: route.to_owned(),
                 track: track.to_owned(),
-            })?;
+            })
+    }
+
+    /// One track's window from this document, its histogram checked to have the proxies'
+    /// bounds.
+    pub fn track(&self, route: &str, track: &str) -> Result<TrackWindow, StatsError> {
+        let stats = self.track_stats(route, track)?;
         if stats.errors > stats.requests {
             return Err(StatsError::Inconsistent {
                 requests: stats.requests,
@@ -321,16 +382,9 @@ impl TrackWindow {
 
 #[cfg(test)]
 mod tests {
-    use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer, V2Serializer};
+    use hdrhistogram::serialization::V2Serializer;
 
     use super::*;
-
-    /// What the proxy writes: V2 with deflate, then base64.
-    fn encode(h: &Histogram<u64>) -> String {
-        let mut bytes = Vec::new();
-        V2DeflateSerializer::new().serialize(h, &mut bytes).unwrap();
-        STANDARD.encode(bytes)
-    }
 
     fn histogram(latencies_us: &[u64]) -> Histogram<u64> {
         let mut h = new_histogram();
@@ -357,6 +411,7 @@ mod tests {
                 "upstreamErrors": {"connect": 0, "timeout": 0, "reset": 0},
                 "latencyMs": {"p50": 0.0, "p90": 0.0, "p99": 0.0, "p999": 0.0, "max": 0.0},
                 "histogram": histogram,
+                "totalRequests": requests, "totalErrors": errors,
                 "addedLater": true,
             }}}}
         });
@@ -367,10 +422,12 @@ mod tests {
     fn decodes_what_the_proxy_encodes() {
         let latencies: Vec<u64> = (1..=2000).map(|i| i * 37).chain([0, 59_999_999, 60_000_000]).collect();
         let h = histogram(&latencies);
-        let decoded = decode_histogram(&encode(&h)).unwrap();
+        let decoded = decode_histogram(&encode_histogram(&h)).unwrap();
         assert_eq!(decoded, h);
         assert_eq!(decoded.len(), latencies.len() as u64);
         assert_eq!((decoded.low(), decoded.high(), decoded.sigfig()), (1, 60_000_000, 3));
+        let empty = new_histogram();
+        assert_eq!(decode_histogram(&encode_histogram(&empty)).unwrap(), empty);
         // Plain V2 is read too.
         let mut plain = Vec::new();
         V2Serializer::new().serialize(&h, &mut plain).unwrap();
@@ -379,7 +436,11 @@ mod tests {
 
     #[test]
     fn a_document_gives_a_track_window() {
-        let doc = document(3, 1, encode(&histogram(&[1000, 2000, 3000])));
+        let doc = document(3, 1, encode_histogram(&histogram(&[1000, 2000, 3000])));
+        assert_eq!(doc.instance, None, "absent from older proxies");
+        assert_eq!(doc.routes["checkout"].client_errors, ClientErrors::default());
+        let stats = doc.track_stats("checkout", "canary").unwrap();
+        assert_eq!((stats.total_requests, stats.total_errors), (3, 1));
         let w = doc.track("checkout", "canary").unwrap();
         assert_eq!(w, window(&[1000, 2000, 3000], 1));
         assert_eq!(doc.routes["checkout"].tracks["canary"].status_classes.server_error, 1);
@@ -391,11 +452,31 @@ mod tests {
     }
 
     #[test]
+    fn lifetime_totals_are_required() {
+        let mut body = serde_json::to_value(document(1, 0, encode_histogram(&histogram(&[1000])))).unwrap();
+        let canary = body["routes"]["checkout"]["tracks"]["canary"].as_object_mut().unwrap();
+        canary.remove("totalErrors");
+        let e = serde_json::from_value::<StatsDocument>(body).unwrap_err();
+        assert!(e.to_string().contains("totalErrors"), "{e}");
+    }
+
+    #[test]
     fn bad_histograms_and_counts_are_errors() {
-        assert!(matches!(decode_histogram("not base64!"), Err(StatsError::Base64(_))));
-        assert!(matches!(decode_histogram("aGVsbG8="), Err(StatsError::Format(_))));
+        assert!(matches!(
+            decode_histogram("not base64!"),
+            Err(DecodeHistogramError::Base64(_))
+        ));
+        assert!(matches!(
+            decode_histogram("aGVsbG8="),
+            Err(DecodeHistogramError::Format(_))
+        ));
+        let doc = document(0, 0, "aGVsbG8=".to_owned());
+        assert!(matches!(
+            doc.track("checkout", "canary"),
+            Err(StatsError::Histogram(DecodeHistogramError::Format(_)))
+        ));
         let other = Histogram::<u64>::new_with_bounds(1, 1_000, 2).unwrap();
-        let doc = document(0, 0, encode(&other));
+        let doc = document(0, 0, encode_histogram(&other));
         assert!(matches!(
             doc.track("checkout", "canary"),
             Err(StatsError::Bounds {
@@ -404,7 +485,7 @@ mod tests {
                 ..
             })
         ));
-        let doc = document(1, 2, encode(&new_histogram()));
+        let doc = document(1, 2, encode_histogram(&new_histogram()));
         assert!(matches!(
             doc.track("checkout", "canary"),
             Err(StatsError::Inconsistent { .. })

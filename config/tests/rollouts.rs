@@ -133,7 +133,7 @@ fn the_reference_canary_means_what_it_says() {
             ..default_analysis()
         }),
         notify: None,
-        progress_deadline: switchyard_config::rollout::PROGRESS_DEADLINE,
+        progress_deadline: rollout::PROGRESS_DEADLINE,
         progress_deadline_abort: false,
     };
     assert_eq!(spec, expected);
@@ -725,7 +725,11 @@ proptest! {
 fn initial_delay_and_the_progress_deadline_read_with_their_defaults() {
     let base = "name: r\nroute: checkout\nproxies: ['http://127.0.0.1:9901']\nbaseline: stable\ncandidate: canary\n\
                 canary: { steps: [{ setWeight: 10 }] }\n";
-    let plain = load_rollout(&format!("{base}analysis: {{ interval: 10s, window: 10s }}\n"), Format::Yaml).unwrap();
+    let plain = load_rollout(
+        &format!("{base}analysis: {{ interval: 10s, window: 10s }}\n"),
+        Format::Yaml,
+    )
+    .unwrap();
     assert_eq!(plain.progress_deadline, Duration::from_secs(600));
     assert!(!plain.progress_deadline_abort);
     assert_eq!(plain.analysis.unwrap().initial_delay, Duration::ZERO);
@@ -741,7 +745,10 @@ fn initial_delay_and_the_progress_deadline_read_with_their_defaults() {
     assert_eq!(set.progress_deadline, Duration::from_secs(90));
     assert!(set.progress_deadline_abort);
     let analysis = set.analysis.clone().unwrap();
-    assert_eq!((analysis.initial_delay, analysis.interval), (Duration::from_secs(60), Duration::from_secs(60)));
+    assert_eq!(
+        (analysis.initial_delay, analysis.interval),
+        (Duration::from_secs(60), Duration::from_secs(60))
+    );
     // It reads back equal.
     let written = serde_yaml_ng::to_string(&set).unwrap();
     assert_eq!(load_rollout(&written, Format::Yaml).unwrap(), set);
@@ -752,5 +759,9 @@ fn initial_delay_and_the_progress_deadline_read_with_their_defaults() {
     )
     .unwrap_err();
     let paths: Vec<&str> = bad.errors().iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["analysis.initialDelay", "progressDeadline", "progressDeadlineAbort"], "{bad}");
+    assert_eq!(
+        paths,
+        ["analysis.initialDelay", "progressDeadline", "progressDeadlineAbort"],
+        "{bad}"
+    );
 }

@@ -192,7 +192,9 @@ impl Refusal {
                 let status = match &e {
                     ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
                     ControlError::NotFound(_) => StatusCode::NOT_FOUND,
-                    ControlError::Active(_) | ControlError::RouteTaken { .. } | ControlError::Refused(_) => StatusCode::CONFLICT,
+                    ControlError::Active(_) | ControlError::RouteTaken { .. } | ControlError::Refused(_) => {
+                        StatusCode::CONFLICT
+                    }
                     ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 };
                 match e {
@@ -392,7 +394,8 @@ mod tests {
         assert!(at("/rollouts").unwrap().takes(&Method::POST));
         assert!(!at("/rollouts").unwrap().takes(&Method::DELETE));
         assert!(!at("/rollouts/demo/abort").unwrap().takes(&Method::GET));
-        assert_eq!(at("/rollouts/demo").unwrap().allow(), "GET");
+        assert_eq!(at("/rollouts/demo").unwrap().allow(), "GET, DELETE");
+        assert!(!at("/rollouts/demo/history").unwrap().takes(&Method::DELETE));
     }
 
     #[test]

@@ -15,8 +15,8 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::http::{CallError, Http, Problems};
 use crate::controller::Status;
+use crate::http::{CallError, Http, Problems};
 use crate::state::{AbortRecord, Event, Phase};
 
 /// The rollout verbs.

@@ -298,6 +298,8 @@ struct ProxySlot {
     /// When it is tried again (ms since epoch), and the wait after that.
     retry_at: u64,
     retry_delay: u64,
+    /// The proxy process last seen answering stats: another one means it restarted.
+    instance: Option<switchyard_config::InstanceId>,
 }
 
 impl Shared {
@@ -433,6 +435,7 @@ impl Controller {
                 retry_for: None,
                 retry_at: 0,
                 retry_delay: RETRY_FIRST_MS,
+                instance: None,
             })
             .collect();
         Arc::new(Entry {
@@ -829,9 +832,20 @@ impl Controller {
             if shared.generation != generation {
                 return;
             }
+            let mut restarted = false;
             for (slot, (_, answer)) in shared.proxies.iter_mut().zip(&answers) {
                 match answer {
-                    Ok(_) => {
+                    Ok(o) => {
+                        if o.instance.is_some() && slot.instance.is_some() && o.instance != slot.instance {
+                            // Another process: whatever it serves, publish the rollout's traffic
+                            // to it again rather than trust what the old one confirmed.
+                            tracing::warn!(rollout = %spec.name, proxy = %slot.status.url, "the proxy restarted; publishing to it again");
+                            slot.serves = None;
+                            slot.status.version = None;
+                            slot.retry_at = 0;
+                            restarted = true;
+                        }
+                        slot.instance = o.instance.clone();
                         slot.status.last_answered_at = Some(now);
                         if slot.status.version.is_some() {
                             slot.status.error = None;
@@ -839,6 +853,10 @@ impl Controller {
                     }
                     Err(e) => note_error(spec, &mut slot.status, e.to_string()),
                 }
+            }
+            if restarted {
+                shared.record.state.confirmed = None;
+                entry.wake.notify_one();
             }
             let before = shared.record.state.clone();
             self.judge(spec, &mut shared.record, d, &answers, now);
@@ -1155,8 +1173,8 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
     let mut unreachable = Vec::new();
     for (i, url, answer) in &answers {
         match answer {
-            Ok((_, routes)) => {
-                for (path, message) in table_problems(spec, routes) {
+            Ok(doc) => {
+                for (path, message) in table_problems(spec, &doc.routes) {
                     problems.entry((path, message)).or_default().push(url.clone());
                 }
             }

@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use switchyard_config::InstanceId;
 use switchyard_config::rollout::RolloutSpec;
 use switchyard_config::stats::{StatsDocument, TrackWindow};
 use tokio::task::JoinSet;
@@ -21,6 +22,8 @@ pub struct Observed {
     pub candidate: TrackWindow,
     /// Requests and errors of both tracks since the proxy started (summed, when merged).
     pub totals: Counts,
+    /// The proxy process that answered (one proxy's observation only).
+    pub instance: Option<InstanceId>,
 }
 
 impl Observed {
@@ -48,8 +51,9 @@ pub enum ObserveError {
     },
 }
 
-/// One proxy's stats over `window`, counting only requests served at or after `since` (unix
-/// ms) when given.
+/// One proxy's stats over `window`; with `since` (ms since the Unix epoch, on the proxies'
+/// clocks: they and the controller are assumed to agree, through NTP), the window starts no
+/// earlier than the first whole second from then on.
 pub async fn observe_one(
     http: &Http,
     spec: &RolloutSpec,
@@ -70,22 +74,25 @@ pub async fn observe_one(
         url: url.clone(),
         detail,
     };
-    let doc: StatsDocument = serde_json::from_value(raw.clone()).map_err(|e| bad(e.to_string()))?;
+    let doc: StatsDocument = serde_json::from_value(raw).map_err(|e| bad(e.to_string()))?;
     let track = |name: &str| doc.track(spec.route.as_str(), name).map_err(|e| bad(e.to_string()));
-    let total = |name: &str, field: &str| {
-        raw["routes"][spec.route.as_str()]["tracks"][name][field]
-            .as_u64()
-            .unwrap_or(0)
+    let lifetime = |name: &str| {
+        doc.track_stats(spec.route.as_str(), name)
+            .map(|t| (t.total_requests, t.total_errors))
+            .map_err(|e| bad(e.to_string()))
     };
+    let (candidate_requests, candidate_errors) = lifetime(spec.candidate.as_str())?;
+    let (baseline_requests, baseline_errors) = lifetime(spec.baseline.as_str())?;
     Ok(Observed {
         baseline: track(spec.baseline.as_str())?,
         candidate: track(spec.candidate.as_str())?,
         totals: Counts {
-            candidate_requests: total(spec.candidate.as_str(), "totalRequests"),
-            candidate_errors: total(spec.candidate.as_str(), "totalErrors"),
-            baseline_requests: total(spec.baseline.as_str(), "totalRequests"),
-            baseline_errors: total(spec.baseline.as_str(), "totalErrors"),
+            candidate_requests,
+            candidate_errors,
+            baseline_requests,
+            baseline_errors,
         },
+        instance: doc.instance.clone(),
     })
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 use switchyard_config::rollout::RolloutSpec;
-use switchyard_config::{Format, RouteSpec, load_routes};
+use switchyard_config::{Format, RouteSpec, RoutesDocument};
 use tokio::task::JoinSet;
 
 use crate::http::{CallError, Http};
@@ -101,7 +101,7 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
     };
     // A concurrent writer can move the version between read and write: read again then.
     for _ in 0..5 {
-        let (version, routes) = read(http, &routes_url).await?;
+        let RoutesDocument { version, routes, .. } = read(http, &routes_url).await?;
         let planned = plan::apply(&routes, spec, traffic).map_err(|source| PublishError::Plan {
             url: routes_url.clone(),
             source,
@@ -119,7 +119,9 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
                     .as_u64()
                     .ok_or_else(|| unconfirmed("PUT /routes answered without a version".to_owned()))?;
                 // Confirm by reading back: the version in force and our route as planned.
-                let (now, routes) = read(http, &routes_url).await?;
+                let RoutesDocument {
+                    version: now, routes, ..
+                } = read(http, &routes_url).await?;
                 let ours = |rs: &[RouteSpec]| rs.iter().find(|r| r.name == spec.route).cloned();
                 if now >= published && ours(&routes) == ours(&planned) {
                     return Ok(now);
@@ -139,16 +141,11 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
     ))
 }
 
-/// A proxy's table: version and routes, from its `/routes` URL.
-pub async fn read(http: &Http, routes_url: &str) -> Result<(u64, Vec<RouteSpec>), PublishError> {
-    let unreadable = |detail: String| PublishError::Unconfirmed {
-        url: routes_url.to_owned(),
-        detail,
-    };
+/// A proxy's table, from its `/routes` URL, its routes validated as the proxy validates them.
+pub async fn read(http: &Http, routes_url: &str) -> Result<RoutesDocument, PublishError> {
     let doc = http.get_json(routes_url).await?;
-    let version = doc["version"]
-        .as_u64()
-        .ok_or_else(|| unreadable("GET /routes answered without a version".to_owned()))?;
-    let table = load_routes(&doc.to_string(), Format::Json, version).map_err(|e| unreadable(e.to_string()))?;
-    Ok((version, table.spec().to_vec()))
+    RoutesDocument::read(&doc.to_string(), Format::Json).map_err(|e| PublishError::Unconfirmed {
+        url: routes_url.to_owned(),
+        detail: format!("the routes document is not valid: {e}"),
+    })
 }

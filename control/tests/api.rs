@@ -11,7 +11,7 @@ use switchyard_control::controller::Controller;
 use switchyard_control::http::Http;
 use switchyard_control::store::Store;
 use switchyard_testkit::openapi::{OpenApi, assert_object_matches};
-use switchyard_testkit::{Client, Scratch};
+use switchyard_testkit::{Client, FakeProxy, Scratch};
 
 async fn serve(scratch: &Scratch) -> String {
     let store = Store::open(&scratch.join("state")).unwrap();
@@ -45,19 +45,27 @@ async fn refusal(method: http::Method, url: &str, body: &str) -> (u16, Option<St
     (r.status.as_u16(), r.header("allow").map(str::to_owned), problem)
 }
 
-/// A rollout whose proxy does not exist: it starts, cannot publish, and waits.
-const SPEC: &str = r#"
+/// A rollout whose proxy refuses every table: it starts, cannot publish, and waits.
+async fn waiting_spec() -> (FakeProxy, String) {
+    let proxy = FakeProxy::start().await;
+    proxy.refuse_writes(true);
+    let spec = format!(
+        r#"
 name: demo
 route: checkout
-proxies: ["http://127.0.0.1:9"]
+proxies: ["{}"]
 baseline: stable
 candidate: canary
 canary:
   steps:
     - setWeight: 10
-    - pause: {}
+    - pause: {{}}
     - setWeight: 100
-"#;
+"#,
+        proxy.url
+    );
+    (proxy, spec)
+}
 
 #[tokio::test]
 async fn invalid_specs_are_refused_with_every_problem() {
@@ -83,10 +91,11 @@ async fn invalid_specs_are_refused_with_every_problem() {
 async fn verbs_act_or_say_why_not() {
     let scratch = Scratch::new("control-api-verbs");
     let url = serve(&scratch).await;
-    let (status, body) = call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await;
+    let (_proxy, spec) = waiting_spec().await;
+    let (status, body) = call(http::Method::POST, &format!("{url}/rollouts"), &spec).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(body["name"], "demo");
-    let (status, _) = call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await;
+    let (status, _) = call(http::Method::POST, &format!("{url}/rollouts"), &spec).await;
     assert_eq!(status, 409, "an active rollout of the same name");
 
     let post = |verb: &str| {
@@ -145,14 +154,15 @@ async fn verbs_act_or_say_why_not() {
 async fn wrong_methods_unknown_paths_and_bad_arguments_get_their_http_status() {
     let scratch = Scratch::new("control-api-http");
     let url = serve(&scratch).await;
-    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await.0, 201);
+    let (_proxy, spec) = waiting_spec().await;
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), &spec).await.0, 201);
     use http::Method as M;
 
     // A method the path does not take: 405, and `Allow` says which it does.
     for (method, path, allow) in [
         (M::GET, "/rollouts/demo/abort", "POST"),
         (M::DELETE, "/rollouts", "GET, POST"),
-        (M::PUT, "/rollouts/demo", "GET"),
+        (M::PUT, "/rollouts/demo", "GET, DELETE"),
         (M::POST, "/healthz", "GET"),
         (M::GET, "/rollouts/demo/weight", "POST"),
     ] {
@@ -241,10 +251,12 @@ async fn the_openapi_description_matches_the_api() {
     let api = OpenApi::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-api.yaml"));
     let scratch = Scratch::new("control-api-doc");
     let url = serve(&scratch).await;
-    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), SPEC).await.0, 201);
+    let (_proxy, spec) = waiting_spec().await;
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), &spec).await.0, 201);
 
     let documented = api.operations();
     let served = [
+        "DELETE /rollouts/{name}",
         "GET /healthz",
         "GET /rollouts",
         "GET /rollouts/{name}",
@@ -287,4 +299,72 @@ async fn the_openapi_description_matches_the_api() {
     }
     let (_, status) = call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await;
     assert_object_matches(&status, api.schema("Status"), "status");
+}
+
+#[tokio::test]
+async fn one_active_rollout_per_route_a_spec_checked_against_the_proxies_and_delete() {
+    let scratch = Scratch::new("control-api-route-held");
+    let url = serve(&scratch).await;
+    let (_proxy, spec) = waiting_spec().await;
+    let other = spec.replace("name: demo", "name: demo-two");
+    // A route or track the proxies do not have is named by its field.
+    for (from, to, want) in [
+        (
+            "route: checkout",
+            "route: chekout",
+            "route: there is no route \"chekout\" (the routes are checkout) on every proxy",
+        ),
+        (
+            "candidate: canary",
+            "candidate: canray",
+            "candidate: route \"checkout\" has no track \"canray\" (its tracks are stable, canary) on every proxy",
+        ),
+    ] {
+        let typo = other.replace(from, to);
+        let (status, _, problem) = refusal(http::Method::POST, &format!("{url}/rollouts"), &typo).await;
+        assert_eq!((status, problem.as_str()), (400, want));
+    }
+
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts"), "").await.1,
+        Value::Array(vec![])
+    );
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), &spec).await.0, 201);
+
+    // Another rollout of the same route on the same proxy: refused, naming the one holding it.
+    let (status, _, problem) = refusal(http::Method::POST, &format!("{url}/rollouts"), &other).await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        problem,
+        "route \"checkout\" is being rolled out by \"demo\" on the same proxies; abort it (or let it finish) first"
+    );
+
+    // Delete: refused while active, then gone.
+    let (status, _, problem) = refusal(http::Method::DELETE, &format!("{url}/rollouts/demo"), "").await;
+    assert_eq!(status, 409);
+    assert_eq!(
+        problem,
+        "rollout \"demo\" is Progressing; abort it (or let it finish) before deleting it"
+    );
+    assert_eq!(
+        call(http::Method::POST, &format!("{url}/rollouts/demo/abort"), "")
+            .await
+            .0,
+        200
+    );
+    let (status, body) = call(http::Method::DELETE, &format!("{url}/rollouts/demo"), "").await;
+    assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)), "{body}");
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await.0,
+        404
+    );
+    assert!(
+        !scratch.join("state").join("demo.json").exists(),
+        "its stored state is gone"
+    );
+    // The route is free again.
+    assert_eq!(
+        call(http::Method::POST, &format!("{url}/rollouts"), &other).await.0,
+        201
+    );
 }

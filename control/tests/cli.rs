@@ -4,7 +4,7 @@
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Output};
 
-use switchyard_testkit::{Client, Scratch, assert_eventually};
+use switchyard_testkit::{Client, FakeProxy, Scratch, assert_eventually};
 
 struct Serve(Child);
 
@@ -76,7 +76,7 @@ async fn the_readme_verbs_work_from_the_command_line() {
 
     // The README's example spec, its proxy moved to a port where nothing listens (a proxy
     // someone runs at the README's address must not change what this test sees) and shown at
-    // the README's address again. It starts and waits to publish.
+    // the README's address again: refused, since no proxy can vouch for its route and tracks.
     let readme_proxy = "http://127.0.0.1:9901";
     let closed = format!(
         "http://{}",
@@ -88,12 +88,22 @@ async fn the_readme_verbs_work_from_the_command_line() {
     ))
     .unwrap();
     assert!(spec.contains(readme_proxy), "{spec}");
-    std::fs::write(scratch.join("rollout-canary.yaml"), spec.replace(readme_proxy, &closed)).unwrap();
-    let shown = |o: &Output| text(o).replace(&closed, readme_proxy);
-    let o = switchyard(
-        &server,
-        &["apply", "-f", scratch.join("rollout-canary.yaml").to_str().unwrap()],
+    let file = scratch.join("rollout-canary.yaml");
+    std::fs::write(&file, spec.replace(readme_proxy, &closed)).unwrap();
+    let o = switchyard(&server, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    let refused = text(&o).replace(&closed, readme_proxy);
+    assert!(
+        readme_flat().contains(&format!("(`{}`)", refused.trim())),
+        "the README shows {refused}"
     );
+
+    // A proxy that answers but takes no table (503): the rollout starts and waits to publish.
+    let proxy = FakeProxy::start().await;
+    proxy.refuse_writes(true);
+    std::fs::write(&file, spec.replace(readme_proxy, &proxy.url)).unwrap();
+    let shown = |o: &Output| text(o).replace(&proxy.url, readme_proxy);
+    let o = switchyard(&server, &["apply", "-f", file.to_str().unwrap()]);
     assert!(o.status.success(), "{}", shown(&o));
     assert_eq!(shown(&o).lines().next(), Some("rollout checkout-v2 applied"));
     assert!(

@@ -196,6 +196,7 @@ async fn the_readme_load_test_against_the_readme_table_is_answered_2xx_by_both_t
         switchyard_proxy::Options {
             config_file: None,
             workers: 2,
+            ..switchyard_proxy::Options::default()
         },
     )
     .await

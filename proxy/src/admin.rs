@@ -1,16 +1,20 @@
 //! The admin API, on its own listener: the routing table (`GET`/`PUT /routes`), per-track
 //! stats over a window (`GET /stats`), Prometheus metrics (`GET /metrics`), and health
-//! (`GET /healthz`, `GET /readyz`). `docs/admin-api.yaml` describes it (OpenAPI 3).
+//! (`GET /healthz`, `GET /readyz`). `docs/admin-api.yaml` describes it (OpenAPI 3); the
+//! documents it serves are the types of `switchyard_config` the controller reads them with
+//! ([`RoutesDocument`], [`switchyard_config::stats::StatsDocument`]).
 //!
 //! Requests pass a tower stack: a concurrency limit, then the bearer-token check for writes,
 //! then the handler.
 
+use std::collections::hash_map::RandomState;
 use std::convert::Infallible;
+use std::hash::{BuildHasher as _, Hasher as _};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -22,8 +26,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
+use serde::Serialize;
 use serde_json::json;
-use switchyard_config::Format;
+use switchyard_config::stats::MAX_WINDOW_SECONDS;
+use switchyard_config::{Format, InstanceId, RoutesDocument};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -31,14 +37,25 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::metric_families;
+use crate::record::{Since, metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 /// Default `window` of `GET /stats`.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(10);
 /// Longest `window` of `GET /stats`: the stats keep five minutes of one-second slices.
-pub const MAX_WINDOW: Duration = Duration::from_secs(300);
+pub const MAX_WINDOW: Duration = Duration::from_secs(MAX_WINDOW_SECONDS);
+
+/// A new identity for this proxy process: 64 bits from std's per-process random hash keys,
+/// mixed with the time and the process id, so that a restarted proxy gets another one.
+pub fn new_instance() -> InstanceId {
+    let mut h = RandomState::new().build_hasher();
+    if let Ok(since_epoch) = SystemTime::now().duration_since(UNIX_EPOCH) {
+        h.write_u128(since_epoch.as_nanos());
+    }
+    h.write_u32(std::process::id());
+    InstanceId::from_bits(h.finish())
+}
 
 /// Counters of the proxy's own life, exported on `/metrics`.
 #[derive(Debug, Default)]
@@ -62,6 +79,8 @@ pub struct AdminState {
     pub health: Arc<Health>,
     /// The bearer token writes must present, if any.
     pub token: Option<String>,
+    /// This proxy process, in `/routes` and `/stats`.
+    pub instance: InstanceId,
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -157,10 +176,12 @@ async fn handle(state: &AdminState, req: Request<Incoming>) -> AdminResponse {
 fn get_routes(state: &AdminState) -> AdminResponse {
     let snapshot = state.publisher.load_full();
     let version = snapshot.table.version();
-    let mut response = json_response(
-        StatusCode::OK,
-        &json!({ "version": version, "routes": snapshot.table.spec() }),
-    );
+    let document = RoutesDocument {
+        version,
+        instance: Some(state.instance.clone()),
+        routes: snapshot.table.spec().to_vec(),
+    };
+    let mut response = json_response(StatusCode::OK, &document);
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{version}\"")) {
         response.headers_mut().insert(header::ETAG, etag);
     }
@@ -229,7 +250,10 @@ fn if_match_version(v: &HeaderValue) -> Option<u64> {
 }
 
 fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
+    // Both clocks at once: `since` is wall-clock time, the stats are kept on the monotonic one.
+    let (wall, now) = (SystemTime::now(), Instant::now());
     let mut window = DEFAULT_WINDOW;
+    let mut since = Since::Unbounded;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("window", value)) => match humantime::parse_duration(value) {
@@ -243,26 +267,39 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
                     );
                 }
             },
-            _ => return errors(StatusCode::BAD_REQUEST, pair, "unknown query parameter; use window=10s"),
+            Some(("since", value)) => match value.parse::<u64>() {
+                Ok(ms) => since = Since::from_unix_ms(ms, wall, now),
+                Err(_) => {
+                    return errors(
+                        StatusCode::BAD_REQUEST,
+                        "since",
+                        &format!(
+                            "{value:?} is not a time in whole milliseconds since the Unix epoch; \
+                             give one such as 1767225600000."
+                        ),
+                    );
+                }
+            },
+            _ => {
+                return errors(
+                    StatusCode::BAD_REQUEST,
+                    pair,
+                    "unknown query parameter; use window=10s and since=<Unix ms>",
+                );
+            }
         }
     }
     let snapshot = state.publisher.load_full();
     let slots = snapshot.slots();
     let recorder = state.publisher.recorder();
-    let mut body = recorder
-        .window(&slots, window, Instant::now())
-        .to_json(snapshot.table.version());
     // Lifetime counts beside each window, so a controller can add up everything since a
     // moment of its choosing (a sequential test needs all observations, not windows).
-    for (route, tracks) in recorder.totals(&slots).routes {
-        for (track, t) in tracks {
-            if let Some(entry) = body["routes"][route.as_str()]["tracks"][track.as_str()].as_object_mut() {
-                entry.insert("totalRequests".to_owned(), t.requests.into());
-                entry.insert("totalErrors".to_owned(), t.errors.into());
-            }
-        }
-    }
-    json_response(StatusCode::OK, &body)
+    let document = recorder.window(&slots, window, since, now).to_document(
+        &recorder.totals(&slots),
+        snapshot.table.version(),
+        &state.instance,
+    );
+    json_response(StatusCode::OK, &document)
 }
 
 fn get_metrics(state: &AdminState) -> AdminResponse {
@@ -341,7 +378,7 @@ fn counter(name: &str, help: &str, value: f64) -> MetricFamily {
     family(name, help, prometheus::proto::MetricType::COUNTER, m)
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> AdminResponse {
+fn json_response(status: StatusCode, body: &impl Serialize) -> AdminResponse {
     let mut bytes = serde_json::to_vec(body).unwrap_or_default();
     bytes.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(bytes)));

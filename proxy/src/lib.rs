@@ -35,7 +35,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context as _;
 use http::HeaderName;
-use switchyard_config::Loaded;
+use switchyard_config::{InstanceId, Loaded};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch as signal};
 use tokio::task::JoinHandle;
@@ -72,6 +72,8 @@ pub struct Running {
     pub publisher: Arc<Publisher>,
     /// Reload and readiness counters.
     pub health: Arc<Health>,
+    /// This process's identity in `/routes` and `/stats`.
+    pub instance: InstanceId,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     connections: Arc<Semaphore>,
@@ -176,11 +178,13 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         .await
         .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
     let admin = admin_listener.local_addr()?;
+    let instance = admin::new_instance();
     let state = Arc::new(AdminState {
         publisher: Arc::clone(&publisher),
         forwarder,
         health: Arc::clone(&health),
         token,
+        instance: instance.clone(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state, stopped.clone())));
 
@@ -205,6 +209,7 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         admin,
         publisher,
         health,
+        instance,
         stop,
         tasks,
         connections,

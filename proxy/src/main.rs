@@ -121,7 +121,13 @@ fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize) -> anyhow::
             },
         )
         .await?;
-        tracing::info!(listen = ?running.listen, admin = %running.admin, workers, "switchyard-proxy serving");
+        tracing::info!(
+            listen = ?running.listen,
+            admin = %running.admin,
+            instance = %running.instance,
+            workers,
+            "switchyard-proxy serving"
+        );
         shutdown_signal().await?;
         tracing::info!("shutting down: draining in-flight requests");
         if running.shutdown().await {

@@ -159,9 +159,25 @@ async fn the_openapi_description_matches_the_api() {
         assert!(documented_ok.is_object(), "{op} documents 200");
     }
 
+    // Its query parameters are the ones /stats takes.
+    let parameters: Vec<&str> = doc["paths"]["/stats"]["get"]["parameters"]
+        .as_array()
+        .expect("/stats lists parameters")
+        .iter()
+        .map(|p| p["name"].as_str().expect("a parameter has a name"))
+        .collect();
+    assert_eq!(parameters, ["window", "since"]);
+
     // The /stats body against the schema's required fields, level by level.
     let stats = admin_json(&p, "/stats").await;
     assert_object_matches(&stats, api.schema("Stats"), "Stats");
+    let route = &api.schema("Stats")["properties"]["routes"]["additionalProperties"];
+    assert_object_matches(&stats["routes"]["app"], route, "Stats.routes.app");
+    assert_object_matches(
+        &stats["routes"]["app"]["clientErrors"],
+        &route["properties"]["clientErrors"],
+        "clientErrors",
+    );
     let track = &stats["routes"]["app"]["tracks"]["a"];
     assert_object_matches(track, api.schema("TrackStats"), "TrackStats");
     for nested in ["statusClasses", "upstreamErrors", "latencyMs"] {
@@ -172,4 +188,21 @@ async fn the_openapi_description_matches_the_api() {
         api.schema("RoutesDocument"),
         "RoutesDocument",
     );
+}
+
+/// `instance` names the process: the same in `/routes` and `/stats`, another for another
+/// proxy (as for a restarted one).
+#[tokio::test]
+async fn the_instance_is_the_process() {
+    let a = MockUpstream::start("a").await;
+    let table = || Table::new().route("app").track("a", &[a.addr()], 1.0);
+    let (p, q) = (start_proxy(table()).await, start_proxy(table()).await);
+    for proxy in [&p, &q] {
+        let instance = proxy.instance.as_str();
+        assert_eq!(instance.len(), 16, "{instance}");
+        assert!(instance.bytes().all(|b| b.is_ascii_hexdigit()), "{instance}");
+        assert_eq!(admin_json(proxy, "/routes").await["instance"], instance);
+        assert_eq!(admin_json(proxy, "/stats").await["instance"], instance);
+    }
+    assert_ne!(p.instance, q.instance);
 }

@@ -3,9 +3,25 @@
 
 mod common;
 
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use common::{admin_json, admin_url, start_proxy, track_stats, url};
-use switchyard_proxy::record::decode_histogram;
+use switchyard_config::stats::{StatsDocument, decode_histogram};
+use switchyard_proxy::Running;
 use switchyard_testkit::{Behaviour, Client, MockUpstream, Table, assert_eventually};
+
+/// The wall clock, ms since the Unix epoch, as a controller reads it.
+fn unix_ms() -> u64 {
+    let since_epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("the clock is after 1970");
+    u64::try_from(since_epoch.as_millis()).expect("ms fit in u64")
+}
+
+/// `/stats` read with the controller's type.
+async fn stats_document(p: &Running, query: &str) -> StatsDocument {
+    serde_json::from_value(admin_json(p, &format!("/stats?{query}")).await).expect("a stats document")
+}
 
 #[tokio::test]
 async fn histogram_counts_equal_requests_sent() {
@@ -170,18 +186,74 @@ async fn stats_windows_are_validated() {
     let stable = MockUpstream::start("stable").await;
     let p = start_proxy(Table::new().route("app").track("stable", &[stable.addr()], 1.0)).await;
     let c = Client::http1();
-    for bad in [
-        "/stats?window=0s",
-        "/stats?window=301s",
-        "/stats?window=soon",
-        "/stats?frame=1s",
+    for (bad, path) in [
+        ("/stats?window=0s", "window"),
+        ("/stats?window=301s", "window"),
+        ("/stats?window=soon", "window"),
+        ("/stats?frame=1s", "frame=1s"),
+        ("/stats?since=soon", "since"),
+        ("/stats?since=-1", "since"),
+        ("/stats?since=1.5e12", "since"),
+        ("/stats?window=10s&since=", "since"),
     ] {
         let r = c.get(&admin_url(&p, bad), &[]).await.unwrap();
         assert_eq!(r.status, 400, "{bad}: {}", r.body);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["errors"][0]["path"], path, "{bad}");
         assert!(v["errors"][0]["message"].is_string(), "{bad}");
     }
+    let r = c.get(&admin_url(&p, "/stats?since=soon"), &[]).await.unwrap();
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(
+        v["errors"][0]["message"],
+        "\"soon\" is not a time in whole milliseconds since the Unix epoch; give one such as 1767225600000."
+    );
     let s = admin_json(&p, "/stats?window=5m").await;
     assert_eq!(s["windowSeconds"], 300);
     assert_eq!(s["routes"]["app"]["tracks"]["stable"]["requests"], 0);
+}
+
+#[tokio::test]
+async fn since_leaves_out_what_was_served_before_it_and_totals_keep_it() {
+    let stable = MockUpstream::start("stable").await;
+    let p = start_proxy(Table::new().route("app").track("stable", &[stable.addr()], 1.0)).await;
+    let c = Client::http1();
+    for _ in 0..5 {
+        assert_eq!(c.get(&url(&p, "/"), &[]).await.unwrap().status, 200);
+    }
+    // Requests are recorded when their bodies end: once the stats show all five, every one was
+    // recorded before `since` is read. 1 ms on, so that the clock's cut to whole ms cannot put
+    // `since` before the last of them.
+    assert_eventually!(track_stats(&p, "app", "stable").await["requests"] == 5);
+    let since = unix_ms() + 1;
+    let stats = stats_document(&p, &format!("window=300s&since={since}")).await;
+    let after = unix_ms();
+    let s = stats.track_stats("app", "stable").unwrap();
+    let latencies = decode_histogram(&s.histogram).unwrap();
+    assert_eq!((s.requests, s.errors, latencies.len()), (0, 0, 0));
+    assert_eq!((s.total_requests, s.total_errors), (5, 0));
+    // The window covers whole seconds after `since` only.
+    assert!(
+        stats.window_seconds <= after.saturating_sub(since).div_ceil(1000),
+        "{} seconds between {since} and {after}",
+        stats.window_seconds
+    );
+
+    // `since` in the future: nothing yet, over no time.
+    let stats = stats_document(&p, &format!("since={}", since + 3_600_000)).await;
+    let s = stats.track_stats("app", "stable").unwrap();
+    assert_eq!((stats.window_seconds, s.requests, s.total_requests), (0, 0, 5));
+
+    // What is served after `since` is counted once it lies in a whole second after it.
+    let since_requests = || async {
+        let stats = stats_document(&p, &format!("window=300s&since={since}")).await;
+        stats.track_stats("app", "stable").unwrap().requests
+    };
+    assert_eventually!({
+        assert_eq!(c.get(&url(&p, "/"), &[]).await.unwrap().status, 200);
+        since_requests().await > 0
+    });
+    let stats = stats_document(&p, "window=300s").await;
+    let s = stats.track_stats("app", "stable").unwrap();
+    assert!(s.requests > 5 && s.total_requests == s.requests, "{s:?}");
 }

@@ -23,8 +23,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use switchyard_config::stats::{
-    LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, encode_histogram,
-    new_histogram,
+    LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, encode_histogram, new_histogram,
 };
 use switchyard_config::{Format, TrackName, load_routes};
 use tokio::time::Instant;
@@ -51,6 +50,7 @@ struct State {
     /// The wall clock at `started`, ms since the Unix epoch (the clock `since` is in).
     started_wall_ms: u64,
     hang: bool,
+    refuse_writes: bool,
     stats_calls: u64,
 }
 
@@ -85,6 +85,7 @@ impl FakeProxy {
             started: now,
             started_wall_ms: wall_ms(),
             hang: false,
+            refuse_writes: false,
             stats_calls: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -122,6 +123,11 @@ impl FakeProxy {
     /// From now on, accept connections and never answer (`false`: answer again).
     pub fn hang(&self, hang: bool) {
         self.lock().hang = hang;
+    }
+
+    /// From now on, answer every `PUT /routes` with 503 (`false`: take them again).
+    pub fn refuse_writes(&self, refuse: bool) {
+        self.lock().refuse_writes = refuse;
     }
 
     /// How many `GET /stats` it answered.
@@ -193,6 +199,10 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
     let mut s = state.lock().unwrap_or_else(|p| p.into_inner());
     match (parts.method, parts.uri.path()) {
         (Method::GET, "/routes") => reply(StatusCode::OK, &json!({ "version": s.version, "routes": s.routes })),
+        (Method::PUT, "/routes") if s.refuse_writes => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "errors": [{ "path": "", "message": "this proxy takes no tables now" }] }),
+        ),
         (Method::PUT, "/routes") => {
             let if_match = parts
                 .headers
@@ -250,7 +260,10 @@ fn candidate_counts(s: &State, from: Instant, to: Instant) -> (u64, u64) {
 /// The stats document for `window` seconds (whole seconds, starting no earlier than `since`).
 fn stats(s: &State, window: u64, since: Option<u64>) -> StatsDocument {
     let now = Instant::now();
-    let mut from = now.checked_sub(Duration::from_secs(window)).unwrap_or(s.started).max(s.started);
+    let mut from = now
+        .checked_sub(Duration::from_secs(window))
+        .unwrap_or(s.started)
+        .max(s.started);
     if let Some(since) = since {
         let since = s.started + Duration::from_millis(since.saturating_sub(s.started_wall_ms));
         from = from.max(since);

@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod fake_proxy;
 pub mod openapi;
 mod raw;
 mod rng;
@@ -33,6 +34,7 @@ mod table;
 mod upstream;
 
 pub use client::{Client, Reply};
+pub use fake_proxy::FakeProxy;
 pub use raw::{AfterReply, RawUpstream};
 pub use rng::Rng;
 pub use scratch::Scratch;

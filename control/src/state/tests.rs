@@ -309,7 +309,10 @@ fn a_timed_pause_without_a_passing_measurement_holds_until_one_passes() {
     assert_eq!(s.phase, Phase::Paused, "still no evidence");
     // A measurement passes: it goes on by itself, to the next weight.
     s.advance(&spec, 9500, background(&s, true));
-    assert_eq!((s.phase, s.step, s.traffic.candidate_weight), (Phase::Progressing, 4, 25.0));
+    assert_eq!(
+        (s.phase, s.step, s.traffic.candidate_weight),
+        (Phase::Progressing, 4, 25.0)
+    );
     assert!(!s.held_for_evidence);
     let resumed = s.events.iter().rev().find(|e| e.kind == EventKind::Resume).unwrap();
     assert_eq!(resumed.message, "step 3: a measurement passed; going on");

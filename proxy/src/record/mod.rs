@@ -5,14 +5,14 @@
 //! - [`Recorder::slot`] (cold, at table publish) turns names into a [`SlotId`].
 //! - [`Recorder::record`] (hot, once per request) takes one uncontended lock: each thread always
 //!   uses the same shard.
-//! - [`Recorder::window`] merges the last seconds for the admin API's `GET /stats`
-//!   ([`WindowStats::to_json`]); [`Recorder::totals`] gives lifetime totals for `/metrics`
-//!   ([`metric_families`]).
+//! - [`Recorder::window`] merges the last seconds, from a [`Since`] on, for the admin API's
+//!   `GET /stats` ([`WindowStats::to_document`]); [`Recorder::totals`] gives lifetime totals for
+//!   `/stats` and `/metrics` ([`metric_families`]).
 //!
 //! ```
 //! use std::time::Duration;
 //! use switchyard_config::{RouteName, TrackName};
-//! use switchyard_proxy::record::{Outcome, Recorder};
+//! use switchyard_proxy::record::{Outcome, Recorder, Since};
 //! use tokio::time::Instant;
 //!
 //! let start = Instant::now();
@@ -22,15 +22,25 @@
 //! let ok = Outcome { status: 200, latency: Duration::from_millis(3), upstream_error: None };
 //! recorder.record(slot, &ok, start + Duration::from_millis(1500));
 //!
-//! let stats = recorder.window(&[(route, track, slot)], Duration::from_secs(10), start + Duration::from_secs(2));
+//! let slots = [(route, track, slot)];
+//! let now = start + Duration::from_secs(2);
+//! let stats = recorder.window(&slots, Duration::from_secs(10), Since::Unbounded, now);
 //! assert_eq!(stats.routes["checkout"]["canary"].requests, 1);
+//! // From the start of the second the request finished in: it is counted.
+//! let since = Since::At(start + Duration::from_secs(1));
+//! assert_eq!(recorder.window(&slots, Duration::from_secs(10), since, now).routes["checkout"]["canary"].requests, 1);
+//! // From a moment within that second: the second is left out whole.
+//! let since = Since::At(start + Duration::from_millis(1001));
+//! let stats = recorder.window(&slots, Duration::from_secs(10), since, now);
+//! assert_eq!((stats.window_seconds, stats.routes["checkout"]["canary"].requests), (1, 0));
 //! ```
 
-mod json;
+mod document;
 mod metrics;
 mod shard;
 #[cfg(test)]
 mod tests;
+mod window;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -39,30 +49,15 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use switchyard_config::stats::{MAX_WINDOW_SECONDS, new_histogram};
 use switchyard_config::{RouteName, TrackName};
 use tokio::time::Instant;
 
-pub use json::{DecodeHistogramError, decode_histogram, encode_histogram};
 pub use metrics::metric_families;
+pub use window::Since;
 
 use shard::{Shard, SlotState, SparseHistogram};
-
-/// The lowest latency the histograms distinguish: 1 µs.
-pub const LOWEST_LATENCY_US: u64 = 1;
-/// The highest latency the histograms track: 60 s, in µs. Longer latencies are recorded as this.
-pub const HIGHEST_LATENCY_US: u64 = 60_000_000;
-/// Significant decimal digits the histograms keep (relative error ≤ 0.1 %).
-pub const SIGNIFICANT_DIGITS: u8 = 3;
-/// The longest window [`Recorder::window`] merges, in seconds.
-pub const MAX_WINDOW_SECONDS: u64 = 300;
-
-/// An empty latency histogram in µs with the recorder's bounds.
-fn new_histogram() -> Histogram<u64> {
-    match Histogram::new_with_bounds(LOWEST_LATENCY_US, HIGHEST_LATENCY_US, SIGNIFICANT_DIGITS) {
-        Ok(h) => h,
-        Err(e) => unreachable!("constant histogram bounds are valid: {e:?}"),
-    }
-}
+use window::Slices;
 
 /// Measures finished requests per (route, track). `Send + Sync`: share it through an `Arc`.
 ///
@@ -178,7 +173,8 @@ pub struct Outcome {
 /// Merged measurements of some slots, by route then track.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WindowStats {
-    /// The window's length in whole seconds (1..=300); 0 for lifetime totals.
+    /// The window's length in whole seconds (0..=300: 0 when `since` left no whole second);
+    /// 0 for lifetime totals.
     pub window_seconds: u64,
     /// Every requested slot, with zeros if it saw no request.
     pub routes: BTreeMap<RouteName, BTreeMap<TrackName, TrackStats>>,
@@ -270,14 +266,21 @@ impl Recorder {
     }
 
     /// Merged stats of the last `window` whole seconds up to and including the second of `now`,
-    /// for the given slots, over all shards. `window` is rounded down to whole seconds and
-    /// clamped to 1..=300 s. Every slot appears in the result, with zeros if it saw nothing; a
-    /// (route, track) listed twice is counted once.
-    pub fn window(&self, slots: &[(RouteName, TrackName, SlotId)], window: Duration, now: Instant) -> WindowStats {
+    /// less the seconds that do not lie wholly at or after `since`, for the given slots, over
+    /// all shards. `window` is rounded down to whole seconds and clamped to 1..=300 s; the
+    /// result's `window_seconds` is how many seconds remain (0 when `since` leaves none). Every
+    /// slot appears in the result, with zeros if it saw nothing; a (route, track) listed twice
+    /// is counted once.
+    pub fn window(
+        &self,
+        slots: &[(RouteName, TrackName, SlotId)],
+        window: Duration,
+        since: Since,
+        now: Instant,
+    ) -> WindowStats {
         let window_seconds = window.as_secs().clamp(1, MAX_WINDOW_SECONDS);
-        let last = self.second(now);
-        let seconds = (last + 1).saturating_sub(window_seconds)..=last;
-        self.merge(window_seconds, slots, |state, stats, sealed| {
+        let Slices { seconds, covered } = Slices::of(self.start, window_seconds, since, now);
+        self.merge(covered, slots, |state, stats, sealed| {
             state.merge_window(&seconds, stats, sealed)
         })
     }

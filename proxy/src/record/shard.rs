@@ -2,12 +2,13 @@
 //! seconds in sparse form, and the lifetime totals of every sealed second.
 
 use std::collections::VecDeque;
-use std::ops::RangeInclusive;
+use std::ops::Range;
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
+use switchyard_config::stats::new_histogram;
 
-use super::{ClientError, Outcome, TrackStats, UpstreamError, new_histogram};
+use super::{ClientError, Outcome, TrackStats, UpstreamError};
 
 /// How many sealed one-second slices a slot keeps besides its current second: enough for the
 /// longest window (300 s) even when the current second is not yet in it.
@@ -245,12 +246,7 @@ impl SlotState {
 
     /// Adds the seconds in `seconds` to `stats`, except the latencies of sealed seconds: those
     /// go to `sealed`, for the caller to add once it has released the shard's lock.
-    pub(super) fn merge_window(
-        &self,
-        seconds: &RangeInclusive<u64>,
-        stats: &mut TrackStats,
-        sealed: &mut Vec<SparseHistogram>,
-    ) {
+    pub(super) fn merge_window(&self, seconds: &Range<u64>, stats: &mut TrackStats, sealed: &mut Vec<SparseHistogram>) {
         for slice in self.sealed.iter().filter(|s| seconds.contains(&s.second)) {
             slice.counts.add_to(stats);
             sealed.push(slice.latencies.clone());
@@ -287,7 +283,7 @@ fn add_histogram(target: &mut Histogram<u64>, source: &Histogram<u64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::HIGHEST_LATENCY_US;
+    use switchyard_config::stats::HIGHEST_LATENCY_US;
 
     #[test]
     fn sparse_histogram_round_trips_extreme_values() {

@@ -2,7 +2,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
-use switchyard_config::{RouteName, TrackName};
+use serde_json::Value;
+use switchyard_config::stats::{HIGHEST_LATENCY_US, StatsDocument, decode_histogram};
+use switchyard_config::{InstanceId, RouteName, TrackName};
 use tokio::time::Instant;
 
 use super::shard::SEALED_SECONDS;
@@ -45,6 +47,12 @@ fn recorder(shards: usize, pairs: &[(&str, &str)]) -> (Recorder, Instant, Vec<(R
 
 fn track<'a>(stats: &'a WindowStats, route: &str, track: &str) -> &'a TrackStats {
     &stats.routes[route][track]
+}
+
+/// The `/stats` document of `stats` with the recorder's lifetime totals, as JSON.
+fn json(stats: &WindowStats, recorder: &Recorder, slots: &[(RouteName, TrackName, SlotId)]) -> Value {
+    let document = stats.to_document(&recorder.totals(slots), 1, &InstanceId::from_bits(7));
+    serde_json::to_value(document).unwrap()
 }
 
 impl Recorder {
@@ -108,7 +116,7 @@ fn status_classes_errors_and_upstream_errors() {
     ] {
         recorder.record(slot, &outcome, start);
     }
-    let stats = recorder.window(&slots, secs(10), start);
+    let stats = recorder.window(&slots, secs(10), Since::Unbounded, start);
     let canary = track(&stats, "checkout", "canary");
     assert_eq!(canary.requests, 10);
     assert_eq!(canary.status_classes, [2, 1, 1, 5]);
@@ -130,12 +138,12 @@ async fn a_response_that_broke_off_is_an_error_whatever_its_status() {
     recorder.record(slot, &status(200, Some(UpstreamError::Reset)), start);
     recorder.record(slot, &status(502, Some(UpstreamError::Protocol)), start);
     recorder.record(slot, &status(200, None), start);
-    let stats = recorder.window(&slots, secs(10), start);
+    let stats = recorder.window(&slots, secs(10), Since::Unbounded, start);
     let canary = track(&stats, "checkout", "canary");
     assert_eq!((canary.requests, canary.errors), (4, 3));
     assert_eq!(canary.status_classes, [3, 0, 0, 1]);
     assert_eq!(canary.upstream_errors, [0, 0, 1, 2]);
-    let json = stats.to_json(1);
+    let json = json(&stats, &recorder, &slots);
     assert_eq!(
         json["routes"]["checkout"]["tracks"]["canary"]["upstreamErrors"]["protocol"],
         2
@@ -152,13 +160,13 @@ async fn client_errors_count_per_route_and_in_no_track() {
     // A second with client errors only is kept like any other.
     recorder.record_client_error(slots[1].2, ClientError::Timeout, start + secs(1));
     for stats in [
-        recorder.window(&slots, secs(10), start + secs(3)),
+        recorder.window(&slots, secs(10), Since::Unbounded, start + secs(3)),
         recorder.totals(&slots),
     ] {
         let (stable, canary) = (track(&stats, "checkout", "stable"), track(&stats, "checkout", "canary"));
         assert_eq!((stable.requests, stable.errors, stable.histogram.len()), (1, 0, 1));
         assert_eq!((canary.requests, canary.errors, canary.histogram.len()), (0, 0, 0));
-        let json = stats.to_json(1);
+        let json = json(&stats, &recorder, &slots);
         let route = &json["routes"]["checkout"];
         assert_eq!(route["clientErrors"]["malformed"], 2, "{route}");
         assert_eq!(route["clientErrors"]["timeout"], 1, "{route}");
@@ -186,7 +194,7 @@ async fn window_excludes_older_seconds() {
 
     let requests = |window: u64| {
         track(
-            &recorder.window(&slots, secs(window), Instant::now()),
+            &recorder.window(&slots, secs(window), Since::Unbounded, Instant::now()),
             "checkout",
             "canary",
         )
@@ -195,13 +203,13 @@ async fn window_excludes_older_seconds() {
     assert_eq!(requests(1), 2);
     assert_eq!(requests(5), 2);
     assert_eq!(requests(6), 3);
-    let last_5 = recorder.window(&slots, secs(5), start + secs(5));
+    let last_5 = recorder.window(&slots, secs(5), Since::Unbounded, start + secs(5));
     assert_eq!(track(&last_5, "checkout", "canary").errors, 1);
     assert_eq!(track(&last_5, "checkout", "canary").histogram.len(), 2);
     // A reader's clock ahead of the last record.
     assert_eq!(
         track(
-            &recorder.window(&slots, secs(10), start + secs(15)),
+            &recorder.window(&slots, secs(10), Since::Unbounded, start + secs(15)),
             "checkout",
             "canary"
         )
@@ -210,7 +218,7 @@ async fn window_excludes_older_seconds() {
     );
     assert_eq!(
         track(
-            &recorder.window(&slots, secs(11), start + secs(15)),
+            &recorder.window(&slots, secs(11), Since::Unbounded, start + secs(15)),
             "checkout",
             "canary"
         )
@@ -226,12 +234,12 @@ fn window_is_clamped_to_1_to_300_seconds() {
     recorder.record(slot, &ok(1), start);
     recorder.record(slot, &ok(1), start + secs(400));
     let now = start + secs(400);
-    let zero = recorder.window(&slots, Duration::ZERO, now);
+    let zero = recorder.window(&slots, Duration::ZERO, Since::Unbounded, now);
     assert_eq!(
         (zero.window_seconds, track(&zero, "checkout", "canary").requests),
         (1, 1)
     );
-    let long = recorder.window(&slots, secs(3600), now);
+    let long = recorder.window(&slots, secs(3600), Since::Unbounded, now);
     assert_eq!(
         (long.window_seconds, track(&long, "checkout", "canary").requests),
         (300, 1)
@@ -247,7 +255,7 @@ fn slices_older_than_the_ring_are_dropped_but_stay_in_totals() {
         recorder.record(slot, &ok(s), start + secs(s));
     }
     assert_eq!(recorder.sealed_len(slot), SEALED_SECONDS as usize);
-    let stats = recorder.window(&slots, secs(300), start + secs(399));
+    let stats = recorder.window(&slots, secs(300), Since::Unbounded, start + secs(399));
     let canary = track(&stats, "checkout", "canary");
     assert_eq!(canary.requests, 300);
     assert_eq!(canary.histogram.count_between(0, 99_000), 0);
@@ -263,7 +271,7 @@ fn a_late_record_counts_in_the_current_second() {
     let slot = slots[0].2;
     recorder.record(slot, &ok(1), start + secs(5));
     recorder.record(slot, &ok(1), start + Duration::from_millis(4_900));
-    let stats = recorder.window(&slots, secs(1), start + secs(5));
+    let stats = recorder.window(&slots, secs(1), Since::Unbounded, start + secs(5));
     assert_eq!(track(&stats, "checkout", "canary").requests, 2);
 }
 
@@ -271,7 +279,10 @@ fn a_late_record_counts_in_the_current_second() {
 fn zero_traffic_slots_appear_with_zeros() {
     let (recorder, start, slots) = recorder(2, &[("checkout", "stable"), ("checkout", "canary"), ("search", "blue")]);
     recorder.record(slots[0].2, &ok(1), start);
-    for stats in [recorder.window(&slots, secs(10), start), recorder.totals(&slots)] {
+    for stats in [
+        recorder.window(&slots, secs(10), Since::Unbounded, start),
+        recorder.totals(&slots),
+    ] {
         assert_eq!(stats.routes.len(), 2);
         assert_eq!(stats.routes["checkout"].len(), 2);
         for (route, tr) in [("checkout", "canary"), ("search", "blue")] {
@@ -282,7 +293,7 @@ fn zero_traffic_slots_appear_with_zeros() {
             );
             assert!(t.histogram.is_empty());
         }
-        let json = stats.to_json(1);
+        let json = json(&stats, &recorder, &slots);
         assert_eq!(json["routes"]["search"]["tracks"]["blue"]["latencyMs"]["max"], 0.0);
         assert_eq!(json["routes"]["search"]["tracks"]["blue"]["errorRate"], 0.0);
     }
@@ -311,7 +322,12 @@ fn threads_use_their_own_shards_and_merge_exactly() {
     }
     assert_eq!(recorder.shards_in_use(), THREADS as usize);
     let totals = recorder.totals(&slots);
-    let window = recorder.window(&slots, secs(300), start + secs(THREADS + PER_THREAD / 100));
+    let window = recorder.window(
+        &slots,
+        secs(300),
+        Since::Unbounded,
+        start + secs(THREADS + PER_THREAD / 100),
+    );
     for stats in [&totals, &window] {
         for tr in ["stable", "canary"] {
             let t = track(stats, "checkout", tr);
@@ -327,18 +343,24 @@ fn json_matches_the_contract() {
     let (recorder, start, slots) = recorder(1, &[("checkout", "canary")]);
     recorder.record(slots[0].2, &ok(4), start);
     recorder.record(slots[0].2, &status(502, Some(UpstreamError::Connect)), start);
-    let json = recorder.window(&slots, secs(10), start).to_json(7);
+    recorder.record(slots[0].2, &ok(9), start + secs(20));
+    let instance = InstanceId::from_bits(0xfeed);
+    let document = recorder
+        .window(&slots, secs(10), Since::Unbounded, start + secs(5))
+        .to_document(&recorder.totals(&slots), 7, &instance);
+    let json = serde_json::to_value(&document).unwrap();
 
-    let keys = |v: &serde_json::Value| {
+    let keys = |v: &Value| {
         let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         keys
     };
-    assert_eq!(keys(&json), ["routes", "version", "windowSeconds"]);
+    assert_eq!(keys(&json), ["instance", "routes", "version", "windowSeconds"]);
     assert_eq!(
         (json["version"].as_u64(), json["windowSeconds"].as_u64()),
         (Some(7), Some(10))
     );
+    assert_eq!(json["instance"], "000000000000feed");
     assert_eq!(keys(&json["routes"]["checkout"]), ["clientErrors", "tracks"]);
     assert_eq!(
         keys(&json["routes"]["checkout"]["clientErrors"]),
@@ -354,6 +376,8 @@ fn json_matches_the_contract() {
             "latencyMs",
             "requests",
             "statusClasses",
+            "totalErrors",
+            "totalRequests",
             "upstreamErrors"
         ]
     );
@@ -367,6 +391,11 @@ fn json_matches_the_contract() {
         (canary["requests"].as_u64(), canary["errors"].as_u64()),
         (Some(2), Some(1))
     );
+    // Lifetime totals count the request of second 20 too, which no window at 5 s holds.
+    assert_eq!(
+        (canary["totalRequests"].as_u64(), canary["totalErrors"].as_u64()),
+        (Some(3), Some(1))
+    );
     assert_eq!(canary["errorRate"].as_f64(), Some(0.5));
     assert_eq!(canary["statusClasses"]["2xx"].as_u64(), Some(1));
     assert_eq!(canary["upstreamErrors"]["connect"].as_u64(), Some(1));
@@ -376,33 +405,35 @@ fn json_matches_the_contract() {
     assert_eq!(decoded.len(), 2);
 }
 
+/// What the proxy writes, the controller reads whole: the text deserializes to an equal
+/// document, and that serializes to the same JSON, so no field is dropped on the way.
 #[test]
-fn histogram_encoding_round_trips() {
-    let mut h = TrackStats::empty().histogram;
-    assert_eq!(decode_histogram(&encode_histogram(&h)).unwrap(), h);
-    for (i, us) in (0..10_000u64).map(|i| (i, 200 + i * i % 50_000)) {
-        h.saturating_record_n(us, 1 + i % 3);
+fn the_document_round_trips_through_the_controllers_type() {
+    let (recorder, start, slots) = recorder(2, &[("checkout", "stable"), ("checkout", "canary"), ("search", "blue")]);
+    for (i, ms) in [1, 4, 250, 59_000].into_iter().enumerate() {
+        recorder.record(slots[i % 2].2, &ok(ms), start + secs(i as u64));
     }
-    h.saturating_record(HIGHEST_LATENCY_US);
-    let decoded = decode_histogram(&encode_histogram(&h)).unwrap();
-    assert_eq!(decoded, h);
-    assert_eq!(
-        decoded
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect::<Vec<_>>(),
-        h.iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect::<Vec<_>>()
-    );
-    assert!(matches!(
-        decode_histogram("not base64!"),
-        Err(DecodeHistogramError::Base64(_))
-    ));
-    assert!(matches!(
-        decode_histogram("AAAAAA=="),
-        Err(DecodeHistogramError::Format(_))
-    ));
+    recorder.record(slots[1].2, &status(504, Some(UpstreamError::Timeout)), start + secs(3));
+    recorder.record(slots[1].2, &status(200, Some(UpstreamError::Protocol)), start + secs(3));
+    recorder.record_client_error(slots[0].2, ClientError::Aborted, start + secs(2));
+    let written = recorder
+        .window(
+            &slots,
+            secs(10),
+            Since::At(start + Duration::from_millis(1500)),
+            start + secs(3),
+        )
+        .to_document(&recorder.totals(&slots), 3, &InstanceId::from_bits(1));
+    let text = serde_json::to_string(&written).unwrap();
+    let read: StatsDocument = serde_json::from_str(&text).unwrap();
+    assert_eq!(read, written);
+    let as_json: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(serde_json::to_value(&read).unwrap(), as_json);
+    assert_eq!(read.window_seconds, 2);
+    let canary = read.track_stats("checkout", "canary").unwrap();
+    assert_eq!((canary.requests, canary.errors, canary.total_requests), (3, 2, 4));
+    assert_eq!(read.routes["checkout"].client_errors.aborted, 1);
+    assert_eq!(read.track("search", "blue").unwrap().requests, 0);
 }
 
 #[test]
@@ -496,7 +527,7 @@ proptest! {
             recorder.record(slots[slot].2, &outcome, start + secs(second) + Duration::from_millis(us % 1000));
         }
         let now = requests.iter().map(|r| r.3).max().unwrap_or(0) + ahead;
-        let stats = recorder.window(&slots, secs(window), start + secs(now));
+        let stats = recorder.window(&slots, secs(window), Since::Unbounded, start + secs(now));
         let totals = recorder.totals(&slots);
         for (i, (route, tr, _)) in slots.iter().enumerate() {
             let of_slot = || requests.iter().filter(move |r| r.0 == i);
