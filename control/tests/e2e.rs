@@ -195,7 +195,8 @@ async fn a_healthy_canary_completes_and_a_failing_one_is_aborted() {
     };
     assert_eventually!(notified("complete"));
     assert!(notified("step") && notified("pause"));
-    assert_eq!(canary_weight(&p).await, 100.0);
+    // Completed, then published: the proxy serves 100% once it confirms.
+    assert_eventually!(canary_weight(&p).await == 100.0);
     let history = c.get("/rollouts/healthy/history").await;
     let kinds: Vec<&str> = history["events"]
         .as_array()
@@ -223,7 +224,7 @@ async fn a_healthy_canary_completes_and_a_failing_one_is_aborted() {
         c.get("/rollouts/faulty").await["phase"] == "Aborted",
         Duration::from_secs(60)
     );
-    assert_eq!(canary_weight(&p).await, 0.0);
+    assert_eventually!(canary_weight(&p).await == 0.0);
     let status = c.get("/rollouts/faulty").await;
     let abort = &status["abort"];
     assert!(abort["reason"].as_str().unwrap().contains("success"), "{abort}");
@@ -327,9 +328,9 @@ async fn repeated_kills_at_random_moments_skip_and_repeat_no_step() {
     assert_eq!(
         steps,
         [
-            "step 0: candidate weight 20%",
-            "step 2: candidate weight 50%",
-            "step 4: candidate weight 100%"
+            "step 1: candidate weight 20%",
+            "step 3: candidate weight 50%",
+            "step 5: candidate weight 100%"
         ],
         "{history}"
     );
