@@ -1155,6 +1155,9 @@ fn act(
     }
 }
 
+/// How long `apply` waits for the other proxies' tables once one proxy answered.
+const PREFLIGHT_GRACE: Duration = Duration::from_millis(200);
+
 /// Checks a spec against the proxies' tables before it starts: the route and both tracks must
 /// exist on every proxy that answers, and at least one must answer. Problems name the spec's
 /// field (`route`, `baseline`, `candidate`, `proxies[i]`).
@@ -1167,7 +1170,29 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
             (i, url, crate::publish::read(&http, &routes_url).await)
         });
     }
-    let mut answers = set.join_all().await;
+    // Every proxy's answer, but a proxy that hangs does not hold `apply` up: once one proxy
+    // answered with its table, the others have PREFLIGHT_GRACE to; the rest are skipped here
+    // and reported in the rollout's status.
+    let mut answers = Vec::new();
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match grace {
+            Some(until) => match tokio::time::timeout_at(until, set.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break,
+            },
+            None => set.join_next().await,
+        };
+        let Some(Ok(answer)) = next else { break };
+        if answer.2.is_ok() && grace.is_none() {
+            grace = Some(tokio::time::Instant::now() + PREFLIGHT_GRACE);
+        }
+        answers.push(answer);
+    }
+    let skipped = spec.proxies.len() - answers.len();
+    if skipped > 0 {
+        tracing::warn!(rollout = %spec.name, skipped, "proxies did not answer in time to check the spec against their tables");
+    }
     answers.sort_by_key(|(i, _, _)| *i);
     let mut problems: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
     let mut unreachable = Vec::new();
@@ -1181,7 +1206,7 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
             Err(e) => unreachable.push(FieldError::new(format!("proxies[{i}]"), e.to_string())),
         }
     }
-    if unreachable.len() == answers.len() {
+    if unreachable.len() == answers.len() && !answers.is_empty() {
         let mut errors = unreachable;
         for e in &mut errors {
             e.message = format!(

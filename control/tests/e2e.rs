@@ -279,7 +279,8 @@ async fn killing_the_controller_mid_rollout_resumes_where_it_was() {
         c.get("/rollouts/crashy").await["phase"] == "Completed",
         Duration::from_secs(60)
     );
-    assert_eq!(canary_weight(&p).await, 100.0);
+    // Completed, then published: the proxy serves 100% once it confirms.
+    assert_eventually!(canary_weight(&p).await == 100.0);
 }
 
 /// kill -9 at pseudo-random moments (seeded) while a canary with timed pauses progresses: every
@@ -316,7 +317,7 @@ async fn repeated_kills_at_random_moments_skip_and_repeat_no_step() {
         c.get("/rollouts/killed").await["phase"] == "Completed",
         Duration::from_secs(60)
     );
-    assert_eq!(canary_weight(&p).await, 100.0);
+    assert_eventually!(canary_weight(&p).await == 100.0);
     let history = c.get("/rollouts/killed/history").await;
     let steps: Vec<String> = history["events"]
         .as_array()

@@ -204,8 +204,15 @@ async fn a_proxy_that_never_confirms_degrades_the_rollout_by_its_deadline_and_ca
             "progressDeadline: 1m\nprogressDeadlineAbort: {abort}\n{}",
             canary("stalled", "1s", "10s", 3)
         );
-        // Apply checks the tables of the proxies that answer; the hanging one is reported later.
+        // Apply checks the tables of the proxies that answer, giving the others a moment; the
+        // hanging one does not hold it up, and is reported later.
+        let asked = Instant::now();
         rig.apply(&spec).await;
+        assert!(
+            Instant::now() - asked <= Duration::from_millis(200),
+            "{:?}",
+            Instant::now() - asked
+        );
         let status = rig.status("stalled").await;
         assert!(status.degraded.is_none());
         let status = rig
