@@ -40,7 +40,7 @@ pub use instance::InstanceId;
 pub use read::Format;
 pub use request::RequestView;
 pub use rollout::{RolloutSpec, load_rollout};
-pub use routes::{RoutesDocument, load_routes};
+pub use routes::{RoutesDocument, RoutesPublished, load_routes};
 pub use schema::{ProxyConfig, RouteName, RouteSpec, TrackName};
 pub use table::{DecidedBy, Decision, RoutingTable};
 pub use validate::MAX_NAME_LEN;

@@ -1,5 +1,5 @@
 //! The routes document: the body of a proxy's `GET /routes` ([`RoutesDocument`]) and of
-//! `PUT /routes` ([`load_routes`]).
+//! `PUT /routes` ([`load_routes`]), and the answer to a `PUT` it took ([`RoutesPublished`]).
 //!
 //! ```
 //! use switchyard_config::{Format, RoutesDocument};
@@ -11,7 +11,7 @@
 //! assert_eq!(doc.instance.unwrap().as_str(), "5f0c6e1d2a9b8c47");
 //! ```
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Problems;
 use crate::read::{Fields, lenient_list, parse_tree};
@@ -29,6 +29,14 @@ pub struct RoutesDocument {
     pub instance: Option<InstanceId>,
     /// The routes as written, with defaults filled in (the configuration file's schema).
     pub routes: Vec<RouteSpec>,
+}
+
+/// The body of a proxy's answer to a `PUT /routes` it took: the version now in force. Written
+/// by the proxy and read by the control loop with this type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoutesPublished {
+    /// The version of the table just published.
+    pub version: u64,
 }
 
 impl RoutesDocument {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::Method;
 use switchyard_config::rollout::RolloutSpec;
-use switchyard_config::{Format, RouteSpec, RoutesDocument};
+use switchyard_config::{Format, RouteSpec, RoutesDocument, RoutesPublished};
 use tokio::task::JoinSet;
 
 use crate::http::{CallError, Http};
@@ -115,9 +115,8 @@ pub async fn publish_one(http: &Http, url: &str, spec: &RolloutSpec, traffic: &T
             .await
         {
             Ok(answer) => {
-                let published = answer["version"]
-                    .as_u64()
-                    .ok_or_else(|| unconfirmed("PUT /routes answered without a version".to_owned()))?;
+                let RoutesPublished { version: published } = serde_json::from_value(answer)
+                    .map_err(|e| unconfirmed(format!("PUT /routes answered without its version: {e}")))?;
                 // Confirm by reading back: the version in force and our route as planned.
                 let RoutesDocument {
                     version: now, routes, ..

@@ -24,6 +24,27 @@ pub struct Record {
     pub analysis: crate::controller::AnalysisRun,
 }
 
+/// Why a stored record could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The record's file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a record of this version of Switchyard.
+    #[error("{} is not a rollout record: {source}", path.display())]
+    Parse {
+        /// The record's file.
+        path: PathBuf,
+        /// What is wrong.
+        source: serde_json::Error,
+    },
+}
+
 /// The directory of records.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -69,7 +90,7 @@ impl Store {
     }
 
     /// Every record, by rollout name; unreadable files are reported, not fatal.
-    pub fn load_all(&self) -> Vec<(String, Result<Record, String>)> {
+    pub fn load_all(&self) -> Vec<(String, Result<Record, LoadError>)> {
         let Ok(entries) = fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -83,8 +104,16 @@ impl Store {
                 continue;
             };
             let record = fs::read(&path)
-                .map_err(|e| e.to_string())
-                .and_then(|b| serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", path.display())));
+                .map_err(|source| LoadError::Read {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|b| {
+                    serde_json::from_slice(&b).map_err(|source| LoadError::Parse {
+                        path: path.clone(),
+                        source,
+                    })
+                });
             out.push((name.to_owned(), record));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));

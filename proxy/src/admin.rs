@@ -29,7 +29,7 @@ use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use serde_json::json;
 use switchyard_config::stats::MAX_WINDOW_SECONDS;
-use switchyard_config::{Format, InstanceId, RoutesDocument};
+use switchyard_config::{Format, InstanceId, RoutesDocument, RoutesPublished};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -226,7 +226,7 @@ async fn put_routes(state: &AdminState, req: Request<Incoming>) -> AdminResponse
     match state.publisher.publish(routes, expected).await {
         Ok(version) => {
             tracing::info!(version, "routing table published through the admin API");
-            json_response(StatusCode::OK, &json!({ "version": version }))
+            json_response(StatusCode::OK, &RoutesPublished { version })
         }
         Err(PublishError::Conflict { expected, current }) => json_response(
             StatusCode::CONFLICT,
