@@ -280,3 +280,24 @@ async fn a_timed_pause_without_evidence_holds_and_promote_is_the_override() {
     let promoted = events.iter().find(|e| e.kind == EventKind::Promote).unwrap();
     assert!(promoted.message.contains("operator's override"), "{}", promoted.message);
 }
+
+#[tokio::test(start_paused = true)]
+async fn two_operators_applying_to_one_route_at_once_get_one_rollout() {
+    let rig = Rig::start("judgement-two-operators", 1).await;
+    let url = rig.proxies[0].url.clone();
+    let with_proxy = |name: &str| format!("proxies: [\"{url}\"]\n{}", canary(name, "1s", "10s", 3));
+    let (a, b) = (with_proxy("left"), with_proxy("right"));
+    let (left, right) = tokio::join!(
+        rig.controller.apply(&a, switchyard_config::Format::Yaml),
+        rig.controller.apply(&b, switchyard_config::Format::Yaml),
+    );
+    let refused = match (&left, &right) {
+        (Ok(_), Err(e)) | (Err(e), Ok(_)) => e.to_string(),
+        _ => panic!("exactly one of two applies must win: {left:?} / {right:?}"),
+    };
+    assert!(
+        refused.starts_with("route \"checkout\" is being rolled out by "),
+        "{refused}"
+    );
+    assert_eq!(rig.controller.list().await.len(), 1);
+}
