@@ -25,6 +25,7 @@
 #![forbid(unsafe_code)]
 
 mod client;
+pub mod etcd;
 pub mod fake_proxy;
 pub mod openapi;
 mod raw;
@@ -34,6 +35,7 @@ mod table;
 mod upstream;
 
 pub use client::{Client, Reply};
+pub use etcd::EtcdCluster;
 pub use fake_proxy::FakeProxy;
 pub use raw::{AfterReply, RawUpstream};
 pub use rng::Rng;
