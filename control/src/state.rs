@@ -281,10 +281,20 @@ impl RolloutState {
         }
         while self.phase == Phase::Progressing {
             let Some(step) = steps.get(self.step) else {
+                // Completed only once every proxy serves the candidate all traffic.
                 self.set_traffic(Traffic::candidate());
+                if !self.settled() {
+                    self.message =
+                        "every step done: waiting for every proxy to give the candidate all traffic".to_owned();
+                    return;
+                }
                 self.phase = Phase::Completed;
                 self.message = "completed: the candidate has all traffic".to_owned();
-                self.event(now, EventKind::Complete, "every step done; candidate at 100%");
+                self.event(
+                    now,
+                    EventKind::Complete,
+                    "every step done; every proxy serves the candidate at 100%",
+                );
                 return;
             };
             let n = self.step;

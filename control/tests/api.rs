@@ -235,11 +235,21 @@ async fn wrong_methods_unknown_paths_and_bad_arguments_get_their_http_status() {
         let (status, body) = call(M::POST, &format!("{promote}?{query}"), "").await;
         assert_ne!(status, 400, "{query}: {body}");
     }
+    // promote?full=1 took every step; the rollout completes once its proxy serves 100%, which
+    // this one refuses to.
     let (_, state) = call(M::GET, &format!("{url}/rollouts/demo"), "").await;
     assert_eq!(
-        state["phase"].as_str(),
-        Some("Completed"),
-        "promote?full=1 finished it: {state}"
+        (
+            state["phase"].as_str(),
+            state["step"].as_u64(),
+            state["weight"].as_f64()
+        ),
+        (Some("Progressing"), Some(3), Some(100.0)),
+        "promote?full=1 took every step: {state}"
+    );
+    assert_eq!(
+        state["message"],
+        "every step done: waiting for every proxy to give the candidate all traffic"
     );
 }
 

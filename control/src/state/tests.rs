@@ -378,3 +378,19 @@ fn event_kinds_are_written_as_their_names() {
         assert_eq!(kind.to_string(), kind.as_str());
     }
 }
+
+#[test]
+fn a_rollout_completes_only_once_every_proxy_serves_the_candidate_all_traffic() {
+    let spec = spec();
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    s.command(&spec, Command::Promote { full: true }, 200).unwrap();
+    s.advance(&spec, 200, told(&s, false));
+    assert_eq!((s.phase, s.traffic.clone()), (Phase::Progressing, Traffic::candidate()));
+    assert!(!s.events.iter().any(|e| e.kind == EventKind::Complete));
+    confirm(&mut s, 300);
+    s.advance(&spec, 300, told(&s, false));
+    assert_eq!(s.phase, Phase::Completed);
+    let complete = s.events.iter().find(|e| e.kind == EventKind::Complete).unwrap();
+    assert_eq!(complete.at, 300);
+}
