@@ -185,6 +185,17 @@ async fn the_readme_verbs_work_from_the_command_line() {
     for kind in ["apply", "pause", "weight", "abort"] {
         assert!(shown(&o).contains(kind), "no {kind} in\n{}", shown(&o));
     }
+    // A finished rollout can be deleted; then it is gone.
+    let o = switchyard(&server, &["delete", "checkout-v2"]);
+    assert!(o.status.success(), "{}", shown(&o));
+    assert_eq!(shown(&o).trim(), "rollout checkout-v2 deleted");
+    let o = switchyard(&server, &["status", "checkout-v2"]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "switchyard: there is no rollout named \"checkout-v2\""
+    );
+
     // A spec with mistakes: every problem by path, exit code 1.
     std::fs::write(
         scratch.join("bad.yaml"),
