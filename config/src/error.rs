@@ -4,9 +4,11 @@ use std::fmt;
 
 /// One problem in a configuration, located by its field path
 /// (`routes[0].tracks[1].weight`). An empty path means the whole document.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FieldError {
-    /// Where the problem is, e.g. `routes[2].rules[0].track`.
+    /// Where the problem is, e.g. `routes[2].rules[0].track` (empty, or absent when read: the
+    /// whole document).
+    #[serde(default)]
     pub path: String,
     /// What is wrong and, where it helps, what would be right.
     pub message: String,

@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod fleet;
 mod instance;
 pub mod path;
 mod read;

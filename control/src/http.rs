@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as Pooled;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use switchyard_config::FieldError;
 
 /// What a call to a proxy, a webhook or the control API can end with, short of a success
 /// status. Its `Display` is a sentence for a person: `cannot reach
@@ -134,21 +135,11 @@ fn words(io: &io::Error) -> String {
 }
 
 /// An error document, `{"errors": [{"path", "message"}, ...]}`, as the control API and the
-/// proxies' admin APIs send it with a 4xx or 5xx status.
+/// proxies' admin APIs send it with a 4xx or 5xx status: config's [`FieldError`] each.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 pub struct Problems {
     /// The problems, in the order the server found them; never empty.
-    pub errors: Vec<Problem>,
-}
-
-/// One problem: the field it is about (empty: the whole request) and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-pub struct Problem {
-    /// The field path, e.g. `canary.steps[0].setWeight` or `weight`; empty for none.
-    #[serde(default)]
-    pub path: String,
-    /// What is wrong and, where it helps, what would be right.
-    pub message: String,
+    pub errors: Vec<FieldError>,
 }
 
 impl Problems {
@@ -158,23 +149,13 @@ impl Problems {
     }
 }
 
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.path.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
 /// What follows the status in [`CallError::Status`]: `: ` and the problems of an error
 /// document, or the body's first line, or nothing for an empty body.
 fn summary(body: &str) -> String {
     /// Longest stretch of a body that is not an error document shown in a message.
     const SHOWN: usize = 200;
     if let Some(problems) = Problems::parse(body) {
-        let texts: Vec<String> = problems.errors.iter().map(Problem::to_string).collect();
+        let texts: Vec<String> = problems.errors.iter().map(FieldError::to_string).collect();
         return format!(": {}", texts.join("; "));
     }
     match body.lines().map(str::trim).find(|l| !l.is_empty()) {
