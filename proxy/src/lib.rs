@@ -8,7 +8,8 @@
 //! The request path, by module: [`listen`] (with [`frame_guard`] on HTTP/1 connections) →
 //! [`forward`] (the [`edge`]'s checks, decide on the [`publish`]ed snapshot, forward through
 //! [`upstream`] with the [`request_body`]) → [`record`].
-//! Around it: [`admin`], [`watch`], [`tls`]. The binary allocates with [`allocator`].
+//! Around it: [`admin`], [`watch`], [`tls`], and with the `fleet` feature, `fleet` (a group's
+//! table kept in etcd). The binary allocates with [`allocator`].
 
 // Denied rather than forbidden: the global allocator (`allocator`) is the one place allowed.
 #![deny(unsafe_code)]
@@ -16,6 +17,8 @@
 pub mod admin;
 pub mod allocator;
 pub mod edge;
+#[cfg(feature = "fleet")]
+pub mod fleet;
 pub mod forward;
 pub mod frame_guard;
 pub mod idle;
@@ -59,6 +62,9 @@ pub struct Options {
     /// A state file to keep instead of the one the configuration's `admin.stateFile` names (what
     /// `--state-file` gives); `None` leaves the choice to the configuration.
     pub state_file: Option<PathBuf>,
+    /// The group to join on etcd (feature `fleet`); `None` serves the file's routes alone.
+    #[cfg(feature = "fleet")]
+    pub fleet: Option<fleet::FleetOptions>,
 }
 
 /// A running proxy.
@@ -187,6 +193,17 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         instance: instance.clone(),
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state, stopped.clone())));
+    // Joining never delays serving: until etcd answers, the file's routes are served.
+    #[cfg(feature = "fleet")]
+    if let Some(fleet) = options.fleet.clone() {
+        tasks.push(fleet::spawn(
+            fleet,
+            Arc::clone(&publisher),
+            instance.clone(),
+            format!("http://{admin}"),
+            stopped.clone(),
+        ));
+    }
 
     let drain = config.timeouts.drain;
     let watcher = match &options.config_file {

@@ -1,7 +1,9 @@
 //! `switchyard-proxy`: the data plane binary.
 //!
 //! `switchyard-proxy --config FILE [--state-file FILE] [--workers N]` serves the configuration
-//! until SIGTERM or SIGINT, then drains in-flight requests and exits 0. `switchyard-proxy
+//! until SIGTERM or SIGINT, then drains in-flight requests and exits 0. With `--etcd URL[,URL…]
+//! --group NAME` (a build with the `fleet` feature) it joins a group of proxies that serve one
+//! table kept in etcd. `switchyard-proxy
 //! validate FILE...` checks configuration files: it prints every problem with its field path and
 //! exits 1, or prints what each file routes where and exits 0.
 
@@ -42,8 +44,35 @@ struct Cli {
     /// Worker threads (default: one per core). With 1, everything runs on one thread.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    #[command(flatten)]
+    fleet: FleetArgs,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+/// Joining a group on etcd (a build with the `fleet` feature).
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// etcd client URLs, comma-separated: join the group `--group` names, whose table is kept in
+    /// etcd.
+    #[arg(
+        long,
+        env = "SWITCHYARD_ETCD",
+        value_name = "URL[,URL...]",
+        value_delimiter = ',',
+        requires = "group"
+    )]
+    etcd: Vec<String>,
+    /// The group to join: the proxies that serve one table.
+    #[arg(long, env = "SWITCHYARD_GROUP", value_name = "NAME")]
+    group: Option<String>,
+    /// The admin URL other components reach this proxy at (default: http:// and the admin
+    /// listener's bound address).
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    /// The prefix of the fleet's keys in etcd.
+    #[arg(long, value_name = "PREFIX", default_value = switchyard_config::fleet::DEFAULT_PREFIX)]
+    etcd_prefix: String,
 }
 
 #[derive(Subcommand)]
@@ -61,7 +90,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::Validate { files }), _) => validate::run(&files),
-        (None, Some(config)) => match serve(config, cli.state_file, cli.workers) {
+        (None, Some(config)) => match serve(config, cli.state_file, cli.workers, cli.fleet) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("switchyard-proxy: {e:#}");
@@ -75,7 +104,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize) -> anyhow::Result<()> {
+fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize, fleet: FleetArgs) -> anyhow::Result<()> {
+    #[cfg(feature = "fleet")]
+    let fleet = fleet_options(fleet)?;
+    #[cfg(not(feature = "fleet"))]
+    anyhow::ensure!(
+        fleet.etcd.is_empty() && fleet.group.is_none(),
+        "this switchyard-proxy was built without fleet support; build it with --features fleet"
+    );
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -118,6 +154,8 @@ fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize) -> anyhow::
                 config_file: Some(file.clone()),
                 workers,
                 state_file,
+                #[cfg(feature = "fleet")]
+                fleet,
             },
         )
         .await?;
@@ -137,6 +175,29 @@ fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize) -> anyhow::
         }
         Ok(())
     })
+}
+
+/// The group to join, if `--etcd` was given.
+#[cfg(feature = "fleet")]
+fn fleet_options(args: FleetArgs) -> anyhow::Result<Option<switchyard_proxy::fleet::FleetOptions>> {
+    use switchyard_config::fleet::{FleetKeys, GroupName};
+    let endpoints: Vec<String> = args.etcd.into_iter().filter(|u| !u.trim().is_empty()).collect();
+    if endpoints.is_empty() {
+        anyhow::ensure!(
+            args.group.is_none(),
+            "--group needs --etcd URL[,URL...]: the etcd cluster the group lives in"
+        );
+        return Ok(None);
+    }
+    let group = args
+        .group
+        .context("--etcd needs --group NAME: the group of proxies to join")?;
+    let group = GroupName::new(&group).map_err(|e| anyhow::anyhow!("--group: {}", e.message))?;
+    let keys = FleetKeys::new(&args.etcd_prefix).map_err(|e| anyhow::anyhow!("--etcd-prefix: {}", e.message))?;
+    let mut options = switchyard_proxy::fleet::FleetOptions::new(endpoints, group);
+    options.keys = keys;
+    options.advertise = args.advertise;
+    Ok(Some(options))
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -131,6 +131,18 @@ impl EtcdCluster {
         self.wait_healthy(i).await;
     }
 
+    /// Starts every member again (all at once: one alone has no quorum to become healthy) and
+    /// waits until every one is healthy.
+    pub async fn restart_all(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+            self.spawn(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_healthy(i).await;
+        }
+    }
+
     /// Whether member `i` answers `GET /health` with `"health":"true"` (it has a leader).
     pub async fn healthy(&self, i: usize) -> bool {
         let url = format!("http://127.0.0.1:{}/health", self.members[i].client);

@@ -1,0 +1,331 @@
+//! A proxy in a group (feature `fleet`): the group's table lives in etcd, and every proxy of the
+//! group serves it. The proxy registers under a lease, adopts the group's table (or creates it
+//! from its own routes when the group has none: the first proxy wins), watches the table key
+//! and publishes each new version through [`Publisher::publish`], the one table writer.
+//!
+//! etcd being down is not an outage: the proxy keeps serving the last table it published,
+//! retries with backoff, and when etcd answers again it resumes its watch where it left off (or
+//! re-reads the table when that revision was compacted) and registers again under a new lease.
+//! Starting never waits for etcd: the proxy serves its file's routes until it has joined.
+//!
+//! Once in a group, etcd's table is the one truth: a config file edit or a `PUT /routes` is
+//! published locally, and the next version of the group's table replaces it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
+    WatchOptions,
+};
+use switchyard_config::fleet::{FleetKeys, GroupName, Refusal, Registration};
+use switchyard_config::{Format, InstanceId, RoutesDocument, load_routes};
+use tokio::sync::watch as signal;
+use tokio::task::JoinHandle;
+
+use crate::publish::{NewRoutes, PublishError, Publisher};
+
+/// The lease TTL when none is given.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
+/// How long one etcd call may take before the proxy counts etcd as unreachable.
+const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// The first retry's delay; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How a proxy joins a group (`--etcd`, `--group`, `--advertise`, `--etcd-prefix`).
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    /// etcd client URLs (`http://HOST:PORT`).
+    pub endpoints: Vec<String>,
+    /// The group to join.
+    pub group: GroupName,
+    /// Where the group's keys live.
+    pub keys: FleetKeys,
+    /// The admin URL others reach this proxy at; `None`: `http://` and the bound admin address.
+    pub advertise: Option<String>,
+    /// The registration's lease TTL (whole seconds; at least 1 s).
+    pub lease_ttl: Duration,
+}
+
+impl FleetOptions {
+    /// Joins `group` through `endpoints`, under the default prefix and lease TTL.
+    pub fn new(endpoints: Vec<String>, group: GroupName) -> Self {
+        Self {
+            endpoints,
+            group,
+            keys: FleetKeys::default(),
+            advertise: None,
+            lease_ttl: DEFAULT_LEASE_TTL,
+        }
+    }
+}
+
+/// Why a session with etcd ended; every one is retried.
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("{0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd did not answer within {CALL_TIMEOUT:?}")]
+    Timeout,
+    #[error("the lease expired")]
+    LeaseExpired,
+    #[error("etcd closed the {0} stream")]
+    Closed(&'static str),
+    #[error("revision {0} was compacted; reading the table again")]
+    Compacted(i64),
+    #[error("etcd cancelled the watch: {0}")]
+    Cancelled(String),
+}
+
+/// What the proxy knows of the group between sessions.
+#[derive(Debug)]
+struct Member {
+    options: FleetOptions,
+    publisher: Arc<Publisher>,
+    registration: Registration,
+    /// The last revision of the table key the proxy has seen (applied or refused); the watch
+    /// resumes after it.
+    seen: Option<i64>,
+}
+
+/// Starts joining the group in the background; the task ends when `stop` turns true.
+pub fn spawn(
+    options: FleetOptions,
+    publisher: Arc<Publisher>,
+    instance: InstanceId,
+    admin_url: String,
+    stop: signal::Receiver<bool>,
+) -> JoinHandle<()> {
+    let started_at = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let registration = Registration {
+        id: instance,
+        admin_url: options.advertise.clone().unwrap_or(admin_url),
+        version: publisher.load().table.version(),
+        table_revision: None,
+        refused: None,
+        started_at,
+    };
+    let member = Member {
+        options,
+        publisher,
+        registration,
+        seen: None,
+    };
+    tokio::spawn(member.run(stop))
+}
+
+impl Member {
+    async fn run(mut self, mut stop: signal::Receiver<bool>) {
+        let mut backoff = FIRST_BACKOFF;
+        // Logged once per change between joined and failing, not once per retry.
+        let mut failing = false;
+        loop {
+            let joined = &mut false;
+            let Err(outcome) = tokio::select! {
+                () = crate::until_stopped(&mut stop) => return,
+                outcome = self.session(joined) => outcome,
+            };
+            if *joined {
+                backoff = FIRST_BACKOFF;
+            }
+            let SessionError::Compacted(_) = &outcome else {
+                let cause = outcome.to_string();
+                if !failing || *joined {
+                    tracing::warn!(
+                        "lost etcd at {} ({cause}): serving the table in force (version {}) and retrying; \
+                         check that etcd is running and reachable",
+                        self.options.endpoints.join(","),
+                        self.publisher.load().table.version()
+                    );
+                } else {
+                    tracing::debug!(error = %cause, "etcd still unreachable");
+                }
+                failing = true;
+                tokio::select! {
+                    () = crate::until_stopped(&mut stop) => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            tracing::info!("{outcome}");
+        }
+    }
+
+    /// One connection's life: register, read or resume, then follow the table until something
+    /// fails. `joined` turns true once registered.
+    async fn session(&mut self, joined: &mut bool) -> Result<Infallible, SessionError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(CALL_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
+            .with_keep_alive_while_idle(true);
+        let mut client = timed(Client::connect(&self.options.endpoints, Some(options))).await?;
+        let ttl = i64::try_from(self.options.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        let lease = timed(client.lease_grant(ttl, None)).await?.id();
+        let (mut keeper, mut keepalives) = timed(client.lease_keep_alive(lease)).await?;
+
+        let table_key = self.options.keys.table(&self.options.group);
+        let from = match self.seen {
+            Some(seen) => seen + 1,
+            None => {
+                let (kv, revision) = self.read_or_create(&mut client, &table_key).await?;
+                self.apply(&kv).await;
+                revision + 1
+            }
+        };
+        self.register(&mut client, lease).await?;
+        let mut watch =
+            timed(client.watch(table_key.as_str(), Some(WatchOptions::new().with_start_revision(from)))).await?;
+        if !*joined {
+            tracing::info!(
+                group = %self.options.group,
+                lease,
+                table_revision = ?self.registration.table_revision,
+                "joined the group on etcd"
+            );
+        }
+        *joined = true;
+
+        let mut tick = tokio::time::interval(self.options.lease_ttl / 3);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    timed(keeper.keep_alive()).await?;
+                    let answer = timed(keepalives.message()).await?.ok_or(SessionError::Closed("lease keep-alive"))?;
+                    if answer.ttl() <= 0 {
+                        return Err(SessionError::LeaseExpired);
+                    }
+                    // A file edit or PUT /routes changed the version served: say so.
+                    if self.registration.version != self.publisher.load().table.version() {
+                        self.register(&mut client, lease).await?;
+                    }
+                }
+                message = watch.message() => {
+                    let response = message?.ok_or(SessionError::Closed("watch"))?;
+                    if response.compact_revision() > 0 {
+                        self.seen = None;
+                        return Err(SessionError::Compacted(response.compact_revision()));
+                    }
+                    if response.canceled() {
+                        return Err(SessionError::Cancelled(response.cancel_reason().to_owned()));
+                    }
+                    let mut changed = false;
+                    for event in response.events() {
+                        let Some(kv) = event.kv() else { continue };
+                        match event.event_type() {
+                            EventType::Put => {
+                                self.apply(kv).await;
+                                changed = true;
+                            }
+                            EventType::Delete => {
+                                self.seen = Some(kv.mod_revision());
+                                tracing::warn!(
+                                    key = %table_key,
+                                    "the group's table was deleted from etcd; serving the table in force"
+                                );
+                            }
+                        }
+                    }
+                    if changed {
+                        self.register(&mut client, lease).await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The group's table and the revision it was read at; when the group has none, the proxy's
+    /// own routes become it, unless another proxy's are written first.
+    async fn read_or_create(&self, client: &mut Client, key: &str) -> Result<(KeyValue, i64), SessionError> {
+        let snapshot = self.publisher.load_full();
+        let document = RoutesDocument {
+            version: 1,
+            instance: Some(self.registration.id.clone()),
+            routes: snapshot.table.spec().to_vec(),
+        };
+        let text = serde_json::to_string(&document).expect("a routes document serializes");
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, text, None), TxnOp::get(key, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let answer = timed(client.txn(txn)).await?;
+        if answer.succeeded() {
+            tracing::info!(group = %self.options.group, "the group had no table: created it from this proxy's routes");
+        }
+        let revision = answer.header().map_or(0, |h| h.revision());
+        let kv = answer
+            .op_responses()
+            .into_iter()
+            .find_map(|op| match op {
+                TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                _ => None,
+            })
+            .ok_or(SessionError::Closed("transaction"))?;
+        Ok((kv, revision))
+    }
+
+    /// Publishes the table in `kv` unless it is the one in force; an invalid one is refused and
+    /// the table in force stays.
+    async fn apply(&mut self, kv: &KeyValue) {
+        let revision = kv.mod_revision();
+        self.seen = Some(self.seen.map_or(revision, |s| s.max(revision)));
+        let text = String::from_utf8_lossy(kv.value());
+        // Proxies write JSON; YAML is accepted too, for a table an operator put with etcdctl.
+        let format = Format::sniff(&text);
+        let in_force = self.publisher.load_full();
+        let same = load_routes(&text, format, 0).is_ok_and(|t| t.spec() == in_force.table.spec());
+        let published = if same {
+            Ok(in_force.table.version())
+        } else {
+            self.publisher.publish(NewRoutes::Document(&text, format), None).await
+        };
+        match published {
+            Ok(version) => {
+                if !same {
+                    tracing::info!(version, revision, group = %self.options.group, "published the group's table");
+                }
+                self.registration.table_revision = Some(revision);
+                self.registration.refused = None;
+            }
+            Err(PublishError::Invalid(errors)) => {
+                tracing::error!(
+                    revision,
+                    group = %self.options.group,
+                    "refused the group's table at revision {revision}, the table in force stays: {errors}"
+                );
+                self.registration.refused = Some(Refusal {
+                    revision,
+                    errors: errors.0,
+                });
+            }
+            Err(e) => {
+                tracing::error!(
+                    revision,
+                    "the group's table at revision {revision} was not published: {e}"
+                );
+            }
+        }
+    }
+
+    /// Writes this proxy's registration under `lease`.
+    async fn register(&mut self, client: &mut Client, lease: i64) -> Result<(), SessionError> {
+        self.registration.version = self.publisher.load().table.version();
+        let key = self.options.keys.proxy(&self.options.group, &self.registration.id);
+        let value = serde_json::to_string(&self.registration).expect("a registration serializes");
+        timed(client.put(key, value, Some(PutOptions::new().with_lease(lease)))).await?;
+        Ok(())
+    }
+}
+
+/// An etcd call bounded by [`CALL_TIMEOUT`].
+async fn timed<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, SessionError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => Ok(answer?),
+        Err(_) => Err(SessionError::Timeout),
+    }
+}
