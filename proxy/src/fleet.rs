@@ -65,7 +65,7 @@ impl FleetOptions {
 /// Why a session with etcd ended; every one is retried.
 #[derive(Debug, thiserror::Error)]
 enum SessionError {
-    #[error("{0}")]
+    #[error("{}", sentence(.0))]
     Etcd(#[from] etcd_client::Error),
     #[error("etcd did not answer within {CALL_TIMEOUT:?}")]
     Timeout,
@@ -320,6 +320,24 @@ impl Member {
         timed(client.put(key, value, Some(PutOptions::new().with_lease(lease)))).await?;
         Ok(())
     }
+}
+
+/// What went wrong with an etcd call, for a person: the client's message and its root cause
+/// (`tcp connect error: Connection refused (os error 111)`), not a dump of nested errors.
+fn sentence(e: &etcd_client::Error) -> String {
+    let message = match e {
+        etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
+        other => other.to_string(),
+    };
+    // The cause a person can act on is the socket's (`Connection refused`), deep in the chain.
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return format!("{message}: {io}");
+        }
+        source = cause.source();
+    }
+    message
 }
 
 /// An etcd call bounded by [`CALL_TIMEOUT`].
