@@ -211,3 +211,34 @@ async fn an_etcd_outage_is_not_an_outage_and_the_watch_resumes() {
     );
     p.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_started_while_etcd_is_down_serves_its_file_and_joins_later() {
+    let mut etcd = EtcdCluster::start("fleet-late", 3).await;
+    let a = MockUpstream::start("a").await;
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    // Starting does not wait for etcd.
+    let p = tokio::time::timeout(Duration::from_secs(5), join(&etcd, routes("file", &a)))
+        .await
+        .expect("the proxy starts without etcd");
+    assert_eq!(served(&p).await, ["file"]);
+    assert_eq!(through(&p).await, (200, "a".to_owned()));
+
+    etcd.restart_all().await;
+    let mut client = etcd_client(&etcd).await;
+    assert_eventually!(
+        registration(&mut client, &p)
+            .await
+            .is_some_and(|r| r.table_revision.is_some()),
+        WITHIN
+    );
+    let table = client.get(FleetKeys::default().table(&group()), None).await.unwrap();
+    let document: serde_json::Value = serde_json::from_slice(table.kvs()[0].value()).unwrap();
+    assert_eq!(
+        document["routes"][0]["name"], "file",
+        "its routes became the group's table"
+    );
+    p.shutdown().await;
+}
