@@ -164,7 +164,9 @@ impl Member {
             .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
             .with_keep_alive_while_idle(true);
         let mut client = timed(Client::connect(&self.options.endpoints, Some(options))).await?;
-        let ttl = i64::try_from(self.options.lease_ttl.as_secs().max(1)).unwrap_or(i64::MAX);
+        // etcd counts whole seconds; less than 1 s is taken as 1 s.
+        let ttl_secs = self.options.lease_ttl.as_secs().max(1);
+        let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
         let lease = timed(client.lease_grant(ttl, None)).await?.id();
         let (mut keeper, mut keepalives) = timed(client.lease_keep_alive(lease)).await?;
 
@@ -190,7 +192,8 @@ impl Member {
         }
         *joined = true;
 
-        let mut tick = tokio::time::interval(self.options.lease_ttl / 3);
+        // Three keep-alives per TTL: one lost to a slow member does not let the lease lapse.
+        let mut tick = tokio::time::interval(Duration::from_secs(ttl_secs) / 3);
         tick.tick().await;
         loop {
             tokio::select! {
