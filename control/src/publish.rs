@@ -1,72 +1,13 @@
-//! Publishing a rollout's traffic to every proxy of its route: read the proxy's table, plan the
-//! change, `PUT /routes` with `If-Match`, and read the version back to confirm. A proxy that
-//! does not confirm is retried with backoff and reported.
-
-use std::time::Duration;
+//! Publishing a rollout's traffic to one proxy: read the proxy's table, plan the change,
+//! `PUT /routes` with `If-Match`, and read the version back to confirm. The controller calls it
+//! for every proxy at once and retries each one that does not confirm on its own backoff.
 
 use http::Method;
 use switchyard_config::rollout::RolloutSpec;
 use switchyard_config::{Format, RouteSpec, RoutesDocument, RoutesPublished};
-use tokio::task::JoinSet;
 
 use crate::http::{CallError, Http};
 use crate::plan::{self, Traffic};
-
-/// What one proxy said about a publish.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProxyReport {
-    /// The proxy's admin API URL.
-    pub url: String,
-    /// The table version it confirmed, if it did.
-    pub version: Option<u64>,
-    /// Why it did not confirm.
-    pub error: Option<String>,
-}
-
-/// Attempts per proxy within one publish, with backoff between them.
-const ATTEMPTS: u32 = 3;
-/// The first backoff; doubled on each attempt.
-const BACKOFF: Duration = Duration::from_millis(100);
-
-/// Publishes `traffic` to one proxy, retrying with backoff within the round: its report.
-pub async fn publish_with_retries(http: &Http, url: &str, spec: &RolloutSpec, traffic: &Traffic) -> ProxyReport {
-    let mut delay = BACKOFF;
-    let mut result = publish_one(http, url, spec, traffic).await;
-    for _ in 1..ATTEMPTS {
-        // A plan error (no such route or track) will not mend by retrying within the round.
-        if matches!(result, Ok(_) | Err(PublishError::Plan { .. })) {
-            break;
-        }
-        tokio::time::sleep(delay).await;
-        delay *= 2;
-        result = publish_one(http, url, spec, traffic).await;
-    }
-    match result {
-        Ok(version) => ProxyReport {
-            url: url.to_owned(),
-            version: Some(version),
-            error: None,
-        },
-        Err(e) => ProxyReport {
-            url: url.to_owned(),
-            version: None,
-            error: Some(e.to_string()),
-        },
-    }
-}
-
-/// Publishes `traffic` to every proxy at once; returns one report per proxy, in spec order.
-pub async fn publish_all(http: &Http, spec: &RolloutSpec, traffic: &Traffic) -> Vec<ProxyReport> {
-    let mut set = JoinSet::new();
-    for (i, url) in spec.proxies.iter().enumerate() {
-        let (http, spec, traffic, url) = (http.clone(), spec.clone(), traffic.clone(), url.clone());
-        set.spawn(async move { (i, publish_with_retries(&http, &url, &spec, &traffic).await) });
-    }
-    let mut reports: Vec<(usize, ProxyReport)> = set.join_all().await;
-    reports.sort_by_key(|(i, _)| *i);
-    reports.into_iter().map(|(_, r)| r).collect()
-}
 
 /// Why a proxy did not confirm a publish.
 #[derive(Debug, Clone, thiserror::Error)]
