@@ -53,8 +53,8 @@ pub struct RolloutSpec {
     pub name: String,
     /// The route whose tracks the rollout moves.
     pub route: RouteName,
-    /// Admin API base URLs of every proxy serving the route (`http://127.0.0.1:9901`).
-    pub proxies: Vec<String>,
+    /// The proxies serving the route: their admin URLs, or a group on etcd.
+    pub proxies: Proxies,
     /// The track in service (`stable`, `blue`).
     pub baseline: TrackName,
     /// The track being rolled out (`canary`, `green`).
@@ -75,6 +75,59 @@ pub struct RolloutSpec {
     /// Abort, rather than only report `Degraded`, when the progress deadline passes. Default
     /// false.
     pub progress_deadline_abort: bool,
+}
+
+/// The proxies a rollout moves: listed by admin URL, or every proxy of a group on etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Proxies {
+    /// Admin API base URLs of every proxy serving the route (`http://127.0.0.1:9901`), written
+    /// as a list.
+    Urls(Vec<String>),
+    /// Every proxy registered in the group (`proxies: { group: checkout }`): the control loop
+    /// finds them in etcd and publishes by writing the group's table there.
+    Group(crate::fleet::GroupName),
+}
+
+impl Proxies {
+    /// The listed URLs; empty for a group.
+    pub fn urls(&self) -> &[String] {
+        match self {
+            Self::Urls(urls) => urls,
+            Self::Group(_) => &[],
+        }
+    }
+
+    /// The group, if the proxies are one.
+    pub fn group(&self) -> Option<&crate::fleet::GroupName> {
+        match self {
+            Self::Group(g) => Some(g),
+            Self::Urls(_) => None,
+        }
+    }
+
+    /// Whether two rollouts would move some of the same proxies: a URL in both lists (without
+    /// case), or the same group.
+    pub fn overlaps(&self, other: &Proxies) -> bool {
+        match (self, other) {
+            (Self::Urls(a), Self::Urls(b)) => a.iter().any(|u| b.iter().any(|v| u.eq_ignore_ascii_case(v))),
+            (Self::Group(a), Self::Group(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Serialize for Proxies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Urls(urls) => urls.serialize(s),
+            Self::Group(group) => {
+                use serde::ser::SerializeMap as _;
+                let mut map = s.serialize_map(Some(1))?;
+                map.serialize_entry("group", group)?;
+                map.end()
+            }
+        }
+    }
 }
 
 /// The default [`RolloutSpec::progress_deadline`]: Argo Rollouts' 600 s.

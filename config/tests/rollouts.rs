@@ -94,7 +94,7 @@ fn the_reference_canary_means_what_it_says() {
     let expected = RolloutSpec {
         name: "checkout-v2".into(),
         route: "checkout".into(),
-        proxies: vec!["http://127.0.0.1:9901".into()],
+        proxies: rollout::Proxies::Urls(vec!["http://127.0.0.1:9901".into()]),
         baseline: "stable".into(),
         candidate: "canary".into(),
         strategy: rollout::Strategy::Canary(CanarySpec {
@@ -579,6 +579,39 @@ fn ring_problems_are_reported_with_their_paths() {
         ]
     );
     assert_eq!(errors(&format!("{HEAD}rings: []")), ["rings: list at least one ring"]);
+}
+
+#[test]
+fn proxies_are_a_list_of_urls_or_a_group_on_etcd() {
+    let tail = "baseline: stable\ncandidate: canary\ncanary: {steps: [setWeight: 5]}\n";
+    let spec = |proxies: &str| format!("name: r\nroute: api\nproxies: {proxies}\n{tail}");
+    let group = load_rollout(&spec("{ group: checkout }"), Format::Yaml).unwrap();
+    assert_eq!(group.proxies.group().map(|g| g.as_str()), Some("checkout"));
+    assert!(group.proxies.urls().is_empty());
+    // It writes back as it was read, and reads back equal.
+    let json = serde_json::to_value(&group).unwrap();
+    assert_eq!(json["proxies"], serde_json::json!({"group": "checkout"}));
+    assert_eq!(load_rollout(&json.to_string(), Format::Json).unwrap(), group);
+
+    assert_eq!(
+        errors(&spec("{ group: 'a b' }")),
+        [
+            "proxies.group: invalid group name \"a b\": use 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ]
+    );
+    assert_eq!(
+        errors(&spec("{ grup: checkout }")),
+        [
+            "proxies.group: required field is missing",
+            "proxies.grup: unknown field `grup`; did you mean `group`?"
+        ]
+    );
+    assert_eq!(
+        errors(&spec("http://127.0.0.1:9901")),
+        [
+            "proxies: give the proxies as a list of admin URLs ([\"http://127.0.0.1:9901\"]) or as a group on etcd ({ group: NAME })"
+        ]
+    );
 }
 
 // ---- reading never panics ------------------------------------------------------------------

@@ -12,8 +12,8 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::{
     AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MetricSpec, PROGRESS_DEADLINE,
-    Pause, QUANTILES, Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step, Strategy,
-    check, quantile_keys,
+    Pause, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step,
+    Strategy, check, quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};
@@ -39,10 +39,7 @@ pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
     if let Some(r) = &route {
         validate::name("route", r.as_str(), "route", p);
     }
-    let proxies: Option<Vec<String>> = f.required("proxies", p);
-    if let Some(urls) = &proxies {
-        check::proxies(urls, "proxies", p);
-    }
+    let proxies: Option<Proxies> = f.required("proxies", p);
     let baseline: Option<TrackName> = f.required("baseline", p);
     let candidate: Option<TrackName> = f.required("candidate", p);
     for (field, track) in [("baseline", &baseline), ("candidate", &candidate)] {
@@ -150,6 +147,38 @@ impl OneOf {
             ),
         }
         None
+    }
+}
+
+impl FromTree for Proxies {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        match v {
+            Value::Sequence(_) => {
+                let urls = Vec::<String>::from_tree(v, path, p)?;
+                check::proxies(&urls, path, p);
+                Some(Self::Urls(urls))
+            }
+            Value::Mapping(_) => {
+                let mut f = Fields::of(v, path, p)?;
+                let group: Option<String> = f.required("group", p);
+                let at = f.path_of("group");
+                f.finish(p);
+                match crate::fleet::GroupName::new(&group?) {
+                    Ok(group) => Some(Self::Group(group)),
+                    Err(e) => {
+                        p.push(at, e.message);
+                        None
+                    }
+                }
+            }
+            _ => {
+                p.push(
+                    path,
+                    "give the proxies as a list of admin URLs ([\"http://127.0.0.1:9901\"]) or as a group on etcd ({ group: NAME })",
+                );
+                None
+            }
+        }
     }
 }
 
