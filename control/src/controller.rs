@@ -14,13 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use switchyard_config::fleet::GroupName;
 use switchyard_config::rollout::{AnalysisSpec, RolloutSpec};
 use switchyard_config::stats::TrackWindow;
 use switchyard_config::{ConfigErrors, FieldError, Format, RouteSpec, load_rollout};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
 use crate::analyze::{Counts, Cumulative, Measurement, Observation, Outcome, Sample, Tracker, Verdict};
+use crate::fleet::{Expect, Fleet, FleetError, Members};
 use crate::http::Http;
 use crate::observe::{ObserveError, Observed, observe_each};
 use crate::plan::Traffic;
@@ -234,8 +236,12 @@ pub struct Status {
     /// Set while the rollout's traffic has waited longer than its progress deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub degraded: Option<Degraded>,
-    /// Per proxy: the confirmed version, its last error and when it last answered.
+    /// Per proxy: the confirmed version, its last error and when it last answered. For a
+    /// group, every proxy registered in it.
     pub proxies: Vec<ProxyStatus>,
+    /// For a rollout over a group: the group's table as the rollout last wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<GroupProgress>,
     /// Per track, by name: requests/s, error rate and p99 over the last measurement's window.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tracks: BTreeMap<String, TrackFigures>,
@@ -248,6 +254,22 @@ pub struct Status {
     /// The last measurement's verdict and reasons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<serde_json::Value>,
+}
+
+/// A rollout over a group: where its traffic is in the group's table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GroupProgress {
+    /// The group.
+    pub name: String,
+    /// The etcd revision at which the group's table carries the rollout's traffic; `None` while
+    /// it has not been written.
+    pub table_revision: Option<i64>,
+    /// How many proxies are registered in the group.
+    pub registered: usize,
+    /// Why the last write failed or the members cannot be followed, while that lasts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// Why an API call failed.
@@ -276,6 +298,13 @@ pub enum ControlError {
     /// The state could not be written.
     #[error("cannot persist the rollout: {0}")]
     Store(#[from] std::io::Error),
+    /// The change is in force here but its state was not confirmed stored (etcd did not answer
+    /// in time, or this replica no longer leads).
+    #[error("{0}")]
+    NotStored(String),
+    /// A group was asked of a controller without etcd.
+    #[error("this controller runs without etcd, so it knows no groups; start it with switchyard serve --etcd URL")]
+    NoEtcd,
 }
 
 /// What the task and the commands share, behind [`Entry::shared`].
@@ -283,8 +312,46 @@ struct Shared {
     record: Record,
     /// Bumped by every command: an observation begun under an older generation is dropped.
     generation: u64,
-    /// Per proxy, in spec order.
+    /// Per proxy, in spec order (for a group: its registered proxies, by id).
     proxies: Vec<ProxySlot>,
+    /// For a group: its table as written for the rollout.
+    group: GroupSlot,
+}
+
+/// A rollout's writes of its group's table.
+#[derive(Debug, Clone)]
+struct GroupSlot {
+    /// The traffic the table carries, and the revision that wrote it.
+    written: Option<(Traffic, i64)>,
+    /// Why the last write failed, while it fails.
+    error: Option<String>,
+    /// Why the members cannot be followed, while they cannot.
+    follow_error: Option<String>,
+    /// The traffic the retry schedule is for; a new traffic is written at once.
+    retry_for: Option<Traffic>,
+    /// When the write is tried again (ms since epoch), and the wait after that.
+    retry_at: u64,
+    retry_delay: u64,
+    /// How many proxies are registered.
+    registered: usize,
+    /// Whether this controller has read or written the table for the rollout since it took
+    /// the rollout over.
+    checked: bool,
+}
+
+impl Default for GroupSlot {
+    fn default() -> Self {
+        Self {
+            written: None,
+            error: None,
+            follow_error: None,
+            retry_for: None,
+            retry_at: 0,
+            retry_delay: RETRY_FIRST_MS,
+            registered: 0,
+            checked: false,
+        }
+    }
 }
 
 /// One proxy as the task tracks it.
@@ -302,6 +369,24 @@ struct ProxySlot {
     instance: Option<switchyard_config::InstanceId>,
 }
 
+impl ProxySlot {
+    fn new(url: &str) -> Self {
+        Self {
+            status: ProxyStatus {
+                url: url.to_owned(),
+                version: None,
+                error: None,
+                last_answered_at: None,
+            },
+            serves: None,
+            retry_for: None,
+            retry_at: 0,
+            retry_delay: RETRY_FIRST_MS,
+            instance: None,
+        }
+    }
+}
+
 impl Shared {
     fn statuses(&self) -> Vec<ProxyStatus> {
         statuses(&self.proxies)
@@ -314,6 +399,8 @@ fn statuses(proxies: &[ProxySlot]) -> Vec<ProxyStatus> {
 
 struct Entry {
     spec: RolloutSpec,
+    /// For a group: its registered proxies, followed.
+    members: Option<watch::Receiver<Members>>,
     shared: Mutex<Shared>,
     wake: Notify,
     task: Mutex<Option<tokio::task::AbortHandle>>,
@@ -331,11 +418,15 @@ impl Entry {
 const RETRY_FIRST_MS: u64 = 500;
 /// The longest wait between publish rounds to a proxy that does not confirm, ms.
 const RETRY_MAX_MS: u64 = 15_000;
+/// The longest a command waits for its state to be stored before it is answered.
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
 
 /// Every rollout and the loop that drives them.
 pub struct Controller {
     http: Http,
     store: Store,
+    /// etcd, for rollouts over a group; `None` without `--etcd`.
+    fleet: Option<Arc<Fleet>>,
     clock: Clock,
     rollouts: Mutex<BTreeMap<String, Arc<Entry>>>,
 }
@@ -350,12 +441,22 @@ impl std::fmt::Debug for Controller {
 
 /// One round's work, decided under the lock and done without it.
 struct Work {
-    /// The traffic to publish, and the proxies (indices) to publish it to now.
-    publish: Option<(Traffic, Vec<usize>)>,
+    /// The traffic to publish, and where.
+    publish: Option<Publish>,
     /// The analyses to read the proxies' stats for.
     observe: Vec<Due>,
+    /// The proxies to read them from.
+    urls: Vec<String>,
     /// With nothing to do: when there is something (ms since epoch); `None`: when woken.
     wake_at: Option<u64>,
+}
+
+/// Where traffic is published.
+enum Publish {
+    /// To these listed proxies (indices), each over its admin API.
+    Proxies(Traffic, Vec<usize>),
+    /// To the group's table in etcd, once for all its proxies.
+    Group(Traffic),
 }
 
 /// An analysis that needs the proxies' stats now.
@@ -375,15 +476,52 @@ enum Which {
 }
 
 impl Controller {
-    /// Opens the store and resumes every rollout in it where it was.
+    /// Opens a directory store and resumes every rollout in it where it was.
     pub fn start(store: Store, http: Http) -> Arc<Self> {
+        let records = store.load_all();
+        Self::resume(store, http, None, records)
+    }
+
+    /// Resumes every rollout of `records` where it was, storing in `store`; with `fleet`,
+    /// rollouts over a group can be applied too.
+    pub fn resume(
+        store: Store,
+        http: Http,
+        fleet: Option<Arc<Fleet>>,
+        records: Vec<(String, Result<Record, crate::store::LoadError>)>,
+    ) -> Arc<Self> {
+        let controller = Self::load(store, http, fleet, records);
+        let entries: Vec<Arc<Entry>> = controller.entries().values().cloned().collect();
+        for entry in entries {
+            controller.spawn(entry);
+        }
+        controller
+    }
+
+    /// The rollouts of `records` to read, without running them: what a replica that does not
+    /// lead shows from etcd.
+    pub fn read_only(
+        http: Http,
+        fleet: Option<Arc<Fleet>>,
+        records: Vec<(String, Result<Record, crate::store::LoadError>)>,
+    ) -> Arc<Self> {
+        Self::load(Store::detached(), http, fleet, records)
+    }
+
+    fn load(
+        store: Store,
+        http: Http,
+        fleet: Option<Arc<Fleet>>,
+        records: Vec<(String, Result<Record, crate::store::LoadError>)>,
+    ) -> Arc<Self> {
         let controller = Arc::new(Self {
             http,
             store,
+            fleet,
             clock: Clock::start(),
             rollouts: Mutex::new(BTreeMap::new()),
         });
-        for (name, record) in controller.store.load_all() {
+        for (name, record) in records {
             let record = match record {
                 Ok(r) => r,
                 Err(e) => {
@@ -397,11 +535,15 @@ impl Controller {
                 Format::Yaml
             };
             match load_rollout(&record.spec_text, format) {
+                Ok(spec) if spec.proxies.group().is_some() && controller.fleet.is_none() => {
+                    tracing::error!(rollout = %name, "the rollout moves a group on etcd, and this controller has no etcd (--etcd), so it is skipped");
+                }
                 Ok(spec) => {
-                    tracing::info!(rollout = %name, phase = ?record.state.phase, step = record.state.step + 1, "resuming");
+                    if record.state.active() {
+                        tracing::info!(rollout = %name, phase = ?record.state.phase, step = record.state.step + 1, "resuming");
+                    }
                     let entry = controller.entry_for(spec, record);
-                    controller.entries().insert(name, Arc::clone(&entry));
-                    controller.spawn(entry);
+                    controller.entries().insert(name, entry);
                 }
                 Err(e) => tracing::error!(rollout = %name, "the stored spec is no longer valid, so it is skipped: {e}"),
             }
@@ -421,29 +563,19 @@ impl Controller {
     }
 
     fn entry_for(&self, spec: RolloutSpec, record: Record) -> Arc<Entry> {
-        let proxies = spec
-            .proxies
-            .iter()
-            .map(|url| ProxySlot {
-                status: ProxyStatus {
-                    url: url.clone(),
-                    version: None,
-                    error: None,
-                    last_answered_at: None,
-                },
-                serves: None,
-                retry_for: None,
-                retry_at: 0,
-                retry_delay: RETRY_FIRST_MS,
-                instance: None,
-            })
-            .collect();
+        let members = match (spec.proxies.group(), &self.fleet) {
+            (Some(group), Some(fleet)) => Some(fleet.members(group)),
+            _ => None,
+        };
+        let proxies = spec.proxies.urls().iter().map(|url| ProxySlot::new(url)).collect();
         Arc::new(Entry {
             spec,
+            members,
             shared: Mutex::new(Shared {
                 record,
                 generation: 0,
                 proxies,
+                group: GroupSlot::default(),
             }),
             wake: Notify::new(),
             task: Mutex::new(None),
@@ -463,7 +595,10 @@ impl Controller {
     pub async fn apply(self: &Arc<Self>, text: &str, format: Format) -> Result<Status, ControlError> {
         let spec = load_rollout(text, format)?;
         self.ensure_free(&spec)?;
-        preflight(&self.http, &spec).await?;
+        match spec.proxies.group() {
+            Some(group) => preflight_group(self.fleet.as_deref(), &spec, group).await?,
+            None => preflight(&self.http, &spec).await?,
+        }
         let record = Record {
             spec_text: text.to_owned(),
             spec_is_json: format == Format::Json,
@@ -483,6 +618,7 @@ impl Controller {
             }
         }
         self.spawn(entry);
+        self.flushed().await?;
         self.status(&name).await
     }
 
@@ -498,8 +634,7 @@ impl Controller {
             if *name == spec.name {
                 return Err(ControlError::Active(name.clone()));
             }
-            let shares_a_proxy = other.spec.proxies.iter().any(|p| spec.proxies.contains(p));
-            if other.spec.route == spec.route && shares_a_proxy {
+            if other.spec.route == spec.route && other.spec.proxies.overlaps(&spec.proxies) {
                 return Err(ControlError::RouteTaken {
                     route: spec.route.to_string(),
                     holder: name.clone(),
@@ -539,26 +674,107 @@ impl Controller {
             self.notify(&entry.spec, &shared.record.state, before);
         }
         entry.wake.notify_one();
+        self.flushed().await?;
         self.status(name).await
+    }
+
+    /// Waits until what was saved is stored (at once for files), for at most [`FLUSH_WAIT`]: a
+    /// command answered is one a new leader would find.
+    async fn flushed(&self) -> Result<(), ControlError> {
+        match tokio::time::timeout(FLUSH_WAIT, self.store.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ControlError::NotStored(format!("the change was not stored: {e}"))),
+            Err(_) => Err(ControlError::NotStored(format!(
+                "the store did not confirm the change within {FLUSH_WAIT:?}; it is in force on this controller and is stored when the store answers"
+            ))),
+        }
+    }
+
+    /// The fleet on etcd, if this controller has one.
+    pub fn fleet(&self) -> Option<&Arc<Fleet>> {
+        self.fleet.as_ref()
+    }
+
+    /// A group's table and every registered proxy (`GET /fleet/GROUP`).
+    pub async fn group(&self, group: &str) -> Result<crate::fleet::GroupView, ControlError> {
+        let fleet = self.fleet.as_ref().ok_or(ControlError::NoEtcd)?;
+        let group = GroupName::new(group).map_err(|e| ControlError::Invalid(ConfigErrors(vec![e])))?;
+        fleet
+            .group_view(&group, now_ms())
+            .await
+            .map_err(|e| ControlError::NotStored(format!("cannot read group {group} from etcd: {e}")))
+    }
+
+    /// Writes a group's table from a routes document (`PUT /fleet/GROUP/routes`): validated
+    /// whole first, every problem by field path; with `expect`, only over the table at that
+    /// revision. Answers the group as it is then.
+    pub async fn write_group(
+        &self,
+        group: &str,
+        text: &str,
+        format: Format,
+        expect: Option<i64>,
+    ) -> Result<serde_json::Value, ControlError> {
+        let fleet = self.fleet.as_ref().ok_or(ControlError::NoEtcd)?;
+        let group = GroupName::new(group).map_err(|e| ControlError::Invalid(ConfigErrors(vec![e])))?;
+        let table = switchyard_config::load_routes(text, format, 0)?;
+        let mut written = fleet
+            .write_table(
+                &group,
+                table.spec(),
+                expect.map_or(Expect::Any, Expect::Revision),
+                false,
+            )
+            .await;
+        // Without If-Match, a write that raced another is simply made again over it.
+        for _ in 0..3 {
+            if expect.is_some() || !matches!(written, Err(FleetError::Conflict { .. })) {
+                break;
+            }
+            written = fleet.write_table(&group, table.spec(), Expect::Any, false).await;
+        }
+        match written {
+            Ok(revision) => {
+                tracing::info!(%group, revision, "an operator wrote the group's table");
+                Ok(json!({ "group": group, "tableRevision": revision }))
+            }
+            Err(FleetError::Conflict { now }) => Err(ControlError::Refused(Refused(format!(
+                "group {group}'s table changed since the revision given in If-Match (it is at revision {now} now); read it again"
+            )))),
+            Err(FleetError::Invalid(errors)) => Err(ControlError::Invalid(errors)),
+            Err(e) => Err(ControlError::NotStored(format!(
+                "cannot write group {group}'s table: {e}"
+            ))),
+        }
+    }
+
+    /// Stops every rollout's task (a replica that stops leading): nothing more is published
+    /// or stored by this controller.
+    pub fn stop_all(&self) {
+        for entry in self.entries().values() {
+            entry.stop();
+        }
     }
 
     /// Removes a rollout that is no longer active (aborted or completed), its state included.
     pub async fn delete(&self, name: &str) -> Result<(), ControlError> {
-        let mut entries = self.entries();
-        let entry = entries
-            .get(name)
-            .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
-        let phase = entry.lock().record.state.phase;
-        if matches!(phase, Phase::Progressing | Phase::Paused) {
-            return Err(ControlError::Refused(Refused(format!(
-                "rollout {name:?} is {phase:?}; abort it (or let it finish) before deleting it"
-            ))));
+        {
+            let mut entries = self.entries();
+            let entry = entries
+                .get(name)
+                .ok_or_else(|| ControlError::NotFound(name.to_owned()))?;
+            let phase = entry.lock().record.state.phase;
+            if matches!(phase, Phase::Progressing | Phase::Paused) {
+                return Err(ControlError::Refused(Refused(format!(
+                    "rollout {name:?} is {phase:?}; abort it (or let it finish) before deleting it"
+                ))));
+            }
+            self.store.remove(name)?;
+            if let Some(entry) = entries.remove(name) {
+                entry.stop();
+            }
         }
-        self.store.remove(name)?;
-        if let Some(entry) = entries.remove(name) {
-            entry.stop();
-        }
-        Ok(())
+        self.flushed().await
     }
 
     /// A rollout's status.
@@ -584,6 +800,12 @@ impl Controller {
             abort: state.abort.clone(),
             degraded: degraded(spec, state, &shared.statuses(), now),
             proxies: shared.statuses(),
+            group: spec.proxies.group().map(|g| GroupProgress {
+                name: g.to_string(),
+                table_revision: shared.group.written.as_ref().map(|(_, r)| *r),
+                registered: shared.group.registered,
+                error: shared.group.error.clone().or_else(|| shared.group.follow_error.clone()),
+            }),
             tracks: record.analysis.tracks.clone().unwrap_or_default(),
             tracks_observed_at: record.analysis.tracks_at,
             tracks_age_ms: record.analysis.tracks_at.map(|at| now.saturating_sub(at)),
@@ -609,10 +831,22 @@ impl Controller {
     }
 
     async fn run(self: Arc<Self>, entry: Arc<Entry>) {
+        let mut members = entry.members.clone();
         loop {
-            let work = self.plan(&entry);
+            let seen = members.as_mut().map(|m| m.borrow_and_update().clone());
+            let work = self.plan(&entry, seen.as_ref());
+            let joined = async {
+                match members.as_mut() {
+                    Some(m) => {
+                        let _ = m.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
             if work.publish.is_none() && work.observe.is_empty() {
-                // A finished rollout keeps its task, asleep until `undo` or `retry` wakes it.
+                // A finished rollout keeps its task, asleep until `undo` or `retry` wakes it. A
+                // rollout over a group also wakes when its proxies change (one serves the new
+                // table, one joins, one's lease expired).
                 let sleep = async {
                     match work.wake_at {
                         Some(at) => self.clock.sleep_until(at).await,
@@ -622,15 +856,26 @@ impl Controller {
                 tokio::select! {
                     () = sleep => {}
                     () = entry.wake.notified() => {}
+                    () = joined => {}
                 }
                 continue;
             }
             let publish = async {
-                if let Some((traffic, to)) = &work.publish {
-                    self.publish(&entry, traffic, to).await;
+                if let Some(publish) = &work.publish {
+                    // Durable first: no proxy serves traffic that a new leader would not find
+                    // in the store. An abort goes out at once, stored or not: stable is safe.
+                    let aborted = entry.lock().record.state.phase == Phase::Aborted;
+                    if !aborted && let Err(e) = self.store.flush().await {
+                        tracing::warn!(rollout = %entry.spec.name, "not publishing: {e}");
+                        std::future::pending::<()>().await;
+                    }
+                    match publish {
+                        Publish::Proxies(traffic, to) => self.publish(&entry, traffic, to).await,
+                        Publish::Group(traffic) => self.publish_group(&entry, traffic).await,
+                    }
                 }
             };
-            let observe = self.observe(&entry, &work.observe);
+            let observe = self.observe(&entry, &work.observe, &work.urls);
             // A command (or a verdict that changed the traffic) wakes the task: the calls still
             // in flight are dropped and the next round starts from the new state.
             tokio::select! {
@@ -643,12 +888,17 @@ impl Controller {
     /// Under the lock, no I/O: takes every step that can be taken now, starts the analyses that
     /// begin now, applies the progress deadline, persists what changed, and says what the task
     /// does next.
-    fn plan(&self, entry: &Entry) -> Work {
+    fn plan(&self, entry: &Entry, members: Option<&Members>) -> Work {
         let spec = &entry.spec;
         let mut guard = entry.lock();
-        let Shared { record, proxies, .. } = &mut *guard;
+        let Shared {
+            record, proxies, group, ..
+        } = &mut *guard;
         let now = self.clock.now_ms();
         let before = record.state.clone();
+        if let Some(members) = members {
+            sync_members(proxies, group, members, &record.state.traffic, record.state.settled());
+        }
 
         if record.state.active() {
             begin_analyses(spec, record, now);
@@ -702,8 +952,28 @@ impl Controller {
             }
         };
         let mut publish = None;
+        let urls: Vec<String> = proxies.iter().map(|p| p.status.url.clone()).collect();
+        let in_table = members.is_none() || group.written.as_ref().is_some_and(|(t, _)| *t == traffic);
+        if members.is_some() && (!record.state.settled() || !group.checked) {
+            // A group: write its table once; its proxies confirm through etcd. A settled
+            // rollout checks once that the table carries its traffic (after a takeover, the last
+            // leader may have stored an abort and died before writing it), and then leaves the
+            // table to operators.
+            if group.retry_for.as_ref() != Some(&traffic) {
+                group.retry_for = Some(traffic.clone());
+                group.retry_at = 0;
+                group.retry_delay = RETRY_FIRST_MS;
+            }
+            if !in_table {
+                if group.retry_at <= now {
+                    publish = Some(Publish::Group(traffic.clone()));
+                } else {
+                    at(Some(group.retry_at));
+                }
+            }
+        }
         if !record.state.settled() {
-            if proxies.iter().all(|p| p.serves.as_ref() == Some(&traffic)) {
+            if in_table && !proxies.is_empty() && proxies.iter().all(|p| p.serves.as_ref() == Some(&traffic)) {
                 // Every proxy confirmed it, one by one: take the steps that this allows at once.
                 let before = record.state.clone();
                 record.state.confirm(traffic, now);
@@ -712,11 +982,12 @@ impl Controller {
                 return Work {
                     publish: None,
                     observe: Vec::new(),
+                    urls,
                     wake_at: Some(now),
                 };
             }
             let mut to = Vec::new();
-            for (i, p) in proxies.iter_mut().enumerate() {
+            for (i, p) in proxies.iter_mut().enumerate().filter(|_| members.is_none()) {
                 if p.serves.as_ref() == Some(&traffic) {
                     continue;
                 }
@@ -731,8 +1002,8 @@ impl Controller {
                     at(Some(p.retry_at));
                 }
             }
-            if !to.is_empty() {
-                publish = Some((traffic, to));
+            if !to.is_empty() && members.is_none() {
+                publish = Some(Publish::Proxies(traffic, to));
             }
         }
         let observe = due_analyses(spec, record, now);
@@ -763,6 +1034,7 @@ impl Controller {
         Work {
             publish,
             observe,
+            urls,
             wake_at,
         }
     }
@@ -777,7 +1049,7 @@ impl Controller {
                 self.http.clone(),
                 spec.clone(),
                 traffic.clone(),
-                spec.proxies[i].clone(),
+                spec.proxies.urls()[i].clone(),
             );
             set.spawn(async move { (i, publish_one(&http, &url, &spec, &traffic).await) });
         }
@@ -814,9 +1086,45 @@ impl Controller {
         }
     }
 
+    /// Writes the rollout's traffic into its group's table (read, planned, and written in one
+    /// transaction on the revision read, fenced when replicated) unless the table carries it
+    /// already; the group's proxies then confirm it through their registrations.
+    async fn publish_group(&self, entry: &Entry, traffic: &Traffic) {
+        let spec = &entry.spec;
+        let (Some(fleet), Some(group)) = (&self.fleet, spec.proxies.group()) else {
+            return;
+        };
+        let written = write_group(fleet, spec, group, traffic).await;
+        let now = self.clock.now_ms();
+        let mut shared = entry.lock();
+        if shared.record.state.traffic != *traffic {
+            return;
+        }
+        let slot = &mut shared.group;
+        match written {
+            Ok(revision) => {
+                if slot.error.take().is_some() {
+                    tracing::info!(rollout = %spec.name, %group, "the group's table is written again");
+                }
+                tracing::debug!(rollout = %spec.name, %group, revision, "the group's table carries the traffic");
+                slot.written = Some((traffic.clone(), revision));
+                slot.retry_delay = RETRY_FIRST_MS;
+                slot.checked = true;
+            }
+            Err(e) => {
+                if slot.error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(rollout = %spec.name, %group, "{e}");
+                }
+                slot.error = Some(e);
+                slot.retry_at = now.saturating_add(slot.retry_delay);
+                slot.retry_delay = (slot.retry_delay * 2).min(RETRY_MAX_MS);
+            }
+        }
+    }
+
     /// Reads the proxies' stats for each due analysis and judges them; dropped when a command
     /// wakes the task, and not judged when a command came in between.
-    async fn observe(&self, entry: &Entry, due: &[Due]) {
+    async fn observe(&self, entry: &Entry, due: &[Due], urls: &[String]) {
         let spec = &entry.spec;
         let generation = entry.lock().generation;
         for d in due {
@@ -825,7 +1133,7 @@ impl Controller {
             } else {
                 d.spec.window
             };
-            let answers = observe_each(&self.http, spec, window, Some(d.began_at)).await;
+            let answers = observe_each(&self.http, spec, urls, window, Some(d.began_at)).await;
             let now = self.clock.now_ms();
             let mut guard = entry.lock();
             let shared = &mut *guard;
@@ -833,10 +1141,15 @@ impl Controller {
                 return;
             }
             let mut restarted = false;
-            for (slot, (_, answer)) in shared.proxies.iter_mut().zip(&answers) {
+            let listed = entry.members.is_none();
+            for (url, answer) in &answers {
+                let Some(slot) = shared.proxies.iter_mut().find(|p| p.status.url == *url) else {
+                    continue;
+                };
                 match answer {
                     Ok(o) => {
-                        if o.instance.is_some() && slot.instance.is_some() && o.instance != slot.instance {
+                        // (A group's proxy that restarts registers again, and reads the table.)
+                        if listed && o.instance.is_some() && slot.instance.is_some() && o.instance != slot.instance {
                             // Another process: whatever it serves, publish the rollout's traffic
                             // to it again rather than trust what the old one confirmed.
                             tracing::warn!(rollout = %spec.name, proxy = %slot.status.url, "the proxy restarted; publishing to it again");
@@ -845,7 +1158,9 @@ impl Controller {
                             slot.retry_at = 0;
                             restarted = true;
                         }
-                        slot.instance = o.instance.clone();
+                        if listed {
+                            slot.instance = o.instance.clone();
+                        }
                         slot.status.last_answered_at = Some(now);
                         if slot.status.version.is_some() {
                             slot.status.error = None;
@@ -1012,6 +1327,95 @@ impl Entry {
     }
 }
 
+/// Makes the slots of a rollout over a group its registered proxies, one per admin URL (the
+/// newest registration when a restarted proxy's old one has not expired yet), keeping what was
+/// known of each; a proxy confirms the traffic once it serves the table written for it (or a
+/// later one).
+fn sync_members(
+    proxies: &mut Vec<ProxySlot>,
+    group: &mut GroupSlot,
+    members: &Members,
+    traffic: &Traffic,
+    settled: bool,
+) {
+    let mut written = group.written.as_ref().filter(|(t, _)| t == traffic).map(|(_, r)| *r);
+    if let Some(w) = written
+        && !settled
+        && members
+            .by_id
+            .values()
+            .any(|m| m.registration.table_revision.is_some_and(|t| t > w))
+    {
+        // Someone else wrote the table since (an operator's `fleet apply`, another route's
+        // rollout): read it again, and write the traffic back if it is gone.
+        group.written = None;
+        written = None;
+    }
+    let mut newest: BTreeMap<&str, &switchyard_config::fleet::Registration> = BTreeMap::new();
+    for m in members.by_id.values() {
+        let r = &m.registration;
+        let url = r.admin_url.as_str();
+        if newest.get(url).is_none_or(|seen| seen.started_at < r.started_at) {
+            newest.insert(url, r);
+        }
+    }
+    let mut old: BTreeMap<String, ProxySlot> = proxies.drain(..).map(|p| (p.status.url.clone(), p)).collect();
+    for (url, r) in newest {
+        let mut slot = old.remove(url).unwrap_or_else(|| ProxySlot::new(url));
+        let serves = written.is_some_and(|w| r.table_revision.is_some_and(|t| t >= w));
+        slot.serves = serves.then(|| traffic.clone());
+        slot.status.version = serves.then_some(r.version);
+        match &r.refused {
+            Some(f) if !serves && written.is_some_and(|w| f.revision >= w) => {
+                let errors: Vec<String> = f.errors.iter().map(ToString::to_string).collect();
+                slot.status.error = Some(format!(
+                    "refused the group's table at revision {}: {}",
+                    f.revision,
+                    errors.join("; ")
+                ));
+            }
+            _ if serves && slot.status.error.as_deref().is_some_and(|e| e.starts_with("refused")) => {
+                slot.status.error = None;
+            }
+            _ => {}
+        }
+        slot.instance = Some(r.id.clone());
+        proxies.push(slot);
+    }
+    group.registered = proxies.len();
+    group.follow_error = members
+        .error
+        .as_ref()
+        .map(|e| format!("cannot follow the group's proxies in etcd (showing the last read): {e}"));
+}
+
+/// Writes `traffic` into `group`'s table unless it carries it; the revision that does.
+async fn write_group(fleet: &Fleet, spec: &RolloutSpec, group: &GroupName, traffic: &Traffic) -> Result<i64, String> {
+    for _ in 0..5 {
+        let table = fleet
+            .table(group)
+            .await
+            .map_err(|e| format!("cannot read group {group}'s table: {e}"))?
+            .ok_or_else(|| format!("group {group} has no table in etcd"))?;
+        let planned =
+            crate::plan::apply(&table.routes, spec, traffic).map_err(|e| format!("group {group}'s table: {e}"))?;
+        if planned == table.routes {
+            return Ok(table.revision);
+        }
+        match fleet
+            .write_table(group, &planned, Expect::Revision(table.revision), true)
+            .await
+        {
+            Ok(revision) => return Ok(revision),
+            Err(FleetError::Conflict { .. }) => continue,
+            Err(e) => return Err(format!("cannot write group {group}'s table: {e}")),
+        }
+    }
+    Err(format!(
+        "group {group}'s table kept changing while it was written (five conflicts in a row)"
+    ))
+}
+
 /// Starts the analyses that begin now: the background analysis once every proxy serves the
 /// candidate some traffic, a step's analysis when the rollout is on that step. Each counts
 /// only requests served from its start on.
@@ -1163,7 +1567,7 @@ const PREFLIGHT_GRACE: Duration = Duration::from_millis(200);
 /// field (`route`, `baseline`, `candidate`, `proxies[i]`).
 async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> {
     let mut set = JoinSet::new();
-    for (i, url) in spec.proxies.iter().enumerate() {
+    for (i, url) in spec.proxies.urls().iter().enumerate() {
         let (http, url) = (http.clone(), url.clone());
         set.spawn(async move {
             let routes_url = format!("{}/routes", url.trim_end_matches('/'));
@@ -1189,7 +1593,7 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
         }
         answers.push(answer);
     }
-    let skipped = spec.proxies.len() - answers.len();
+    let skipped = spec.proxies.urls().len() - answers.len();
     if skipped > 0 {
         tracing::warn!(rollout = %spec.name, skipped, "proxies did not answer in time to check the spec against their tables");
     }
@@ -1222,7 +1626,7 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
     let errors = problems
         .into_iter()
         .map(|((path, message), urls)| {
-            let on = if urls.len() == spec.proxies.len() {
+            let on = if urls.len() == spec.proxies.urls().len() {
                 "on every proxy".to_owned()
             } else {
                 let mut shown: Vec<&str> = urls.iter().take(3).map(String::as_str).collect();
@@ -1232,7 +1636,7 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
                 format!(
                     "on {} of {} proxies ({})",
                     urls.len(),
-                    spec.proxies.len(),
+                    spec.proxies.urls().len(),
                     shown.join(", ")
                 )
             };
@@ -1240,6 +1644,35 @@ async fn preflight(http: &Http, spec: &RolloutSpec) -> Result<(), ControlError> 
         })
         .collect();
     Err(ControlError::Invalid(ConfigErrors(errors)))
+}
+
+/// Checks a spec over a group against the group's table in etcd before it starts.
+async fn preflight_group(fleet: Option<&Fleet>, spec: &RolloutSpec, group: &GroupName) -> Result<(), ControlError> {
+    let refuse = |message: String| ControlError::Invalid(ConfigErrors(vec![FieldError::new("proxies.group", message)]));
+    let Some(fleet) = fleet else {
+        return Err(refuse(format!(
+            "this controller has no etcd, so it cannot find group {group}'s proxies; start it with switchyard serve --etcd URL"
+        )));
+    };
+    let table = fleet
+        .table(group)
+        .await
+        .map_err(|e| refuse(format!("cannot read group {group}'s table: {e}")))?
+        .ok_or_else(|| {
+            refuse(format!(
+                "group {group} has no table in etcd yet: start one of its proxies (switchyard-proxy --group {group}) or write one with switchyard fleet apply {group} -f routes.yaml"
+            ))
+        })?;
+    let problems = table_problems(spec, &table.routes);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(ControlError::Invalid(ConfigErrors(
+        problems
+            .into_iter()
+            .map(|(path, message)| FieldError::new(path, format!("{message} in group {group}'s table")))
+            .collect(),
+    )))
 }
 
 /// What in one proxy's table does not fit the spec: (field path, message).

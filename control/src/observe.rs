@@ -96,15 +96,17 @@ pub async fn observe_one(
     })
 }
 
-/// Every proxy's stats at once, in spec order, each with its own result.
+/// Every proxy's stats at once (`urls`: their admin URLs), in that order, each with its own
+/// result.
 pub async fn observe_each(
     http: &Http,
     spec: &RolloutSpec,
+    urls: &[String],
     window: Duration,
     since: Option<u64>,
 ) -> Vec<(String, Result<Observed, ObserveError>)> {
     let mut set = JoinSet::new();
-    for (i, url) in spec.proxies.iter().enumerate() {
+    for (i, url) in urls.iter().enumerate() {
         let (http, spec, url) = (http.clone(), spec.clone(), url.clone());
         set.spawn(async move {
             let answer = observe_one(&http, &spec, &url, window, since).await;
