@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::Serialize;
 use serde_json::json;
-use switchyard_config::{FieldError, Format};
+use switchyard_config::{FieldError, Format, InstanceId};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::service_fn;
@@ -32,20 +32,49 @@ use crate::state::Command;
 /// Largest spec body, bytes.
 const MAX_BODY: usize = 1024 * 1024;
 
-/// Serves the API on `listener` until the process ends.
+/// Who answers the API: one controller on its own, or a replica that answers for the leader.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A controller that runs alone (it is its own leader).
+    One {
+        /// The controller.
+        controller: Arc<Controller>,
+        /// Its id in `GET /replica`.
+        id: InstanceId,
+    },
+    /// A replica: the leader answers itself, a follower passes commands to the leader and
+    /// answers reads from etcd when the leader cannot be reached.
+    #[cfg(feature = "fleet")]
+    Replica(Arc<crate::replica::Replica>),
+}
+
+/// The header a follower adds to a request it passes to the leader: a request that carries it
+/// is never passed on again.
+#[cfg(feature = "fleet")]
+const FORWARDED: &str = "x-switchyard-forwarded-by";
+
+/// Serves the API of one controller on `listener` until the process ends.
 pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
+    let id = InstanceId::from_bits(
+        u64::from(std::process::id()) << 16 ^ u64::from(listener.local_addr().map_or(0, |a| a.port())),
+    );
+    serve_backend(listener, Backend::One { controller, id }).await;
+}
+
+/// Serves the API on `listener` until the process ends.
+pub async fn serve_backend(listener: TcpListener, backend: Backend) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let controller = Arc::clone(&controller);
+        let backend = backend.clone();
         tokio::spawn(async move {
             let service = ServiceBuilder::new()
                 .concurrency_limit(64)
                 .service(service_fn(move |req| {
-                    let controller = Arc::clone(&controller);
-                    async move { Ok::<_, Infallible>(handle(&controller, req).await) }
+                    let backend = backend.clone();
+                    async move { Ok::<_, Infallible>(handle(&backend, req).await) }
                 }));
             let mut builder = http1::Builder::new();
             builder
@@ -75,6 +104,10 @@ enum Endpoint {
     Act(String, Action),
     /// `/rollouts/NAME/weight`
     Weight(String),
+    /// `/fleet/GROUP`: the group's table and proxies.
+    Group(String),
+    /// `/fleet/GROUP/routes`: the group's table, written by an operator.
+    GroupRoutes(String),
 }
 
 /// An operator's verb without arguments (set-weight has its own endpoint).
@@ -108,6 +141,8 @@ impl Endpoint {
             ["rollouts", name, "history"] => Self::History((*name).to_owned()),
             ["rollouts", name, "weight"] => Self::Weight((*name).to_owned()),
             ["rollouts", name, verb] => Self::Act((*name).to_owned(), action(verb)?),
+            ["fleet", group] => Self::Group((*group).to_owned()),
+            ["fleet", group, "routes"] => Self::GroupRoutes((*group).to_owned()),
             _ => return None,
         })
     }
@@ -115,7 +150,8 @@ impl Endpoint {
     /// The methods it takes, as `Allow` lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Self::Health | Self::History(_) => "GET",
+            Self::Health | Self::History(_) | Self::Group(_) => "GET",
+            Self::GroupRoutes(_) => "PUT",
             Self::Rollout(_) => "GET, DELETE",
             Self::Rollouts => "GET, POST",
             Self::Act(..) | Self::Weight(_) => "POST",
@@ -152,6 +188,12 @@ enum Refusal {
     Body(StatusCode, &'static str),
     /// The controller refused.
     Control(ControlError),
+    /// No replica can take the request now (503, with `Retry-After`).
+    #[cfg_attr(
+        not(feature = "fleet"),
+        allow(dead_code, reason = "only replicas are ever unavailable")
+    )]
+    Unavailable(String),
 }
 
 impl From<ControlError> for Refusal {
@@ -188,6 +230,13 @@ impl Refusal {
             }
             Self::Invalid(problem) => errors(StatusCode::BAD_REQUEST, &[problem]),
             Self::Body(status, message) => errors(status, &[FieldError::new("", message)]),
+            Self::Unavailable(message) => {
+                let mut reply = errors(StatusCode::SERVICE_UNAVAILABLE, &[FieldError::new("", message)]);
+                reply
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                reply
+            }
             Self::Control(e) => {
                 let status = match &e {
                     ControlError::Invalid(_) => StatusCode::BAD_REQUEST,
@@ -196,6 +245,8 @@ impl Refusal {
                         StatusCode::CONFLICT
                     }
                     ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                    ControlError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    ControlError::NoEtcd => StatusCode::NOT_FOUND,
                 };
                 match e {
                     ControlError::Invalid(problems) => errors(status, problems.errors()),
@@ -206,11 +257,154 @@ impl Refusal {
     }
 }
 
-async fn handle(controller: &Arc<Controller>, req: Request<Incoming>) -> Reply {
-    answer(controller, req).await.unwrap_or_else(Refusal::reply)
+async fn handle(backend: &Backend, req: Request<Incoming>) -> Reply {
+    let result = match backend {
+        Backend::One { controller, id } => {
+            if req.uri().path() == "/replica" {
+                replica_reply(&req, id, "leader", Some(json!({ "id": id, "url": null })))
+            } else {
+                answer(controller, req).await
+            }
+        }
+        #[cfg(feature = "fleet")]
+        Backend::Replica(replica) => replicated(replica, req).await,
+    };
+    result.unwrap_or_else(Refusal::reply)
+}
+
+/// `GET /replica`: this replica, its part, and the leader.
+fn replica_reply(
+    req: &Request<Incoming>,
+    id: &InstanceId,
+    role: &str,
+    leader: Option<serde_json::Value>,
+) -> Result<Reply, Refusal> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(Refusal::Method {
+            method: req.method().clone(),
+            path: "/replica".to_owned(),
+            allow: "GET",
+        });
+    }
+    Query::parse(req.uri().query(), &[])?;
+    Ok(json_reply(
+        StatusCode::OK,
+        &json!({ "id": id, "role": role, "leader": leader }),
+    ))
+}
+
+/// A replica's answer: the leader answers; a follower passes the request to the leader, and
+/// answers a read itself, from etcd, when the leader cannot be reached.
+#[cfg(feature = "fleet")]
+async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    use crate::replica::Role;
+    let role = replica.role();
+    if req.uri().path() == "/replica" {
+        let me = replica.me();
+        return match &role {
+            Role::Leader { .. } => replica_reply(&req, &me.id, "leader", Some(json!(me))),
+            Role::Follower { leader } => replica_reply(&req, &me.id, "follower", leader.as_ref().map(|l| json!(l))),
+        };
+    }
+    let leader = match role {
+        Role::Leader { controller } => return answer(&controller, req).await,
+        Role::Follower { leader: Some(leader) } => Some(leader),
+        Role::Follower { leader: None } => replica.read_leader().await,
+    };
+    let read = matches!(*req.method(), Method::GET | Method::HEAD);
+    let passed_on = req.headers().contains_key(FORWARDED);
+    if let (Some(leader), false) = (&leader, passed_on) {
+        let (parts, body) = req.into_parts();
+        let body = read_body(body).await?;
+        let target = format!(
+            "{}{}",
+            leader.url.trim_end_matches('/'),
+            parts.uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        let mut headers = vec![(FORWARDED, replica.me().id.to_string())];
+        for name in ["content-type", "authorization", "accept"] {
+            if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                headers.push((name, v.to_owned()));
+            }
+        }
+        match replica
+            .http()
+            .call(
+                parts.method.clone(),
+                &target,
+                &headers,
+                (!body.is_empty()).then(|| body.to_vec()),
+            )
+            .await
+        {
+            Ok((status, answered, bytes)) => {
+                let mut reply = Response::new(Full::new(bytes));
+                *reply.status_mut() = status;
+                for name in [header::CONTENT_TYPE, header::ALLOW, header::ETAG] {
+                    if let Some(v) = answered.get(&name) {
+                        reply.headers_mut().insert(name, v.clone());
+                    }
+                }
+                return Ok(reply);
+            }
+            Err(e) if read => {
+                tracing::warn!("the leader did not answer, so this replica answers from etcd: {e}");
+                return read_from_etcd(replica, Request::from_parts(parts, ())).await;
+            }
+            Err(e) => {
+                return Err(Refusal::Unavailable(format!(
+                    "this replica follows, and the leader did not take the request: {e}; retry in a few seconds"
+                )));
+            }
+        }
+    }
+    if read {
+        let (parts, _) = req.into_parts();
+        return read_from_etcd(replica, Request::from_parts(parts, ())).await;
+    }
+    Err(Refusal::Unavailable(
+        "no replica leads right now (an election is under way); retry in a few seconds".to_owned(),
+    ))
+}
+
+/// A read answered from the rollouts stored in etcd, by a controller that runs none of them.
+#[cfg(feature = "fleet")]
+async fn read_from_etcd(replica: &crate::replica::Replica, req: Request<()>) -> Result<Reply, Refusal> {
+    let stored = replica
+        .fleet()
+        .rollouts()
+        .await
+        .map_err(|e| Refusal::Unavailable(format!("cannot read the rollouts from etcd: {e}")))?;
+    let records = stored
+        .into_iter()
+        .map(|(name, bytes)| {
+            let record = serde_json::from_slice(&bytes).map_err(|source| crate::store::LoadError::Parse {
+                path: std::path::PathBuf::from(name.clone()),
+                source,
+            });
+            (name, record)
+        })
+        .collect();
+    let controller = Controller::read_only(replica.http().clone(), Some(Arc::clone(replica.fleet())), records);
+    let (parts, ()) = req.into_parts();
+    answer_parts(&controller, parts, Bytes::new()).await
 }
 
 async fn answer(controller: &Arc<Controller>, req: Request<Incoming>) -> Result<Reply, Refusal> {
+    let (parts, body) = req.into_parts();
+    let bytes = match parts.method {
+        Method::POST | Method::PUT => read_body(body).await?,
+        _ => Bytes::new(),
+    };
+    answer_parts(controller, parts, bytes).await
+}
+
+async fn answer_parts(
+    controller: &Arc<Controller>,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> Result<Reply, Refusal> {
+    let req = Request::from_parts(parts, body);
     let path = req.uri().path().to_owned();
     let endpoint = Endpoint::parse(&path).ok_or_else(|| Refusal::NoEndpoint(path.clone()))?;
     if !endpoint.takes(req.method()) {
@@ -230,7 +424,7 @@ async fn answer(controller: &Arc<Controller>, req: Request<Incoming>) -> Result<
                 Some(ct) if ct.contains("yaml") => Some(Format::Yaml),
                 _ => None,
             };
-            let text = body_text(req).await?;
+            let text = body_text(req)?;
             let format = format.unwrap_or_else(|| Format::sniff(&text));
             json_reply(StatusCode::CREATED, &controller.apply(&text, format).await?)
         }
@@ -260,8 +454,37 @@ async fn answer(controller: &Arc<Controller>, req: Request<Incoming>) -> Result<
             };
             json_reply(StatusCode::OK, &controller.command(&name, command).await?)
         }
+        Endpoint::Group(group) => json_reply(StatusCode::OK, &controller.group(&group).await?),
+        Endpoint::GroupRoutes(group) => {
+            let expect = match req.headers().get(header::IF_MATCH) {
+                None => None,
+                Some(v) => Some(
+                    v.to_str()
+                        .ok()
+                        .map(|v| v.trim().trim_matches('"'))
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .ok_or_else(|| {
+                            FieldError::new(
+                                "If-Match",
+                                "give the table revision the change is based on, a number (GET /fleet/GROUP shows tableRevision)",
+                            )
+                        })?,
+                ),
+            };
+            let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+                Some(ct) if ct.contains("json") => Some(Format::Json),
+                Some(ct) if ct.contains("yaml") => Some(Format::Yaml),
+                _ => None,
+            };
+            let text = body_text(req)?;
+            let format = format.unwrap_or_else(|| Format::sniff(&text));
+            json_reply(
+                StatusCode::OK,
+                &controller.write_group(&group, &text, format, expect).await?,
+            )
+        }
         Endpoint::Weight(name) => {
-            let weight = weight_of(&body_text(req).await?)?;
+            let weight = weight_of(&body_text(req)?)?;
             json_reply(
                 StatusCode::OK,
                 &controller.command(&name, Command::SetWeight(weight)).await?,
@@ -344,20 +567,22 @@ fn weight_of(text: &str) -> Result<f64, FieldError> {
     }
 }
 
-async fn body_text(req: Request<Incoming>) -> Result<String, Refusal> {
-    let collected = tokio::time::timeout(
-        Duration::from_secs(30),
-        Limited::new(req.into_body(), MAX_BODY).collect(),
-    )
-    .await
-    .map_err(|_| Refusal::Body(StatusCode::REQUEST_TIMEOUT, "the body did not arrive within 30s"))?
-    .map_err(|_| {
-        Refusal::Body(
-            StatusCode::BAD_REQUEST,
-            "the body could not be read whole (at most 1 MiB)",
-        )
-    })?;
-    String::from_utf8(collected.to_bytes().to_vec())
+/// A request's whole body, within 30 s and [`MAX_BODY`].
+async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
+    let collected = tokio::time::timeout(Duration::from_secs(30), Limited::new(body, MAX_BODY).collect())
+        .await
+        .map_err(|_| Refusal::Body(StatusCode::REQUEST_TIMEOUT, "the body did not arrive within 30s"))?
+        .map_err(|_| {
+            Refusal::Body(
+                StatusCode::BAD_REQUEST,
+                "the body could not be read whole (at most 1 MiB)",
+            )
+        })?;
+    Ok(collected.to_bytes())
+}
+
+fn body_text(req: Request<Bytes>) -> Result<String, Refusal> {
+    String::from_utf8(req.into_body().to_vec())
         .map_err(|_| Refusal::Body(StatusCode::BAD_REQUEST, "the body is not UTF-8 text"))
 }
 

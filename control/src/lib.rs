@@ -14,9 +14,12 @@ pub mod analyze;
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod fleet;
 pub mod http;
 pub mod observe;
 pub mod plan;
 pub mod publish;
+#[cfg(feature = "fleet")]
+pub mod replica;
 pub mod state;
 pub mod store;
