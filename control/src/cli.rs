@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::controller::Status;
+use crate::fleet::GroupView;
 use crate::http::{CallError, Http, Problems};
 use crate::state::{AbortRecord, Event, Phase};
 
@@ -90,6 +91,116 @@ pub enum Verb {
     },
 }
 
+/// The fleet verbs: a group of proxies on etcd.
+#[derive(Debug, Subcommand)]
+pub enum FleetVerb {
+    /// A group's table version and every registered proxy: its served version, lag and last
+    /// heartbeat.
+    Status {
+        /// The group.
+        group: String,
+    },
+    /// Write a group's table from a routes file (YAML or JSON), checked whole first.
+    Apply {
+        /// The group.
+        group: String,
+        /// The routes document (`routes: [...]`, as `PUT /routes` takes).
+        #[arg(short = 'f', long = "filename")]
+        file: PathBuf,
+        /// Write only over the table at this revision (as `fleet status` shows it).
+        #[arg(long, value_name = "REVISION")]
+        if_revision: Option<i64>,
+    },
+}
+
+/// Runs one fleet verb against the control API at `server`.
+pub async fn run_fleet(server: &str, verb: FleetVerb) -> anyhow::Result<()> {
+    let api = Api::new(server);
+    match verb {
+        FleetVerb::Status { group } => {
+            let view: GroupView = api.send(Method::GET, &format!("/fleet/{group}"), None).await?;
+            print!("{}", render_group(&view, crate::controller::now_ms()));
+        }
+        FleetVerb::Apply {
+            group,
+            file,
+            if_revision,
+        } => {
+            let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let mut headers = vec![("content-type", content_type(&file).to_owned())];
+            if let Some(r) = if_revision {
+                headers.push(("if-match", r.to_string()));
+            }
+            let answer: serde_json::Value = api
+                .send_with(
+                    Method::PUT,
+                    &format!("/fleet/{group}/routes"),
+                    headers,
+                    Some(text.into_bytes()),
+                )
+                .await?;
+            println!(
+                "group {group}'s table written at revision {}; its proxies follow it from etcd",
+                answer["tableRevision"]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The human view of a group.
+fn render_group(g: &GroupView, now: u64) -> String {
+    let mut out = String::new();
+    match (g.version, g.table_revision) {
+        (Some(v), Some(r)) => {
+            let _ = writeln!(out, "Group:    {}  table version {v} (revision {r})", g.group);
+        }
+        _ => {
+            let _ = writeln!(out, "Group:    {}  no table in etcd yet", g.group);
+        }
+    }
+    let current = g.proxies.iter().filter(|p| p.current).count();
+    let _ = writeln!(
+        out,
+        "Proxies:  {} registered, {current} serving the group's table",
+        g.proxies.len()
+    );
+    if g.proxies.is_empty() {
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "{:<18} {:<28} {:>8} {:>9} {:>5}  {:<10} HEARTBEAT",
+        "ID", "ADMIN", "VERSION", "REVISION", "LAG", "STATE"
+    );
+    for p in &g.proxies {
+        let state = match (&p.refused, p.current) {
+            (_, true) => "current".to_owned(),
+            (Some(r), false) => format!(
+                "REFUSED revision {}: {}",
+                r.revision,
+                r.errors.first().map_or(String::new(), ToString::to_string)
+            ),
+            (None, false) if p.table_revision.is_none() => "own routes".to_owned(),
+            (None, false) => "behind".to_owned(),
+        };
+        let heartbeat = p.last_heartbeat.map_or("-".to_owned(), |at| {
+            format!("{:.0} s ago", now.saturating_sub(at) as f64 / 1000.0)
+        });
+        let _ = writeln!(
+            out,
+            "{:<18} {:<28} {:>8} {:>9} {:>5}  {:<10} {heartbeat}",
+            p.id.as_str(),
+            p.admin_url,
+            p.version,
+            p.table_revision.map_or("-".to_owned(), |r| r.to_string()),
+            p.lag_revisions,
+            state
+        );
+    }
+    out
+}
+
 /// `GET /rollouts/NAME/history`.
 #[derive(Debug, Clone, Deserialize)]
 struct History {
@@ -138,12 +249,23 @@ pub async fn run(server: &str, verb: Verb) -> anyhow::Result<()> {
             let mut first = true;
             loop {
                 let status: Status = api.send(Method::GET, &format!("/rollouts/{name}"), None).await?;
+                // A rollout over a group: the group's proxies too, with their lag and heartbeat.
+                let group = match &status.group {
+                    Some(g) => api
+                        .send::<GroupView>(Method::GET, &format!("/fleet/{}", g.name), None)
+                        .await
+                        .ok(),
+                    None => None,
+                };
                 if redraw {
                     print!("\x1b[2J\x1b[H");
                 } else if !first {
                     println!();
                 }
                 print!("{}", render(&status));
+                if let Some(g) = &group {
+                    print!("{}", render_group(g, crate::controller::now_ms()));
+                }
                 first = false;
                 if !watch || matches!(status.phase, Phase::Completed | Phase::Aborted) {
                     break;
@@ -223,11 +345,22 @@ impl Api {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
     ) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.server);
         let (headers, body) = match body {
             Some((content_type, bytes)) => (vec![("content-type", content_type.to_owned())], Some(bytes)),
             None => (Vec::new(), None),
         };
+        self.send_with(method, path, headers, body).await
+    }
+
+    /// `method path` with `headers` and `body`, expecting 2xx and a `T`.
+    async fn send_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(&str, String)>,
+        body: Option<Vec<u8>>,
+    ) -> anyhow::Result<T> {
+        let url = format!("{}{path}", self.server);
         let (status, _, answer) = self
             .http
             .call(method, &url, &headers, body)
@@ -331,6 +464,19 @@ fn render(s: &Status) -> String {
     }
     if let Some(age) = s.tracks_age_ms.filter(|_| !s.tracks.is_empty()) {
         let _ = writeln!(out, "          (measured {:.1} s ago)", age as f64 / 1000.0);
+    }
+    if let Some(g) = &s.group {
+        let written = g
+            .table_revision
+            .map_or("not written yet".to_owned(), |r| format!("written at revision {r}"));
+        let _ = writeln!(
+            out,
+            "Group:    {}  traffic {written}, {} proxies registered",
+            g.name, g.registered
+        );
+        if let Some(e) = &g.error {
+            let _ = writeln!(out, "          {e}");
+        }
     }
     for p in &s.proxies {
         let state = match (p.version, &p.error) {

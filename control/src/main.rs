@@ -30,9 +30,24 @@ enum Top {
         /// Address of the control API.
         #[arg(long, default_value = "127.0.0.1:9900")]
         listen: SocketAddr,
-        /// Directory of durable rollout state.
+        /// Directory of durable rollout state (without --etcd).
         #[arg(long, default_value = "switchyard-state")]
         state: PathBuf,
+        #[command(flatten)]
+        fleet: FleetArgs,
+    },
+    /// Groups of proxies on etcd (a controller started with --etcd).
+    Fleet {
+        /// The control API.
+        #[arg(
+            long,
+            env = "SWITCHYARD_SERVER",
+            default_value = "http://127.0.0.1:9900",
+            global = true
+        )]
+        server: String,
+        #[command(subcommand)]
+        verb: cli::FleetVerb,
     },
     /// Operate rollouts.
     Rollout {
@@ -47,6 +62,26 @@ enum Top {
         #[command(subcommand)]
         verb: Verb,
     },
+}
+
+/// Running as one of several replicas on etcd (a build with the `fleet` feature).
+#[derive(clap::Args)]
+struct FleetArgs {
+    /// etcd client URLs, comma-separated: keep rollout state in etcd, run as one of several
+    /// replicas with one elected leader, and roll out over groups of proxies
+    /// (`proxies: { group: NAME }`).
+    #[arg(long, env = "SWITCHYARD_ETCD", value_name = "URL[,URL...]", value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// The prefix of the fleet's keys in etcd (the proxies' --etcd-prefix).
+    #[arg(long, value_name = "PREFIX", default_value = switchyard_config::fleet::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// The control API URL the other replicas reach this one at (default: http:// and the
+    /// --listen address).
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
+    /// The leader's lease: a leader that stops renewing it is replaced after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: Duration,
 }
 
 fn main() -> std::process::ExitCode {
@@ -65,7 +100,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Top::Serve { listen, state } => {
+        Top::Serve { listen, state, fleet } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -77,6 +112,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .init();
             runtime.block_on(async {
+                if !fleet.etcd.is_empty() {
+                    return serve_replicated(listen, fleet).await;
+                }
                 let store = Store::open(&state).with_context(|| format!("cannot open {}", state.display()))?;
                 let controller = Controller::start(store, Http::new(Duration::from_secs(2)));
                 let listener = tokio::net::TcpListener::bind(listen)
@@ -91,7 +129,55 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
         Top::Rollout { server, verb } => runtime.block_on(cli::run(&server, verb)),
+        Top::Fleet { server, verb } => runtime.block_on(cli::run_fleet(&server, verb)),
     }
+}
+
+/// `serve --etcd`: one replica among several, its state in etcd.
+#[cfg(feature = "fleet")]
+async fn serve_replicated(listen: SocketAddr, args: FleetArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use switchyard_control::fleet::Fleet;
+    use switchyard_control::replica::Replica;
+
+    let keys = switchyard_config::fleet::FleetKeys::new(&args.etcd_prefix)
+        .map_err(|e| anyhow::anyhow!("--etcd-prefix: {}", e.message))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot bind {listen}"))?;
+    let bound = listener.local_addr()?;
+    let advertise = args.advertise.unwrap_or_else(|| format!("http://{bound}"));
+    let endpoints = args.etcd.join(",");
+    let fleet = loop {
+        match Fleet::connect(args.etcd.clone(), keys.clone()).await {
+            Ok(fleet) => break Arc::new(fleet),
+            Err(e) => {
+                tracing::warn!("cannot reach etcd at {endpoints} ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let replica = Replica::new(
+        fleet,
+        Http::new(Duration::from_secs(2)),
+        advertise.clone(),
+        args.lease_ttl,
+    );
+    tracing::info!(listen = %bound, %advertise, etcd = %endpoints, id = %replica.me().id, "switchyard control loop serving as a replica");
+    tokio::spawn(Arc::clone(&replica).run());
+    tokio::select! {
+        () = switchyard_control::api::serve_backend(listener, switchyard_control::api::Backend::Replica(replica)) => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "fleet"))]
+async fn serve_replicated(_listen: SocketAddr, _args: FleetArgs) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this switchyard was built without the `fleet` feature, so it cannot use etcd (--etcd); build it with --features fleet"
+    )
 }
 
 /// Whether the logs (on stdout) are coloured: only for a person at a terminal, not in a pipe or

@@ -73,6 +73,10 @@ struct FleetArgs {
     /// The prefix of the fleet's keys in etcd.
     #[arg(long, value_name = "PREFIX", default_value = switchyard_config::fleet::DEFAULT_PREFIX)]
     etcd_prefix: String,
+    /// The registration's lease (whole seconds): a proxy that stops renewing it leaves the group
+    /// after this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    lease_ttl: std::time::Duration,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +201,11 @@ fn fleet_options(args: FleetArgs) -> anyhow::Result<Option<switchyard_proxy::fle
     let mut options = switchyard_proxy::fleet::FleetOptions::new(endpoints, group);
     options.keys = keys;
     options.advertise = args.advertise;
+    anyhow::ensure!(
+        args.lease_ttl >= std::time::Duration::from_secs(1),
+        "--lease-ttl must be at least 1s (etcd counts whole seconds)"
+    );
+    options.lease_ttl = args.lease_ttl;
     Ok(Some(options))
 }
 
