@@ -322,7 +322,7 @@ async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -
             parts.uri.path_and_query().map_or("/", |p| p.as_str())
         );
         let mut headers = vec![(FORWARDED, replica.me().id.to_string())];
-        for name in ["content-type", "authorization", "accept"] {
+        for name in ["content-type", "authorization", "accept", "if-match"] {
             if let Some(v) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
                 headers.push((name, v.to_owned()));
             }

@@ -267,7 +267,9 @@ async fn the_openapi_description_matches_the_api() {
     let documented = api.operations();
     let served = [
         "DELETE /rollouts/{name}",
+        "GET /fleet/{group}",
         "GET /healthz",
+        "GET /replica",
         "GET /rollouts",
         "GET /rollouts/{name}",
         "GET /rollouts/{name}/history",
@@ -279,6 +281,7 @@ async fn the_openapi_description_matches_the_api() {
         "POST /rollouts/{name}/retry",
         "POST /rollouts/{name}/undo",
         "POST /rollouts/{name}/weight",
+        "PUT /fleet/{group}/routes",
     ];
     assert_eq!(documented, served);
     let mut methods: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -287,7 +290,7 @@ async fn the_openapi_description_matches_the_api() {
         methods.entry(path.to_owned()).or_default().push(method.to_owned());
     }
     for (path, allowed) in &methods {
-        let target = format!("{url}{}", path.replace("{name}", "demo"));
+        let target = format!("{url}{}", path.replace("{name}", "demo").replace("{group}", "shop"));
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
             if allowed.iter().any(|m| m == method) {
                 continue;
@@ -302,11 +305,25 @@ async fn the_openapi_description_matches_the_api() {
             assert_eq!(allow, *allowed, "Allow of {path}");
         }
     }
-    for op in served.iter().filter(|op| op.starts_with("GET")) {
+    for op in served
+        .iter()
+        .filter(|op| op.starts_with("GET") && !op.contains("/fleet/"))
+    {
         let path = op.trim_start_matches("GET ").replace("{name}", "demo");
         let (status, _) = call(http::Method::GET, &format!("{url}{path}"), "").await;
         assert_eq!(status, 200, "{op}");
     }
+    // Without etcd the controller is its own leader and knows no groups.
+    let (_, replica) = call(http::Method::GET, &format!("{url}/replica"), "").await;
+    assert_eq!(replica["role"], "leader", "{replica}");
+    let (status, _, problem) = refusal(http::Method::GET, &format!("{url}/fleet/shop"), "").await;
+    assert_eq!(
+        (status, problem.as_str()),
+        (
+            404,
+            "this controller runs without etcd, so it knows no groups; start it with switchyard serve --etcd URL"
+        )
+    );
     let (_, status) = call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await;
     assert_object_matches(&status, api.schema("Status"), "status");
 }

@@ -603,6 +603,12 @@ async fn a_proxy_that_joins_serves_the_current_weight_and_one_killed_leaves_afte
         assert_eq!(canary_weight(&p.admin).await, Some(100.0));
     }
     let status = fleet.status("shop-v2").await.expect("status");
+    // What the replicas answer is what docs/control-api.yaml describes.
+    let api =
+        switchyard_testkit::openapi::OpenApi::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-api.yaml"));
+    switchyard_testkit::openapi::assert_object_matches(&status, api.schema("Status"), "status");
+    let view = fleet.any(&format!("/fleet/{GROUP}")).await.expect("the group");
+    switchyard_testkit::openapi::assert_object_matches(&view, api.schema("Group"), "group");
     let urls: Vec<&str> = status["proxies"]
         .as_array()
         .unwrap()
@@ -646,4 +652,65 @@ async fn a_write_fenced_by_a_key_that_is_gone_is_refused() {
     assert!(matches!(refused, Err(FleetError::NotLeader)), "{refused:?}");
     let table = fleet.table(&group).await.unwrap().expect("the table");
     assert_eq!(table.revision, written, "nothing was written after the first");
+}
+
+/// `switchyard fleet …` against replica `via`: (success, stdout, stderr).
+fn cli(fleet: &Fleet, via: usize, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["fleet", "--server", &fleet.replicas[via].url])
+        .args(args)
+        .output()
+        .expect("the CLI runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_status_and_apply_from_the_cli() {
+    let fleet = Fleet::start("fleet-cli", 2, 2).await;
+    let follower = 1 - fleet.leader().await.expect("a leader");
+    let (ok, out, err) = cli(&fleet, follower, &["status", GROUP]);
+    assert!(ok, "{err}");
+    assert!(out.contains("2 registered, 2 serving the group's table"), "{out}");
+    for p in &fleet.proxies {
+        assert!(
+            out.lines().any(|l| l.contains(&p.admin) && l.contains("current")),
+            "{out}"
+        );
+    }
+
+    // A bad table is refused whole, by field path, and nothing changes.
+    let bad = fleet.scratch.join("bad.yaml");
+    std::fs::write(&bad, "routes:\n  - name: app\n    tracks: []\n").unwrap();
+    let (ok, _, err) = cli(&fleet, follower, &["apply", GROUP, "-f", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("routes[0].tracks"), "{err}");
+    assert_eq!(fleet.weights().await, [Some(0.0), Some(0.0)]);
+
+    // A good one reaches every proxy.
+    let good = fleet.scratch.join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "routes:\n  - name: app\n    tracks:\n      - {{ name: stable, endpoints: [\"{}\"], weight: 90 }}\n      - {{ name: canary, endpoints: [\"{}\"], weight: 10 }}\n",
+            fleet.stable.addr(),
+            fleet.canary.addr()
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&fleet, follower, &["apply", GROUP, "-f", good.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("table written at revision"), "{out}");
+    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(10.0)), WITHIN);
+    // Over a revision that is no longer the table's, it is refused.
+    let (ok, _, err) = cli(
+        &fleet,
+        follower,
+        &["apply", GROUP, "-f", good.to_str().unwrap(), "--if-revision", "1"],
+    );
+    assert!(!ok);
+    assert!(err.contains("changed since the revision given"), "{err}");
 }
