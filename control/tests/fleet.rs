@@ -714,3 +714,44 @@ async fn fleet_status_and_apply_from_the_cli() {
     assert!(!ok);
     assert!(err.contains("changed since the revision given"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_candidate_over_a_group_is_judged_on_every_proxys_requests_and_aborted() {
+    let fleet = Fleet::start("group-analysis", 3, 1).await;
+    fleet.canary.set_status(500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut load = Vec::new();
+    for p in &fleet.proxies {
+        let (stop, url) = (Arc::clone(&stop), format!("{}/", p.traffic));
+        load.push(tokio::spawn(async move {
+            let client = Client::http1();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = client.get(&url, &[]).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    let spec = format!(
+        "{}analysis:\n  interval: 1s\n  window: 5s\n  minRequests: 20\n  metrics:\n    - name: success-rate\n      successRate: {{ min: 0.99 }}\n",
+        spec("shop-v2", "[{setWeight: 50}, {pause: {}}]")
+    );
+    let (code, body) = fleet.apply(0, &spec).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eventually!(phase(&fleet.status("shop-v2").await) == "Aborted", WITHIN);
+    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(0.0)), WITHIN);
+    stop.store(true, Ordering::Relaxed);
+    for l in load {
+        l.await.unwrap();
+    }
+    let status = fleet.status("shop-v2").await.expect("status");
+    let reason = status["abort"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("success"), "{status}");
+    // Every registered proxy was read.
+    let answered = status["proxies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["lastAnsweredAt"].is_number())
+        .count();
+    assert_eq!(answered, 3, "{status}");
+}
