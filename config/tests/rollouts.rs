@@ -29,7 +29,7 @@ fn rollout_examples() -> Vec<(String, String)> {
         })
         .collect();
     files.sort();
-    assert_eq!(files.len(), 4, "{files:?}");
+    assert_eq!(files.len(), 5, "{files:?}");
     files
 }
 
@@ -579,6 +579,17 @@ fn ring_problems_are_reported_with_their_paths() {
         ]
     );
     assert_eq!(errors(&format!("{HEAD}rings: []")), ["rings: list at least one ring"]);
+}
+
+#[test]
+fn the_group_example_rolls_out_over_group_shop() {
+    let spec = load("rollout-group.yaml");
+    assert_eq!(spec.proxies.group().map(|g| g.as_str()), Some("shop"));
+    let rollout::Strategy::Canary(canary) = &spec.strategy else {
+        panic!("a canary")
+    };
+    assert_eq!(canary.steps[0], Step::SetWeight(10.0));
+    assert_eq!(canary.steps.last(), Some(&Step::SetWeight(100.0)));
 }
 
 #[test]

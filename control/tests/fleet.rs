@@ -705,6 +705,33 @@ async fn fleet_status_and_apply_from_the_cli() {
     assert!(ok, "{err}");
     assert!(out.contains("table written at revision"), "{out}");
     assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(10.0)), WITHIN);
+    // The example spec over the group starts on every registered proxy.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/rollout-group.yaml");
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "rollout",
+            "--server",
+            &fleet.replicas[follower].url,
+            "apply",
+            "-f",
+            example,
+        ])
+        .output()
+        .expect("the CLI runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(10.0)), WITHIN);
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "rollout",
+            "--server",
+            &fleet.replicas[follower].url,
+            "status",
+            "shop-v2",
+        ])
+        .output()
+        .expect("the CLI runs");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("2 registered, 2 serving the group's table"), "{shown}");
     // Over a revision that is no longer the table's, it is refused.
     let (ok, _, err) = cli(
         &fleet,
