@@ -14,6 +14,8 @@
 
 pub mod abort_timing;
 pub mod demo;
+#[cfg(feature = "fleet")]
+pub mod demo_fleet;
 pub mod generate;
 pub mod passthrough;
 pub mod train;

@@ -86,6 +86,11 @@ enum Command {
         /// Requests per second of the synthetic traffic.
         #[arg(long, default_value_t = 400)]
         rate: u32,
+        /// Run the fleet instead: a 3-member etcd (etcd-server installed), three proxies in a
+        /// group and two controller replicas; the leader is killed mid-rollout (a build with
+        /// the `fleet` feature).
+        #[arg(long)]
+        fleet: bool,
     },
     /// Run a switchyard-proxy binary in front of upstreams of this process and send it every
     /// kind of traffic it serves, twice (one worker, then two): the training run of the
@@ -165,10 +170,12 @@ fn main() -> std::process::ExitCode {
             latency,
             rate,
         } => switchyard_loadtest::abort_timing::run(runs, proxies, Faults { error_rate, latency }, rate),
+        Command::Demo { fleet: true, rate, .. } => demo_fleet(rate),
         Command::Demo {
             error_rate,
             latency,
             rate,
+            fleet: false,
         } => switchyard_loadtest::demo::run(Faults { error_rate, latency }, rate),
         Command::Train { proxy, duration } => switchyard_loadtest::train::run(&proxy, duration),
         Command::Run {
@@ -209,4 +216,17 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "fleet")]
+fn demo_fleet(rate: u32) -> anyhow::Result<()> {
+    switchyard_loadtest::demo_fleet::run(rate / 3)
+}
+
+#[cfg(not(feature = "fleet"))]
+fn demo_fleet(_rate: u32) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "this switchyard-loadtest was built without the `fleet` feature: run it with \
+         cargo run --release -p switchyard-loadtest --features fleet -- demo --fleet (it needs protoc and etcd-server)"
+    )
 }

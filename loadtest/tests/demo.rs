@@ -29,3 +29,20 @@ fn abort_timing_measures_a_real_abort() {
         "requests reached the candidate after every proxy confirmed: {row}"
     );
 }
+
+/// `demo --fleet` (with etcd installed, as `scripts/test` makes sure): the leader is killed
+/// mid-rollout, the other replica takes over, the rollout completes with every step once and no
+/// request failed.
+#[cfg(feature = "fleet")]
+#[test]
+fn the_fleet_demo_survives_its_leader_and_completes() {
+    let stdout = loadtest_ok(["demo", "--fleet"]);
+    assert!(stdout.contains("killing replica"), "{stdout}");
+    assert!(stdout.contains("leads after"), "{stdout}");
+    assert!(stdout.contains("shop-v2: Completed at 100"), "{stdout}");
+    assert!(
+        stdout.contains("proxies serving the candidate at: [100.0, 100.0, 100.0]"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(" sent, 0 failed"), "{stdout}");
+}
