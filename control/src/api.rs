@@ -27,6 +27,8 @@ use tower::ServiceBuilder;
 use tower::service_fn;
 
 use crate::controller::{ControlError, Controller};
+#[cfg(feature = "fleet")]
+use crate::http::{CallError, NoAnswer};
 use crate::state::Command;
 
 /// Largest spec body, bytes.
@@ -188,6 +190,9 @@ enum Refusal {
     Body(StatusCode, &'static str),
     /// The controller refused.
     Control(ControlError),
+    /// The leader got the request but did not answer it (504): it may have been taken.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code, reason = "only replicas pass requests on"))]
+    Unanswered(String),
     /// No replica can take the request now (503, with `Retry-After`).
     #[cfg_attr(
         not(feature = "fleet"),
@@ -230,6 +235,7 @@ impl Refusal {
             }
             Self::Invalid(problem) => errors(StatusCode::BAD_REQUEST, &[problem]),
             Self::Body(status, message) => errors(status, &[FieldError::new("", message)]),
+            Self::Unanswered(message) => errors(StatusCode::GATEWAY_TIMEOUT, &[FieldError::new("", message)]),
             Self::Unavailable(message) => {
                 let mut reply = errors(StatusCode::SERVICE_UNAVAILABLE, &[FieldError::new("", message)]);
                 reply
@@ -306,6 +312,10 @@ async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -
             Role::Follower { leader } => replica_reply(&req, &me.id, "follower", leader.as_ref().map(|l| json!(l))),
         };
     }
+    if req.uri().path() == "/healthz" {
+        // Liveness is this process's own, whoever leads and whether etcd answers.
+        return Ok(json_reply(StatusCode::OK, &json!({ "status": "ok" })));
+    }
     let leader = match role {
         Role::Leader { controller } => return answer(&controller, req).await,
         Role::Follower { leader: Some(leader) } => Some(leader),
@@ -328,7 +338,7 @@ async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -
             }
         }
         match replica
-            .http()
+            .forwarding()
             .call(
                 parts.method.clone(),
                 &target,
@@ -351,9 +361,20 @@ async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -
                 tracing::warn!("the leader did not answer, so this replica answers from etcd: {e}");
                 return read_from_etcd(replica, Request::from_parts(parts, ())).await;
             }
-            Err(e) => {
+            Err(
+                e @ CallError::Unreachable {
+                    cause: NoAnswer::Refused,
+                    ..
+                },
+            ) => {
                 return Err(Refusal::Unavailable(format!(
                     "this replica follows, and the leader did not take the request: {e}; retry in a few seconds"
+                )));
+            }
+            Err(e) => {
+                // It may have been taken: sending it again could take it twice.
+                return Err(Refusal::Unanswered(format!(
+                    "this replica follows, and the leader did not answer: {e}; the command may have been taken, so read the rollout's status before sending it again"
                 )));
             }
         }

@@ -27,6 +27,8 @@ use crate::store::Store;
 /// The lease TTL when none is given.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a follower waits for the leader's answer to a request it passed on.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Who leads, as the election key says.
@@ -58,6 +60,9 @@ pub struct Replica {
     me: LeaderInfo,
     fleet: Arc<Fleet>,
     http: Http,
+    /// For requests passed to the leader: longer than a command may wait for its state to be
+    /// stored, so that a slow answer is not taken for no answer.
+    forward: Http,
     ttl: Duration,
     role: watch::Sender<Role>,
 }
@@ -79,6 +84,7 @@ impl Replica {
             },
             fleet,
             http,
+            forward: Http::new(FORWARD_TIMEOUT),
             // etcd counts whole seconds: the replica counts the TTL etcd does.
             ttl: Duration::from_secs(ttl.as_secs().max(1)),
             role: watch::Sender::new(Role::Follower { leader: None }),
@@ -116,6 +122,11 @@ impl Replica {
     /// The HTTP client it uses.
     pub fn http(&self) -> &Http {
         &self.http
+    }
+
+    /// The HTTP client that passes requests to the leader.
+    pub fn forwarding(&self) -> &Http {
+        &self.forward
     }
 
     /// Campaigns, leads, steps down and campaigns again, for as long as the process runs.

@@ -297,10 +297,32 @@ impl Fleet {
 
     /// Every replica's log, for a failure's message.
     fn logs(&self) -> String {
-        self.replicas
+        let replicas = self
+            .replicas
             .iter()
-            .map(|r| format!("--- replica {}\n{}", r.url, r.process.log()))
-            .collect()
+            .map(|r| format!("--- replica {}\n{}", r.url, r.process.log()));
+        let proxies = self
+            .proxies
+            .iter()
+            .map(|p| format!("--- proxy {}\n{}", p.admin, p.process.log()));
+        replicas.chain(proxies).collect()
+    }
+
+    /// Waits until every proxy serves the canary at `weight`; fails with every log.
+    async fn all_at(&self, weight: f64) {
+        let deadline = std::time::Instant::now() + WITHIN;
+        loop {
+            let weights = self.weights().await;
+            if weights.iter().all(|w| *w == Some(weight)) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the proxies serve {weights:?}, not {weight}% within {WITHIN:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -418,7 +440,7 @@ async fn a_canary_over_a_group_completes_while_its_leaders_are_killed() {
         "every weight step once, in order\n{}",
         fleet.logs()
     );
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(100.0)), WITHIN);
+    fleet.all_at(100.0).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,7 +449,7 @@ async fn an_abort_answered_just_before_the_leader_dies_is_carried_out_by_the_nex
     let (code, body) = fleet.apply(0, &spec("shop-v2", "[{setWeight: 50}, {pause: {}}]")).await;
     assert_eq!(code, 201, "{body}");
     assert_eventually!(phase(&fleet.status("shop-v2").await) == "Paused", WITHIN);
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(50.0)), WITHIN);
+    fleet.all_at(50.0).await;
 
     let leader = fleet.leader().await.expect("a leader");
     let (code, body) = post(&format!("{}/rollouts/shop-v2/abort", fleet.replicas[leader].url), "").await;
@@ -435,7 +457,7 @@ async fn an_abort_answered_just_before_the_leader_dies_is_carried_out_by_the_nex
     fleet.replicas[leader].process.kill();
 
     assert_eventually!(fleet.leader().await.is_some_and(|l| l != leader), WITHIN);
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(0.0)), WITHIN);
+    fleet.all_at(0.0).await;
     let status = fleet.status("shop-v2").await.expect("status");
     assert_eq!(status["phase"], "Aborted", "{status}");
     assert_eventually!(
@@ -453,14 +475,14 @@ async fn a_leader_frozen_past_its_lease_writes_nothing_when_it_wakes() {
     let steps = "[{setWeight: 20}, {pause: {duration: 3s}}, {setWeight: 50}, {pause: {}}]";
     let (code, body) = fleet.apply(0, &spec("shop-v2", steps)).await;
     assert_eq!(code, 201, "{body}");
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(20.0)), WITHIN);
+    fleet.all_at(20.0).await;
 
     // Freeze the leader in its 3 s pause; the other replica takes over and moves on.
     let frozen = fleet.leader().await.expect("a leader");
     let other = 1 - frozen;
     fleet.replicas[frozen].process.signal("-STOP");
     assert_eventually!(fleet.leader().await == Some(other), WITHIN);
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(50.0)), WITHIN);
+    fleet.all_at(50.0).await;
     assert_eventually!(phase(&fleet.status("shop-v2").await) == "Paused", WITHIN);
 
     // Freeze the new leader too, so that nothing else writes, and wake the old one: its pause
@@ -531,13 +553,13 @@ async fn etcd_losing_a_member_then_all_of_them_fails_no_request_and_the_rollout_
     let steps = "[{setWeight: 20}, {pause: {}}, {setWeight: 40}, {pause: {}}, {setWeight: 100}]";
     let (code, body) = fleet.apply(0, &spec("shop-v2", steps)).await;
     assert_eq!(code, 201, "{body}");
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(20.0)), WITHIN);
+    fleet.all_at(20.0).await;
 
     // One member down: nothing notices.
     fleet.etcd.kill(0);
     let (code, body) = command(&fleet, 0, "/rollouts/shop-v2/promote").await;
     assert_eq!(code, 200, "{body}\n{}", fleet.logs());
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(40.0)), WITHIN);
+    fleet.all_at(40.0).await;
     fleet.etcd.restart(0).await;
 
     // Every member down for 10 s: the proxies serve on.
@@ -554,7 +576,7 @@ async fn etcd_losing_a_member_then_all_of_them_fails_no_request_and_the_rollout_
     let (code, body) = command(&fleet, 1, "/rollouts/shop-v2/promote").await;
     assert_eq!(code, 200, "{body}\n{}", fleet.logs());
     assert_eventually!(phase(&fleet.status("shop-v2").await) == "Completed", WITHIN);
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(100.0)), WITHIN);
+    fleet.all_at(100.0).await;
 
     stop.store(true, Ordering::Relaxed);
     for l in load {
@@ -704,7 +726,7 @@ async fn fleet_status_and_apply_from_the_cli() {
     let (ok, out, err) = cli(&fleet, follower, &["apply", GROUP, "-f", good.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(out.contains("table written at revision"), "{out}");
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(10.0)), WITHIN);
+    fleet.all_at(10.0).await;
     // The example spec over the group starts on every registered proxy.
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples/rollout-group.yaml");
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -719,7 +741,7 @@ async fn fleet_status_and_apply_from_the_cli() {
         .output()
         .expect("the CLI runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(10.0)), WITHIN);
+    fleet.all_at(10.0).await;
     let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args([
             "rollout",
@@ -765,7 +787,7 @@ async fn a_faulty_candidate_over_a_group_is_judged_on_every_proxys_requests_and_
     let (code, body) = fleet.apply(0, &spec).await;
     assert_eq!(code, 201, "{body}");
     assert_eventually!(phase(&fleet.status("shop-v2").await) == "Aborted", WITHIN);
-    assert_eventually!(fleet.weights().await.iter().all(|w| *w == Some(0.0)), WITHIN);
+    fleet.all_at(0.0).await;
     stop.store(true, Ordering::Relaxed);
     for l in load {
         l.await.unwrap();
