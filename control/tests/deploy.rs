@@ -5,7 +5,8 @@
 //! advertises the pod's IP and that port to the other replica; its probes ask that port for
 //! paths the control API serves; a Service reaches that port. Then both replicas run on loopback
 //! as their pods would, on a real etcd: their probes answer 200, one leads, and the other names
-//! the leader at the URL it advertised and passes calls to it.
+//! the leader at the URL it advertised and passes calls to it; and with etcd gone, once no
+//! replica leads, each still passes its liveness probe.
 //!
 //! The same checks run on a small manifest with a mistake of each kind and must name each one.
 
@@ -207,7 +208,7 @@ mod on_loopback {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_replicas_answer_their_probes_and_one_leads_at_its_advertised_url() {
-        let etcd = EtcdCluster::start("deploy-control", 1).await;
+        let mut etcd = EtcdCluster::start("deploy-control", 1).await;
         let urls = etcd.client_urls().join(",");
         let manifests = Manifests::load(&root().join("deploy/kubernetes"));
         let workloads = manifests.workloads();
@@ -278,6 +279,36 @@ mod on_loopback {
                 .await
                 .expect("the replica answers");
             assert_eq!(reply.status, 404, "a command through replica {i}: {}", reply.body);
+        }
+
+        // etcd goes: once the leader has stepped down (its lease unrenewed), no replica can
+        // answer calls, but each is still alive to its liveness probe, so none is restarted.
+        etcd.kill(0);
+        assert_eventually!(
+            {
+                let mut leading = false;
+                for url in &urls {
+                    let role = get_json(&format!("{url}/replica")).await.unwrap_or_default();
+                    leading |= role["role"] == "leader";
+                }
+                !leading
+            },
+            WITHIN
+        );
+        let liveness = c
+            .spec
+            .liveness_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .expect("a liveness probe");
+        for (i, local) in running.iter().enumerate() {
+            let url = local.probe_url(c, liveness);
+            let reply = client.get(&url, &[]).await.expect("the replica answers");
+            assert_eq!(
+                reply.status, 200,
+                "replica {i}'s liveness {url} with etcd down: {}",
+                reply.body
+            );
         }
     }
 }
