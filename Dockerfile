@@ -1,7 +1,9 @@
 # Switchyard: the proxy (switchyard-proxy) and the control loop (switchyard). The proxy is the
 # profile-guided release build of scripts/build-release (an instrumented build, a training run on
-# loopback, the optimized build); the control loop is a plain release build. docs/deploy.md shows
-# the proxy as a sidecar and as an ingress.
+# loopback, the optimized build); the control loop is a plain release build. Both are built with
+# the `fleet` feature (groups of proxies and replicated controllers on etcd), whose etcd client
+# needs protoc to build. docs/deploy.md shows the proxy as a sidecar and as an ingress, and
+# deploy/kubernetes/ runs them on Kubernetes.
 #
 #   docker build -t switchyard .
 #   docker run -p 8080:8080 -p 9901:9901 -v $PWD/deploy/proxy.yaml:/etc/switchyard/proxy.yaml \
@@ -11,9 +13,12 @@
 # restarted proxy serves it at once (docs/config.md#state-file); give that directory a volume.
 
 FROM rust:1.95-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends protobuf-compiler \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p switchyard-control && scripts/build-release
+RUN cargo build --release --locked -p switchyard-control --features fleet && scripts/build-release
 
 FROM debian:bookworm-slim
 RUN apt-get update \

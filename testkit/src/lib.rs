@@ -2,7 +2,8 @@
 //! latency and failure mode can change while they serve, a builder for routing tables, a small
 //! HTTP client that keeps connections alive, an upstream that writes fixed raw bytes
 //! ([`RawUpstream`], for responses that break HTTP), temporary directories, checks that keep an
-//! OpenAPI description true ([`openapi`]), a seeded generator for simulations ([`Rng`]), and
+//! OpenAPI description true ([`openapi`]), Kubernetes manifests read and their containers run on
+//! loopback ([`manifests`]), a seeded generator for simulations ([`Rng`]), and
 //! [`assert_eventually!`].
 //!
 //! ```no_run
@@ -27,6 +28,7 @@
 mod client;
 pub mod etcd;
 pub mod fake_proxy;
+pub mod manifests;
 pub mod openapi;
 mod raw;
 mod rng;
