@@ -440,13 +440,7 @@ async fn answer_parts(
         Endpoint::Health => json_reply(StatusCode::OK, &json!({ "status": "ok" })),
         Endpoint::Rollouts if req.method() == Method::GET => json_reply(StatusCode::OK, &controller.list().await),
         Endpoint::Rollouts => {
-            let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-                Some(ct) if ct.contains("json") => Some(Format::Json),
-                Some(ct) if ct.contains("yaml") => Some(Format::Yaml),
-                _ => None,
-            };
-            let text = body_text(req)?;
-            let format = format.unwrap_or_else(|| Format::sniff(&text));
+            let (text, format) = document(req)?;
             json_reply(StatusCode::CREATED, &controller.apply(&text, format).await?)
         }
         Endpoint::Rollout(name) if req.method() == Method::DELETE => {
@@ -492,13 +486,7 @@ async fn answer_parts(
                         })?,
                 ),
             };
-            let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-                Some(ct) if ct.contains("json") => Some(Format::Json),
-                Some(ct) if ct.contains("yaml") => Some(Format::Yaml),
-                _ => None,
-            };
-            let text = body_text(req)?;
-            let format = format.unwrap_or_else(|| Format::sniff(&text));
+            let (text, format) = document(req)?;
             json_reply(
                 StatusCode::OK,
                 &controller.write_group(&group, &text, format, expect).await?,
@@ -600,6 +588,19 @@ async fn read_body(body: Incoming) -> Result<Bytes, Refusal> {
             )
         })?;
     Ok(collected.to_bytes())
+}
+
+/// A spec or table in the body: its text, and its format by `Content-Type` (YAML or JSON), or
+/// by its first character without one.
+fn document(req: Request<Bytes>) -> Result<(String, Format), Refusal> {
+    let format = match req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        Some(ct) if ct.contains("json") => Some(Format::Json),
+        Some(ct) if ct.contains("yaml") => Some(Format::Yaml),
+        _ => None,
+    };
+    let text = body_text(req)?;
+    let format = format.unwrap_or_else(|| Format::sniff(&text));
+    Ok((text, format))
 }
 
 fn body_text(req: Request<Bytes>) -> Result<String, Refusal> {

@@ -210,19 +210,20 @@ async fn watch(http: &Http, url: &str, traffic: &Traffic) -> anyhow::Result<Valu
     }
 }
 
-/// Steady traffic at a fixed rate from a pool of sticky users.
+/// Steady traffic at a fixed rate from a pool of sticky users, counting answers other than 2xx.
 pub(crate) struct Traffic {
     stop: Arc<AtomicBool>,
     sent: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
 }
 
 impl Traffic {
     pub(crate) fn start(url: String, rate: u32) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
+        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
         let workers = 8u32;
         for w in 0..workers {
-            let (stop, sent, url) = (Arc::clone(&stop), Arc::clone(&sent), url.clone());
+            let (stop, sent, failed, url) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed), url.clone());
             let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate.max(1)));
             tokio::spawn(async move {
                 let http = Http::new(Duration::from_secs(5));
@@ -232,16 +233,27 @@ impl Traffic {
                     tick.tick().await;
                     i = i.wrapping_add(u64::from(workers));
                     let user = format!("user-{}", i % 1000);
-                    let _ = http.call(Method::GET, &url, &[("x-user-id", user)], None).await;
+                    let ok = http
+                        .call(Method::GET, &url, &[("x-user-id", user)], None)
+                        .await
+                        .is_ok_and(|(status, _, _)| status.is_success());
                     sent.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         }
-        Self { stop, sent }
+        Self { stop, sent, failed }
     }
 
-    fn sent(&self) -> u64 {
+    pub(crate) fn sent(&self) -> u64 {
         self.sent.load(Ordering::Relaxed)
+    }
+
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code, reason = "the fleet demo counts failures"))]
+    pub(crate) fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
     }
 }
 

@@ -6,7 +6,6 @@
 //! rollout. It prints the takeover, checks every step was taken once, and exits 0.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
@@ -20,7 +19,7 @@ use switchyard_control::http::Http;
 use switchyard_control::replica::Replica;
 use switchyard_testkit::EtcdCluster;
 
-use crate::demo::ANALYSIS;
+use crate::demo::{ANALYSIS, Traffic};
 use crate::upstream::{Faults, Live, spawn};
 
 const GROUP: &str = "demo";
@@ -345,56 +344,4 @@ async fn wait_for_members(http: &Http, url: &str, n: usize) -> anyhow::Result<us
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     bail!("the group's proxies did not all register within 10 s")
-}
-
-/// Steady traffic through one proxy from a pool of sticky users, counting failures.
-struct Traffic {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-}
-
-impl Traffic {
-    fn start(url: String, rate: u32) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let workers = 4u32;
-        for w in 0..workers {
-            let (stop, sent, failed, url) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed), url.clone());
-            let period = Duration::from_secs_f64(f64::from(workers) / f64::from(rate.max(1)));
-            tokio::spawn(async move {
-                let http = Http::new(Duration::from_secs(5));
-                let mut tick = tokio::time::interval(period);
-                let mut i = u64::from(w);
-                while !stop.load(Ordering::Relaxed) {
-                    tick.tick().await;
-                    i = i.wrapping_add(u64::from(workers));
-                    let user = format!("user-{}", i % 1000);
-                    let ok = http
-                        .call(Method::GET, &url, &[("x-user-id", user)], None)
-                        .await
-                        .is_ok_and(|(status, _, _)| status.is_success());
-                    sent.fetch_add(1, Ordering::Relaxed);
-                    if !ok {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            });
-        }
-        Self { stop, sent, failed }
-    }
-
-    fn sent(&self) -> u64 {
-        self.sent.load(Ordering::Relaxed)
-    }
-
-    fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
 }
