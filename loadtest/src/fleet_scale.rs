@@ -144,6 +144,8 @@ struct Propagation {
     written_ms: Vec<f64>,
     /// etcd's CPU (all members) per change, ms.
     etcd_cpu_ms: f64,
+    /// The busiest etcd member (the leader, as a rule) over the phase, percent of one core.
+    etcd_busiest_percent: f64,
     /// This process's CPU per change (N proxies applying the table and registering, and the
     /// controller following N registrations), ms.
     proxies_cpu_ms: f64,
@@ -158,6 +160,8 @@ struct Observing {
     rss_mb: f64,
     /// etcd's members, summed, percent of one core.
     etcd_percent: f64,
+    /// The busiest etcd member, percent of one core.
+    etcd_busiest_percent: f64,
     /// This process (N proxies answering `/stats`), percent of one core.
     proxies_percent: f64,
 }
@@ -305,7 +309,7 @@ async fn propagate(
         }
         tokio::time::sleep(BETWEEN_CHANGES).await;
     }
-    let per_change = |meter: &CpuMeter| ms(meter.read().0) / f64::from(changes);
+    let per_change = |meter: &CpuMeter| ms(meter.total()) / f64::from(changes);
     for v in [&mut confirmed_ms, &mut first_ms, &mut written_ms] {
         v.sort_by(f64::total_cmp);
     }
@@ -314,6 +318,7 @@ async fn propagate(
         first_ms,
         written_ms,
         etcd_cpu_ms: per_change(&etcd),
+        etcd_busiest_percent: etcd.busiest_percent(),
         proxies_cpu_ms: per_change(&this),
     })
 }
@@ -419,7 +424,8 @@ async fn measure_observer(child: &mut Child, etcd_pids: &[u32], seconds: Duratio
         tokio::time::sleep(Duration::from_secs(1).min(end - tokio::time::Instant::now())).await;
         rss = rss.max(usage::rss(pid).unwrap_or(0));
     }
-    let (cpu_percent, etcd_percent, proxies_percent) = (observer_cpu.percent(), etcd.percent(), this.percent());
+    let (cpu_percent, proxies_percent) = (observer_cpu.percent(), this.percent());
+    let (etcd_percent, etcd_busiest_percent) = (etcd.percent(), etcd.busiest_percent());
     // Closing its input ends the observer, which then prints its summary.
     drop(child.stdin.take());
     let (_, line) = read_line(out).await?;
@@ -430,6 +436,7 @@ async fn measure_observer(child: &mut Child, etcd_pids: &[u32], seconds: Duratio
         cpu_percent,
         rss_mb: mb(rss),
         etcd_percent,
+        etcd_busiest_percent,
         proxies_percent,
     })
 }
@@ -453,13 +460,13 @@ fn print_tables(all: &[Figures], settings: &Settings) {
         settings.changes
     );
     println!(
-        "| proxies | joined | p50 | p99 | max | first proxy p50 | write p50 | etcd CPU per change | proxies' process CPU per change |"
+        "| proxies | joined | p50 | p99 | max | first proxy p50 | write p50 | etcd CPU per change | busiest etcd member | proxies' process CPU per change |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in all {
         let p = &f.propagation;
         println!(
-            "| {} | {:.1} s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} ms | {:.0} ms | {:.0} ms |",
+            "| {} | {:.1} s | {:.0} ms | {:.0} ms | {:.0} ms | {:.0} ms | {:.1} ms | {:.0} ms | {:.1}% | {:.0} ms |",
             f.proxies,
             f.joined.as_secs_f64(),
             percentile(&p.confirmed_ms, 0.50),
@@ -468,6 +475,7 @@ fn print_tables(all: &[Figures], settings: &Settings) {
             percentile(&p.first_ms, 0.50),
             percentile(&p.written_ms, 0.50),
             p.etcd_cpu_ms,
+            p.etcd_busiest_percent,
             p.proxies_cpu_ms,
         );
     }
@@ -476,13 +484,13 @@ fn print_tables(all: &[Figures], settings: &Settings) {
         settings.observe.as_secs()
     );
     println!(
-        "| proxies | observer CPU | observer RSS | observation p50 | observation max | failed reads | proxies' process CPU | etcd CPU (idle group) | etcd RSS | etcd descriptors | proxies' process RSS |"
+        "| proxies | observer CPU | observer RSS | observation p50 | observation max | failed reads | proxies' process CPU | etcd CPU (idle group) | busiest etcd member | etcd RSS | etcd descriptors | proxies' process RSS |"
     );
-    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for f in all {
         let o = &f.observing;
         println!(
-            "| {} | {:.1}% | {:.0} MB | {:.0} ms | {:.0} ms | {} | {:.1}% | {:.1}% | {:.0} MB | {} | {:.0} MB |",
+            "| {} | {:.1}% | {:.0} MB | {:.0} ms | {:.0} ms | {} | {:.1}% | {:.1}% | {:.1}% | {:.0} MB | {} | {:.0} MB |",
             f.proxies,
             o.cpu_percent,
             o.rss_mb,
@@ -491,12 +499,15 @@ fn print_tables(all: &[Figures], settings: &Settings) {
             o.summary.failures,
             o.proxies_percent,
             o.etcd_percent,
+            o.etcd_busiest_percent,
             f.etcd_rss_mb,
             f.etcd_files,
             f.proxies_rss_mb,
         );
     }
-    println!("\nCPU figures are percent of one core; etcd's are summed over its three members.");
+    println!(
+        "\nCPU figures are percent of one core; etcd's are summed over its three members, beside the busiest member's."
+    );
 }
 
 /// The nearest-rank percentile `q` (0 to 1) of `sorted`.

@@ -25,35 +25,45 @@ pub fn open_files(pid: u32) -> Option<usize> {
 /// CPU used by a set of processes from a moment on.
 #[derive(Debug)]
 pub struct CpuMeter {
-    pids: Vec<u32>,
+    /// Each process and its CPU time at the start.
+    start: Vec<(u32, Duration)>,
     at: Instant,
-    used: Duration,
 }
 
 impl CpuMeter {
     /// Starts counting the CPU time of `pids` from now.
     pub fn start(pids: &[u32]) -> Self {
         Self {
-            pids: pids.to_vec(),
+            start: pids.iter().map(|p| (*p, cpu_time(*p).unwrap_or_default())).collect(),
             at: Instant::now(),
-            used: total(pids),
         }
     }
 
-    /// CPU time used since [`Self::start`], and the wall time that passed.
-    pub fn read(&self) -> (Duration, Duration) {
-        (total(&self.pids).saturating_sub(self.used), self.at.elapsed())
+    /// CPU time used since [`Self::start`], each process's, in the order given.
+    fn used(&self) -> impl Iterator<Item = Duration> {
+        self.start
+            .iter()
+            .map(|(pid, was)| cpu_time(*pid).unwrap_or(*was).saturating_sub(*was))
     }
 
-    /// CPU used since [`Self::start`], percent of one core.
+    /// CPU time used since [`Self::start`], summed over the processes.
+    pub fn total(&self) -> Duration {
+        self.used().sum()
+    }
+
+    /// CPU used since [`Self::start`], summed over the processes, percent of one core.
     pub fn percent(&self) -> f64 {
-        let (used, wall) = self.read();
-        100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9)
+        self.share(self.total())
     }
-}
 
-fn total(pids: &[u32]) -> Duration {
-    pids.iter().filter_map(|p| cpu_time(*p)).sum()
+    /// The busiest process's CPU since [`Self::start`], percent of one core.
+    pub fn busiest_percent(&self) -> f64 {
+        self.share(self.used().max().unwrap_or_default())
+    }
+
+    fn share(&self, used: Duration) -> f64 {
+        100.0 * used.as_secs_f64() / self.at.elapsed().as_secs_f64().max(1e-9)
+    }
 }
 
 /// Clock ticks per second of `/proc/PID/stat` (`USER_HZ`): `getconf CLK_TCK`, 100 where that
