@@ -843,6 +843,8 @@ impl Controller {
         loop {
             let seen = members.as_mut().map(|m| m.borrow_and_update().clone());
             let work = self.plan(&entry, seen.as_ref());
+            // Let go of the members at once, so that their follower changes them in place.
+            drop(seen);
             let joined = async {
                 match members.as_mut() {
                     Some(m) => {

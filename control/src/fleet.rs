@@ -7,6 +7,7 @@
 //! and the code that uses it compiles to nothing.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use switchyard_config::fleet::{GroupName, Registration};
@@ -103,8 +104,10 @@ pub struct Member {
 /// The proxies registered in a group, as last read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Members {
-    /// By proxy id.
-    pub by_id: BTreeMap<InstanceId, Member>,
+    /// By proxy id. Shared, so that a reader's copy costs nothing and the follower changes the
+    /// map in place while no reader holds it (a copy per registration made a change to N
+    /// proxies cost N² at scale).
+    pub by_id: Arc<BTreeMap<InstanceId, Member>>,
     /// The etcd revision they were read at; 0 until first read.
     pub revision: i64,
     /// Why they could not be followed, while they cannot (etcd unreachable): the members shown

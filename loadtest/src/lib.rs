@@ -4,6 +4,9 @@
 //! optional faults ([`upstream`]), and, run by `loadtest/scenarios/`, side-by-side
 //! measurements of Switchyard and other proxies.
 //!
+//! With the `fleet` feature, `fleet_scale` measures a group of proxies on etcd: how fast a
+//! table write reaches every proxy, and what observing them costs.
+//!
 //! [`passthrough`] is hyper alone, the floor of the CPU comparison. [`train`] is the training run
 //! of the profile-guided release build.
 //!
@@ -16,6 +19,8 @@ pub mod abort_timing;
 pub mod demo;
 #[cfg(feature = "fleet")]
 pub mod demo_fleet;
+#[cfg(feature = "fleet")]
+pub mod fleet_scale;
 pub mod generate;
 pub mod passthrough;
 pub mod train;

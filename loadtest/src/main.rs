@@ -74,6 +74,29 @@ enum Command {
         #[arg(long, default_value_t = 400)]
         rate: u32,
     },
+    /// Measure a group of proxies on a 3-member etcd (feature `fleet`): for each size, the time
+    /// from a table write until every proxy confirmed it, over weight changes, and the CPU and
+    /// memory of observing every proxy once a second.
+    #[cfg(feature = "fleet")]
+    FleetScale {
+        /// Group sizes, comma-separated, measured in this order.
+        #[arg(long, value_delimiter = ',', default_value = "10,100,500")]
+        proxies: Vec<usize>,
+        /// Weight changes per size.
+        #[arg(long, default_value_t = 20)]
+        changes: u32,
+        /// Seconds of observing measured per size.
+        #[arg(long, default_value_t = 30)]
+        observe_seconds: u64,
+    },
+    /// The fleet-scale scenario's observer, run by it as a child process: reads every admin
+    /// URL's /stats once a second until standard input closes.
+    #[cfg(feature = "fleet")]
+    #[command(hide = true)]
+    FleetScaleObserve {
+        /// Admin URLs of the proxies.
+        urls: Vec<String>,
+    },
     /// Run the whole system on this machine: mock upstreams, a proxy, the control loop and
     /// steady traffic; a healthy canary completes, then a faulty one is aborted.
     Demo {
@@ -171,6 +194,20 @@ fn main() -> std::process::ExitCode {
             rate,
         } => switchyard_loadtest::abort_timing::run(runs, proxies, Faults { error_rate, latency }, rate),
         Command::Demo { fleet: true, rate, .. } => demo_fleet(rate),
+        #[cfg(feature = "fleet")]
+        Command::FleetScale {
+            proxies,
+            changes,
+            observe_seconds,
+        } => switchyard_loadtest::fleet_scale::run(&switchyard_loadtest::fleet_scale::Settings {
+            proxies,
+            changes,
+            observe: std::time::Duration::from_secs(observe_seconds),
+        }),
+        #[cfg(feature = "fleet")]
+        Command::FleetScaleObserve { urls } => {
+            switchyard_loadtest::fleet_scale::observer::run(&switchyard_loadtest::fleet_scale::rollout(), &urls)
+        }
         Command::Demo {
             error_rate,
             latency,

@@ -116,6 +116,15 @@ impl EtcdCluster {
             .collect()
     }
 
+    /// The process ids of the members running now, in member order (a scenario reads their CPU
+    /// time and memory from `/proc`).
+    pub fn pids(&self) -> Vec<u32> {
+        self.members
+            .iter()
+            .filter_map(|m| m.process.as_ref().map(Child::id))
+            .collect()
+    }
+
     /// Kills member `i` (SIGKILL); its data stays, so [`Self::restart`] brings it back.
     pub fn kill(&mut self, i: usize) {
         if let Some(mut p) = self.members[i].process.take() {

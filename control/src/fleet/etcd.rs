@@ -1,6 +1,7 @@
 //! [`Fleet`] on etcd, with `etcd-client`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -307,17 +308,17 @@ async fn follow(
     let prefix = keys.proxies(group);
     let answer = timed(client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
     let revision = answer.header().map_or(0, |h| h.revision());
-    let mut members = Members {
-        by_id: answer
-            .kvs()
-            .iter()
-            .filter_map(member_of)
-            .map(|m| (m.registration.id.clone(), m))
-            .collect(),
+    let by_id = answer
+        .kvs()
+        .iter()
+        .filter_map(member_of)
+        .map(|m| (m.registration.id.clone(), m))
+        .collect();
+    tx.send_replace(Members {
+        by_id: Arc::new(by_id),
         revision,
         error: None,
-    };
-    tx.send_replace(members.clone());
+    });
     let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
     let mut stream = timed(client.watch(prefix.as_str(), Some(options))).await?;
     loop {
@@ -333,27 +334,30 @@ async fn follow(
                 response.cancel_reason()
             )));
         }
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            members.revision = members.revision.max(kv.mod_revision());
-            match event.event_type() {
-                EventType::Put => {
-                    if let Some(m) = member_of(kv) {
-                        members.by_id.insert(m.registration.id.clone(), m);
+        // In place: the map is copied only if a reader holds it right now.
+        tx.send_modify(|members| {
+            let by_id = Arc::make_mut(&mut members.by_id);
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                members.revision = members.revision.max(kv.mod_revision());
+                match event.event_type() {
+                    EventType::Put => {
+                        if let Some(m) = member_of(kv) {
+                            by_id.insert(m.registration.id.clone(), m);
+                        }
                     }
-                }
-                EventType::Delete => {
-                    let key = kv.key_str().unwrap_or_default();
-                    if let Some(id) = key.strip_prefix(prefix.as_str()) {
-                        members.by_id.remove(&InstanceId::from(id));
+                    EventType::Delete => {
+                        let key = kv.key_str().unwrap_or_default();
+                        if let Some(id) = key.strip_prefix(prefix.as_str()) {
+                            by_id.remove(&InstanceId::from(id));
+                        }
                     }
                 }
             }
-        }
-        if let Some(h) = response.header() {
-            members.revision = members.revision.max(h.revision());
-        }
-        tx.send_replace(members.clone());
+            if let Some(h) = response.header() {
+                members.revision = members.revision.max(h.revision());
+            }
+        });
     }
 }
 
