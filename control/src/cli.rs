@@ -89,6 +89,17 @@ pub enum Verb {
         /// The rollout.
         name: String,
     },
+    /// Check spec files offline (no controller needed): every problem with its field path, exit
+    /// 1 on any.
+    Lint {
+        /// The specs (YAML or JSON).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also check each spec's route and tracks against this table: a proxy config or a
+        /// routes document.
+        #[arg(long, value_name = "FILE")]
+        routes: Option<PathBuf>,
+    },
 }
 
 /// The fleet verbs: a group of proxies on etcd.
@@ -309,6 +320,12 @@ pub async fn run(server: &str, verb: Verb) -> anyhow::Result<()> {
         Verb::Delete { name } => {
             let _: serde_json::Value = api.send(Method::DELETE, &format!("/rollouts/{name}"), None).await?;
             println!("rollout {name} deleted");
+        }
+        Verb::Lint { files, routes } => {
+            // Offline; `switchyard rollout lint` runs it before any runtime starts.
+            if crate::lint::run(&files, routes.as_deref()) != std::process::ExitCode::SUCCESS {
+                anyhow::bail!("lint found problems");
+            }
         }
         Verb::History { name } => {
             let history: History = api.send(Method::GET, &act(&name, "history"), None).await?;

@@ -1686,7 +1686,7 @@ async fn preflight_group(fleet: Option<&Fleet>, spec: &RolloutSpec, group: &Grou
 }
 
 /// What in one proxy's table does not fit the spec: (field path, message).
-fn table_problems(spec: &RolloutSpec, routes: &[RouteSpec]) -> Vec<(String, String)> {
+pub(crate) fn table_problems(spec: &RolloutSpec, routes: &[RouteSpec]) -> Vec<(String, String)> {
     let Some(route) = routes.iter().find(|r| r.name == spec.route) else {
         let names: Vec<&str> = routes.iter().map(|r| r.name.as_str()).collect();
         return vec![(

@@ -16,6 +16,7 @@ pub mod cli;
 pub mod controller;
 pub mod fleet;
 pub mod http;
+pub mod lint;
 pub mod observe;
 pub mod plan;
 pub mod publish;

@@ -85,7 +85,16 @@ struct FleetArgs {
 }
 
 fn main() -> std::process::ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // Offline: no runtime, no server.
+    if let Top::Rollout {
+        verb: Verb::Lint { files, routes },
+        ..
+    } = &cli.command
+    {
+        return switchyard_control::lint::run(files, routes.as_deref());
+    }
+    match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("switchyard: {e:#}");

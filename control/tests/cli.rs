@@ -241,3 +241,82 @@ fn an_unreachable_control_api_is_one_sentence_with_the_fix() {
         "switchyard: cannot use \"127.0.0.1:9900\" as the control API's URL (--server or SWITCHYARD_SERVER): expected http://host[:port]/path"
     );
 }
+
+/// `switchyard rollout lint` with no server: what it prints and its exit code.
+fn lint(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["rollout", "lint"])
+        .args(args)
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .output()
+        .expect("the CLI runs")
+}
+
+#[test]
+fn lint_checks_specs_offline_as_the_readme_shows() {
+    // Every example spec is valid, each on one line, exit 0.
+    let examples: Vec<String> = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../config/examples"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("rollout-"))
+        .map(|n| format!("config/examples/{n}"))
+        .collect();
+    assert!(examples.len() >= 5, "{examples:?}");
+    let args: Vec<&str> = examples.iter().map(String::as_str).collect();
+    let o = lint(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).lines().count(),
+        examples.len(),
+        "{}",
+        text(&o)
+    );
+
+    // The README's two examples, as printed.
+    for command in [
+        "lint config/examples/rollout-canary.yaml --routes config/examples/canary-weight.yaml",
+        "lint control/tests/data/bad-rollout.yaml",
+    ] {
+        let o = lint(&command.split(' ').skip(1).collect::<Vec<_>>());
+        assert_eq!(o.status.success(), !command.contains("bad"), "{}", text(&o));
+        let shown = readme_example(&format!("$ switchyard rollout {command}"));
+        let shown: Vec<&str> = shown.lines().take_while(|l| !l.starts_with("$ ")).collect();
+        assert_eq!(text(&o).trim_end(), shown.join("\n"), "README: {command}");
+    }
+
+    // A spec checked against a table that lacks its route; one of two specs of one name; a file
+    // that is not there: each reported, the valid one still printed, exit 1.
+    let o = lint(&[
+        "config/examples/rollout-rings.yaml",
+        "--routes",
+        "config/examples/canary-weight.yaml",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("route: there is no route \"search\" (the routes are checkout) in the routes file"),
+        "{}",
+        text(&o)
+    );
+    let o = lint(&[
+        "config/examples/rollout-canary.yaml",
+        "config/examples/rollout-canary.yaml",
+        "no-such-spec.yaml",
+    ]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(out.contains("config/examples/rollout-canary.yaml: valid"), "{out}");
+    assert!(
+        out.contains("name: rollout \"checkout-v2\" is also the name of the spec in"),
+        "{out}"
+    );
+    assert!(out.contains("no-such-spec.yaml: cannot read"), "{out}");
+    // A routes file that is neither a table nor a config is refused before any spec is read.
+    let o = lint(&[
+        "config/examples/rollout-canary.yaml",
+        "--routes",
+        "config/examples/rollout-canary.yaml",
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("(the routes to check against)"), "{}", text(&o));
+    assert!(o.stdout.is_empty(), "{}", text(&o));
+}
