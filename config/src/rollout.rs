@@ -21,7 +21,8 @@ use crate::schema::{RequestMatch, RouteName, TrackName};
 /// analysis's `interval` 1s, `window` 10s, `minRequests` 100, `failureLimit` 3,
 /// `inconclusiveLimit` 0, `consecutiveErrorLimit` 4, `sequentialConfidence` 0.98; blue-green's `previewMatch` (header
 /// `x-environment` equal to the candidate's name) and `rollbackWindow` 5m; a ring's
-/// `minDuration` 0s.
+/// `minDuration` 0s; `abort` instant (with steps, `interval` 10s); a webhook gate's `timeout`
+/// and `interval` 10s.
 ///
 /// Every problem is reported, each with its field path (`canary.steps[2].setWeight`,
 /// `analysis.metrics[1].latencyP99Ms.max`); unknown fields are problems too, with the nearest
@@ -75,7 +76,77 @@ pub struct RolloutSpec {
     /// Abort, rather than only report `Degraded`, when the progress deadline passes. Default
     /// false.
     pub progress_deadline_abort: bool,
+    /// How an abort sends traffic back: at once (the default), or stepped down.
+    #[serde(skip_serializing_if = "AbortSpec::is_instant")]
+    pub abort: AbortSpec,
+    /// A gate before promotion (Flagger's confirm-promotion), held until this webhook answers
+    /// 2xx: a step of its own after a canary's steps or a ring's, and before a blue-green's
+    /// switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub promotion_webhook: Option<WebhookGate>,
 }
+
+/// How an abort sends traffic back to the baseline (`abort: { steps: [25, 10, 0], interval:
+/// 10s }`). For an operator's abort or a failed analysis, the candidate's weight steps down
+/// through `steps` (those below its weight when the abort came), each held `interval` after
+/// every proxy confirmed it, while the analysis goes on checking; an emergency limit or a
+/// sequential rejection, a second abort, or the progress deadline go straight to 0. Header
+/// routes to the candidate go at the first step. Default: no steps, straight to 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortSpec {
+    /// Candidate weights, percent, decreasing; 0 ends the list (it is implied when missing).
+    pub steps: Vec<f64>,
+    /// How long each weight is held once every proxy serves it. Default 10s.
+    #[serde(with = "crate::schema::human")]
+    pub interval: Duration,
+}
+
+/// The default [`AbortSpec::interval`].
+pub const ABORT_INTERVAL: Duration = Duration::from_secs(10);
+
+impl Default for AbortSpec {
+    fn default() -> Self {
+        Self {
+            steps: Vec::new(),
+            interval: ABORT_INTERVAL,
+        }
+    }
+}
+
+impl AbortSpec {
+    /// Whether an abort goes straight to 0.
+    pub fn is_instant(&self) -> bool {
+        self.steps.iter().all(|w| *w == 0.0)
+    }
+
+    /// The weights an abort passes through from a candidate at `weight`: the steps below it,
+    /// then 0.
+    pub fn from(&self, weight: f64) -> Vec<f64> {
+        let mut down: Vec<f64> = self.steps.iter().copied().filter(|w| *w > 0.0 && *w < weight).collect();
+        down.push(0.0);
+        down
+    }
+}
+
+/// A webhook that holds the rollout until it answers 2xx (Flagger's gates): `POST`ed a JSON
+/// document with the rollout's name, route, step, weights and phase, again every `interval`
+/// until it does; a gate still shut after `progressDeadline` aborts the rollout.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookGate {
+    /// `http://` or `https://`.
+    pub url: String,
+    /// How long one call may take. Default 10s.
+    #[serde(with = "crate::schema::human")]
+    pub timeout: Duration,
+    /// Time between calls while the gate stays shut. Default 10s.
+    #[serde(with = "crate::schema::human")]
+    pub interval: Duration,
+}
+
+/// The default [`WebhookGate::timeout`] and [`WebhookGate::interval`].
+pub const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The proxies a rollout moves: listed by admin URL, or every proxy of a group on etcd.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +244,7 @@ pub struct CanarySpec {
 
 /// One canary step, written as a mapping with exactly one key: `setWeight: 5`,
 /// `pause: {duration: 5m}` (or `pause: {}`), `setHeaderRoute: {headers: [...]}` (a route's
-/// `match:` conditions), `analysis: {...}`.
+/// `match:` conditions), `analysis: {...}`, `webhook: {url, timeout, interval}`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Step {
     /// The candidate's share of weighted traffic, percent (0 to 100); the baseline gets the rest.
@@ -185,22 +256,25 @@ pub enum Step {
     SetHeaderRoute(RequestMatch),
     /// Run this analysis now; the rollout moves on when it passes, aborts when it fails.
     Analysis(AnalysisSpec),
+    /// Hold here until this webhook answers 2xx.
+    Webhook(WebhookGate),
 }
 
 impl Step {
-    /// The step's key: `setWeight`, `pause`, `setHeaderRoute` or `analysis`.
+    /// The step's key: `setWeight`, `pause`, `setHeaderRoute`, `analysis` or `webhook`.
     pub fn key(&self) -> &'static str {
         match self {
             Self::SetWeight(_) => "setWeight",
             Self::Pause(_) => "pause",
             Self::SetHeaderRoute(_) => "setHeaderRoute",
             Self::Analysis(_) => "analysis",
+            Self::Webhook(_) => "webhook",
         }
     }
 }
 
 /// The keys of [`Step`], one of which each step gives.
-const STEP_KEYS: [&str; 4] = ["setWeight", "pause", "setHeaderRoute", "analysis"];
+const STEP_KEYS: [&str; 5] = ["setWeight", "pause", "setHeaderRoute", "analysis", "webhook"];
 
 /// A pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -79,6 +79,7 @@ fn every_example_file_validates() {
             "rollout-blue-green.yaml",
             "rollout-canary-header.yaml",
             "rollout-canary.yaml",
+            "rollout-gated.yaml",
             "rollout-group.yaml",
             "rollout-rings.yaml",
             "sticky-canary.yaml"

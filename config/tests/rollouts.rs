@@ -135,6 +135,8 @@ fn the_reference_canary_means_what_it_says() {
         notify: None,
         progress_deadline: rollout::PROGRESS_DEADLINE,
         progress_deadline_abort: false,
+        abort: rollout::AbortSpec::default(),
+        promotion_webhook: None,
     };
     assert_eq!(spec, expected);
     assert_eq!(spec.strategy.key(), "canary");
@@ -428,7 +430,7 @@ extra: 1
             "analysis.metrics[2].name: duplicate metric name \"a\", also at analysis.metrics[0]",
             "analysis.emergency.errorRate.max: error rate must be a share from 0 to 1 (0.995 means 99.5%), found 5",
             "analysis.emergency.latencyP99: unknown field `latencyP99`; did you mean `latencyP99Ms`?",
-            "notify: invalid notify URL \"ftp://x\": write an http:// or https:// URL such as https://hooks.example.com/rollouts",
+            "notify: invalid webhook URL \"ftp://x\": write an http:// or https:// URL such as https://hooks.example.com/rollouts",
             "extra: unknown field `extra`; expected one of: name, route, proxies, baseline, candidate, canary, blueGreen, rings, analysis, notify, progressDeadline, progressDeadlineAbort",
         ]
     );
@@ -593,6 +595,20 @@ fn the_group_example_rolls_out_over_group_shop() {
 }
 
 #[test]
+fn the_gated_example_holds_at_its_webhooks_and_steps_down_on_abort() {
+    let spec = load("rollout-gated.yaml");
+    let rollout::Strategy::Canary(canary) = &spec.strategy else {
+        panic!("a canary")
+    };
+    let Step::Webhook(gate) = &canary.steps[1] else {
+        panic!("a webhook step")
+    };
+    assert_eq!(gate.url, "http://127.0.0.1:9960/load-test");
+    assert!(spec.promotion_webhook.is_some());
+    assert_eq!(spec.abort.from(50.0), [25.0, 10.0, 0.0]);
+}
+
+#[test]
 fn proxies_are_a_list_of_urls_or_a_group_on_etcd() {
     let tail = "baseline: stable\ncandidate: canary\ncanary: {steps: [setWeight: 5]}\n";
     let spec = |proxies: &str| format!("name: r\nroute: api\nproxies: {proxies}\n{tail}");
@@ -743,7 +759,7 @@ proptest! {
 
     #[test]
     fn reading_never_panics_on_mangled_examples(
-        example in 0usize..4,
+        example in 0usize..5,
         edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
     ) {
         let text = [
@@ -751,6 +767,7 @@ proptest! {
             include_str!("../examples/rollout-blue-green.yaml"),
             include_str!("../examples/rollout-rings.yaml"),
             include_str!("../examples/rollout-canary-header.yaml"),
+            include_str!("../examples/rollout-gated.yaml"),
         ][example];
         let mut bytes = text.as_bytes().to_vec();
         for (at, byte) in edits {
@@ -808,4 +825,76 @@ fn initial_delay_and_the_progress_deadline_read_with_their_defaults() {
         ["analysis.initialDelay", "progressDeadline", "progressDeadlineAbort"],
         "{bad}"
     );
+}
+
+#[test]
+fn abort_steps_and_webhook_gates_read_back_and_their_mistakes_are_named() {
+    let base = "name: r\nroute: checkout\nproxies: ['http://127.0.0.1:9901']\nbaseline: stable\ncandidate: canary\n";
+    let good = load_rollout(
+        &format!(
+            "{base}canary: {{ steps: [{{ setWeight: 10 }}, {{ webhook: {{ url: 'http://gate:8080/ok' }} }}] }}\n\
+             abort: {{ steps: [25, 10] }}\npromotionWebhook: {{ url: 'https://gate/promote', timeout: 2s, interval: 30s }}\n"
+        ),
+        Format::Yaml,
+    )
+    .unwrap();
+    assert_eq!(good.abort.steps, [25.0, 10.0]);
+    assert_eq!(good.abort.interval, Duration::from_secs(10), "the default interval");
+    assert_eq!(good.abort.from(50.0), [25.0, 10.0, 0.0], "0 is implied");
+    assert_eq!(good.abort.from(20.0), [10.0, 0.0], "only the steps below the weight");
+    assert_eq!(good.abort.from(5.0), [0.0]);
+    let rollout::Strategy::Canary(c) = &good.strategy else {
+        panic!("a canary")
+    };
+    let Step::Webhook(gate) = &c.steps[1] else {
+        panic!("a webhook step")
+    };
+    assert_eq!(
+        (gate.timeout, gate.interval),
+        (Duration::from_secs(10), Duration::from_secs(10))
+    );
+    let promotion = good.promotion_webhook.clone().unwrap();
+    assert_eq!(
+        (promotion.timeout, promotion.interval),
+        (Duration::from_secs(2), Duration::from_secs(30))
+    );
+    for text in [
+        serde_yaml_ng::to_string(&good).unwrap(),
+        serde_json::to_string(&good).unwrap(),
+    ] {
+        assert_eq!(load_rollout(&text, Format::sniff(&text)).unwrap(), good);
+    }
+    // Without `abort:`, nothing is written and an abort is instant.
+    let plain = load_rollout(
+        &format!("{base}canary: {{ steps: [{{ setWeight: 10 }}] }}\n"),
+        Format::Yaml,
+    )
+    .unwrap();
+    assert!(plain.abort.is_instant());
+    assert!(!serde_json::to_string(&plain).unwrap().contains("abort"));
+
+    let bad = load_rollout(
+        &format!(
+            "{base}canary: {{ steps: [{{ webhook: {{ url: 'ftp://gate', timout: 1s, interval: 0s }} }}] }}\n\
+             abort: {{ steps: [10, 25, 150], interval: 0s }}\npromotionWebhook: {{ timeout: 1ms }}\n"
+        ),
+        Format::Yaml,
+    )
+    .unwrap_err();
+    let shown: Vec<String> = bad.errors().iter().map(ToString::to_string).collect();
+    for expected in [
+        "canary.steps[0].webhook.url: invalid webhook URL \"ftp://gate\"",
+        "canary.steps[0].webhook.timout: unknown field `timout`; did you mean `timeout`?",
+        "canary.steps[0].webhook.interval: a webhook's interval must be at least 1s",
+        "abort.steps[1]: abort steps must decrease, found 25 after 10",
+        "abort.steps[2]: weight must be from 0 to 100, found 150",
+        "abort.interval: an abort step's interval must be at least 1s",
+        "promotionWebhook.url: required field is missing",
+        "promotionWebhook.timeout: a webhook's timeout must be at least 100ms",
+    ] {
+        assert!(
+            shown.iter().any(|s| s.starts_with(expected)),
+            "{expected}\nin {shown:#?}"
+        );
+    }
 }

@@ -468,6 +468,23 @@ fn render(s: &Status) -> String {
     let confirmed = s.confirmed_weight.map_or("none yet".to_owned(), |c| format!("{c}%"));
     let _ = writeln!(out, "Weight:   {bar} {}% (confirmed {confirmed})", s.weight);
     let _ = writeln!(out, "Message:  {}", s.message);
+    if let Some(r) = &s.rollback {
+        let next: Vec<String> = r.next.iter().map(|w| format!("{w}%")).collect();
+        let _ = writeln!(out, "Rollback: stepping down, then {}", next.join(", "));
+    }
+    if let Some(g) = s.gate.as_ref().filter(|g| !g.open) {
+        let last = g
+            .last_error
+            .as_deref()
+            .map_or(String::new(), |e| format!("; last: {e}"));
+        let _ = writeln!(
+            out,
+            "Gate:     {} shut after {} call{}{last}",
+            g.url,
+            g.calls,
+            if g.calls == 1 { "" } else { "s" }
+        );
+    }
     for (i, (name, t)) in s.tracks.iter().enumerate() {
         let _ = writeln!(
             out,

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_config::fleet::GroupName;
-use switchyard_config::rollout::{AnalysisSpec, RolloutSpec};
+use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, WebhookGate};
 use switchyard_config::stats::TrackWindow;
 use switchyard_config::{ConfigErrors, FieldError, Format, RouteSpec, load_rollout};
 use tokio::sync::{Notify, watch};
@@ -37,7 +37,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-fn millis(d: Duration) -> u64 {
+pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
@@ -137,6 +137,32 @@ pub struct AnalysisRun {
     pub tracks: Option<BTreeMap<String, TrackFigures>>,
     /// When [`Self::tracks`] was observed (ms since epoch).
     pub tracks_at: Option<u64>,
+    /// The rollout's analysis while a stepped rollback is under way: only an emergency limit
+    /// or a sequential rejection acts on it, sending the candidate straight to 0.
+    pub rollback_run: Option<Run>,
+    /// The webhook gate of the current step, while the rollout is at it.
+    pub gate: Option<GateRun>,
+}
+
+/// A webhook gate the rollout is held at.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GateRun {
+    /// The step it holds, 0-based.
+    pub step: usize,
+    /// The webhook.
+    pub url: String,
+    /// Since when the rollout has been held at it (ms since epoch).
+    pub since: u64,
+    /// When it is called next (ms since epoch).
+    pub next_at: u64,
+    /// How many times it was called.
+    pub calls: u32,
+    /// It answered 2xx: the rollout goes on.
+    pub open: bool,
+    /// Its last answer other than 2xx, or why it could not be called.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 /// An analysis's counts since it began: each proxy's lifetime totals at the last measurement,
@@ -254,6 +280,12 @@ pub struct Status {
     /// The last measurement's verdict and reasons.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<serde_json::Value>,
+    /// A stepped rollback under way: the weights still to come.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<crate::state::Rollback>,
+    /// The webhook gate the rollout is held at (or passed, at this step).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gate: Option<GateRun>,
 }
 
 /// A rollout over a group: where its traffic is in the group's table.
@@ -447,6 +479,8 @@ struct Work {
     observe: Vec<Due>,
     /// The proxies to read them from.
     urls: Vec<String>,
+    /// The webhook gate to call now, and what to send it.
+    gate: Option<(WebhookGate, serde_json::Value)>,
     /// With nothing to do: when there is something (ms since epoch); `None`: when woken.
     wake_at: Option<u64>,
 }
@@ -473,6 +507,8 @@ struct Due {
 enum Which {
     Background,
     Step(usize),
+    /// The rollout's analysis during a stepped rollback.
+    Rollback,
 }
 
 impl Controller {
@@ -818,6 +854,8 @@ impl Controller {
             tracks_observed_at: record.analysis.tracks_at,
             tracks_age_ms: record.analysis.tracks_at.map(|at| now.saturating_sub(at)),
             analysis: record.analysis.last.clone(),
+            rollback: state.rollback.clone(),
+            gate: record.analysis.gate.clone(),
         }
     }
 
@@ -853,7 +891,7 @@ impl Controller {
                     None => std::future::pending().await,
                 }
             };
-            if work.publish.is_none() && work.observe.is_empty() {
+            if work.publish.is_none() && work.observe.is_empty() && work.gate.is_none() {
                 // A finished rollout keeps its task, asleep until `undo` or `retry` wakes it. A
                 // rollout over a group also wakes when its proxies change (one serves the new
                 // table, one joins, one's lease expired).
@@ -886,10 +924,15 @@ impl Controller {
                 }
             };
             let observe = self.observe(&entry, &work.observe, &work.urls);
+            let gate = async {
+                if let Some((gate, body)) = &work.gate {
+                    self.call_gate(&entry, gate, body).await;
+                }
+            };
             // A command (or a verdict that changed the traffic) wakes the task: the calls still
             // in flight are dropped and the next round starts from the new state.
             tokio::select! {
-                _ = async { tokio::join!(publish, observe) } => {}
+                _ = async { tokio::join!(publish, observe, gate) } => {}
                 () = entry.wake.notified() => {}
             }
         }
@@ -918,6 +961,8 @@ impl Controller {
         if record.state.active() {
             begin_analyses(spec, record, now);
         }
+        let (gate, gate_at) = plan_gate(spec, &mut record.state, &mut record.analysis, now);
+        follow_rollback(spec, record, now);
         let settled = record.state.settled();
         match (settled, record.state.pending_since) {
             (true, Some(_)) => record.state.pending_since = None,
@@ -932,7 +977,12 @@ impl Controller {
                 .rev()
                 .take_while(|e| e.kind != EventKind::Step)
                 .any(|e| e.kind == EventKind::Degraded);
-            if spec.progress_deadline_abort && record.state.phase != Phase::Aborted {
+            if spec.progress_deadline_abort && record.state.rollback.is_some() {
+                tracing::warn!(rollout = %spec.name, "ending the rollback at once: {}", d.message);
+                record
+                    .state
+                    .rollback_now(now, &format!("progress deadline: {}", d.message));
+            } else if spec.progress_deadline_abort && record.state.phase != Phase::Aborted {
                 tracing::warn!(rollout = %spec.name, "aborting: {}", d.message);
                 record.state.abort(
                     now,
@@ -993,6 +1043,7 @@ impl Controller {
                     publish: None,
                     observe: Vec::new(),
                     urls,
+                    gate: None,
                     wake_at: Some(now),
                 };
             }
@@ -1017,6 +1068,11 @@ impl Controller {
             }
         }
         let observe = due_analyses(spec, record, now);
+        at(gate_at);
+        at(record.state.rollback_due(spec));
+        if record.state.rollback.is_some() {
+            at(record.analysis.rollback_run.as_ref().map(|r| r.next_at));
+        }
         if record.state.active() {
             at(record.state.pause_until);
             let measuring = |r: &Run| r.tracker.ended().is_none();
@@ -1045,6 +1101,7 @@ impl Controller {
             publish,
             observe,
             urls,
+            gate,
             wake_at,
         }
     }
@@ -1132,6 +1189,58 @@ impl Controller {
         }
     }
 
+    /// Calls a webhook gate once: a 2xx opens it (the next round passes it), anything else is
+    /// kept as its last error and it is called again an interval later.
+    async fn call_gate(&self, entry: &Entry, gate: &WebhookGate, body: &serde_json::Value) {
+        let http = Http::new(gate.timeout);
+        let bytes = serde_json::to_vec(body).unwrap_or_default();
+        let answer = http.call(http::Method::POST, &gate.url, &[], Some(bytes)).await;
+        let now = self.clock.now_ms();
+        let mut guard = entry.lock();
+        let shared = &mut *guard;
+        let step = shared.record.state.step;
+        let Some(run) = shared
+            .record
+            .analysis
+            .gate
+            .as_mut()
+            .filter(|r| r.step == step && r.url == gate.url && !r.open)
+        else {
+            return;
+        };
+        run.calls += 1;
+        run.next_at = now.saturating_add(millis(gate.interval));
+        match answer {
+            Ok((status, _, _)) if status.is_success() => {
+                tracing::info!(rollout = %entry.spec.name, url = %gate.url, "the webhook gate answered {status}: going on");
+                run.open = true;
+                run.last_error = None;
+            }
+            Ok((status, _, answer)) => {
+                let said = String::from_utf8_lossy(&answer[..answer.len().min(200)])
+                    .trim()
+                    .to_owned();
+                let said = if said.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {said}")
+                };
+                run.last_error = Some(format!("{} answered {status}{said}", gate.url));
+            }
+            Err(e) => run.last_error = Some(e.to_string()),
+        }
+        let open = run.open;
+        if let Some(e) = &run.last_error
+            && run.calls == 1
+        {
+            tracing::info!(rollout = %entry.spec.name, "the webhook gate holds the rollout: {e}");
+        }
+        self.save(&entry.spec.name, &shared.record);
+        if open {
+            entry.wake.notify_one();
+        }
+    }
+
     /// Reads the proxies' stats for each due analysis and judges them; dropped when a command
     /// wakes the task, and not judged when a command came in between.
     async fn observe(&self, entry: &Entry, due: &[Due], urls: &[String]) {
@@ -1215,6 +1324,11 @@ impl Controller {
                 .as_mut()
                 .filter(|s| s.step == i && s.run.began_at == due.began_at)
                 .map(|s| &mut s.run),
+            Which::Rollback => record
+                .analysis
+                .rollback_run
+                .as_mut()
+                .filter(|r| r.began_at == due.began_at),
         };
         let Some(run) = run else { return };
         let answered: Vec<(&str, &Observed)> = answers
@@ -1275,7 +1389,20 @@ impl Controller {
                 record.analysis.passes_in_step = Some((step, passes));
             }
         }
+        if due.which == Which::Rollback {
+            // Rolling back already: only what cannot wait sends the candidate straight to 0.
+            if let Some(m) = &m
+                && (m.emergency || m.sequential)
+            {
+                tracing::warn!(rollout = %spec.name, "ending the rollback at once: {}", m.failures());
+                record
+                    .state
+                    .rollback_now(now, &format!("the analysis during the rollback: {}", m.failures()));
+            }
+            return;
+        }
         let origin = match due.which {
+            Which::Rollback => unreachable!("judged above"),
             Which::Background => "analysis".to_owned(),
             Which::Step(i) => {
                 if verdict == Verdict::Passed {
@@ -1451,6 +1578,90 @@ fn begin_analyses(spec: &RolloutSpec, record: &mut Record, now: u64) {
     }
 }
 
+/// Starts the rollout's analysis afresh when a stepped rollback begins (it counts only the
+/// rollback's requests) and ends it with the rollback.
+fn follow_rollback(spec: &RolloutSpec, record: &mut Record, now: u64) {
+    let run = &mut record.analysis.rollback_run;
+    match (&record.state.rollback, &spec.analysis) {
+        (Some(_), Some(analysis)) if run.is_none() => *run = Some(Run::new(analysis, now)),
+        (Some(_), _) => {}
+        (None, _) => *run = None,
+    }
+}
+
+/// The webhook gate the rollout is at, if any: starts its run when the rollout reaches it,
+/// says whether to call it now (and what to send) or when, and aborts the rollout once it has
+/// stayed shut for the progress deadline.
+fn plan_gate(
+    spec: &RolloutSpec,
+    state: &mut RolloutState,
+    analysis: &mut AnalysisRun,
+    now: u64,
+) -> (Option<(WebhookGate, serde_json::Value)>, Option<u64>) {
+    let Some(gate) = state.gate(spec) else {
+        if analysis.gate.as_ref().is_some_and(|g| g.step != state.step) {
+            analysis.gate = None;
+        }
+        return (None, None);
+    };
+    let step = state.step;
+    let steps = crate::plan::steps(spec).len();
+    let run = match &mut analysis.gate {
+        Some(run) if run.step == step && run.url == gate.url => run,
+        slot => slot.insert(GateRun {
+            step,
+            url: gate.url.clone(),
+            since: now,
+            next_at: now,
+            calls: 0,
+            open: false,
+            last_error: None,
+        }),
+    };
+    if run.open {
+        return (None, None);
+    }
+    // The promotion webhook is a step of its own: the last (canary, rings) or the one before
+    // the switch (blue-green).
+    let promotion = spec.promotion_webhook.as_ref() == Some(&gate);
+    let which = if promotion {
+        format!("step {} (the promotion webhook)", step + 1)
+    } else {
+        format!("step {}", step + 1)
+    };
+    let deadline = run.since.saturating_add(millis(spec.progress_deadline));
+    if now >= deadline {
+        let last = run
+            .last_error
+            .as_ref()
+            .map_or_else(String::new, |e| format!("; last: {e}"));
+        let reason = format!(
+            "{which}: {} did not answer 2xx within the progress deadline ({}){last}",
+            gate.url,
+            humantime::format_duration(spec.progress_deadline)
+        );
+        tracing::warn!(rollout = %spec.name, "aborting: {reason}");
+        state.abort_stepped(spec, now, reason, serde_json::Value::Null, now);
+        return (None, None);
+    }
+    if run.next_at > now {
+        return (None, Some(run.next_at.min(deadline)));
+    }
+    let weight = state.traffic.candidate_weight;
+    let body = json!({
+        "rollout": spec.name,
+        "route": spec.route,
+        "gate": if promotion { "promotion" } else { "step" },
+        "step": step + 1,
+        "steps": steps,
+        "phase": state.phase,
+        "baseline": spec.baseline,
+        "candidate": spec.candidate,
+        "weights": { spec.baseline.as_str(): 100.0 - weight, spec.candidate.as_str(): weight },
+    });
+    (Some((gate, body)), Some(deadline))
+}
+
 /// What the analyses say about the current step.
 fn evidence(spec: &RolloutSpec, record: &Record) -> Evidence {
     let step = record.state.step;
@@ -1460,6 +1671,7 @@ fn evidence(spec: &RolloutSpec, record: &Record) -> Evidence {
         .map(|_| record.analysis.passes_in_step.is_some_and(|(s, n)| s == step && n > 0));
     Evidence {
         step,
+        gate_open: record.analysis.gate.as_ref().is_some_and(|g| g.step == step && g.open),
         step_analysis_passed: record.analysis.step_passed == Some(step),
         passed_in_step,
     }
@@ -1467,10 +1679,21 @@ fn evidence(spec: &RolloutSpec, record: &Record) -> Evidence {
 
 /// The analyses that need the proxies' stats now.
 fn due_analyses(spec: &RolloutSpec, record: &Record, now: u64) -> Vec<Due> {
-    if !record.state.active() {
-        return Vec::new();
-    }
     let mut due = Vec::new();
+    if record.state.rollback.is_some()
+        && let (Some(analysis), Some(run)) = (&spec.analysis, &record.analysis.rollback_run)
+        && (run.since.is_none() || run.next_at <= now)
+    {
+        due.push(Due {
+            which: Which::Rollback,
+            spec: analysis.clone(),
+            began_at: run.began_at,
+            start_only: run.since.is_none() && run.next_at > now,
+        });
+    }
+    if !record.state.active() {
+        return due;
+    }
     if let (Some(analysis), Some(run)) = (&spec.analysis, &record.analysis.background_run)
         && run.tracker.ended().is_none()
         && (run.since.is_none() || run.next_at <= now)
@@ -1552,12 +1775,16 @@ fn act(
         Verdict::Abort { reason } => {
             let detected = state.first_failure.unwrap_or(now);
             tracing::warn!(rollout = %spec.name, "aborting: {origin}: {reason}");
-            state.abort(
-                now,
+            let (reason, measurements) = (
                 format!("{origin}: {reason}"),
                 m.map(measurement_json).unwrap_or_default(),
-                detected,
             );
+            // An emergency limit or a sequential rejection cannot wait for a stepped rollback.
+            if m.is_some_and(|m| m.emergency || m.sequential) {
+                state.abort(now, reason, measurements, detected);
+            } else {
+                state.abort_stepped(spec, now, reason, measurements, detected);
+            }
         }
         Verdict::PauseInconclusive => {
             if state.phase == Phase::Progressing {

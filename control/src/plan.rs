@@ -50,16 +50,24 @@ impl Traffic {
 /// for auto-promotion, else until `promote`); the switch (through `switchSteps`, then 100%);
 /// post-promotion analysis; the rollback window as a timed pause, during which `undo` is
 /// instant. Rings: each ring adds its match (a header route) or its weight, stays at least its
-/// `minDuration`, and must pass its exit analysis before the next opens; then everyone.
+/// `minDuration`, and must pass its exit analysis before the next opens; then everyone. The
+/// spec's `promotionWebhook` is a `webhook` step: after a canary's steps and the last ring, and
+/// right before a blue-green switch.
 pub fn steps(spec: &RolloutSpec) -> Vec<Step> {
+    let promotion = spec.promotion_webhook.clone().map(Step::Webhook);
     match &spec.strategy {
-        Strategy::Canary(c) => c.steps.clone(),
+        Strategy::Canary(c) => {
+            let mut steps = c.steps.clone();
+            steps.extend(promotion.clone());
+            steps
+        }
         Strategy::BlueGreen(b) => {
             let mut steps = vec![Step::SetHeaderRoute(b.preview_match.clone())];
             steps.extend(b.pre_promotion_analysis.clone().map(Step::Analysis));
             steps.push(Step::Pause(Pause {
                 duration: b.auto_promotion,
             }));
+            steps.extend(promotion.clone());
             steps.extend(b.switch_steps.iter().map(|w| Step::SetWeight(*w)));
             steps.push(Step::SetWeight(100.0));
             steps.extend(b.post_promotion_analysis.clone().map(Step::Analysis));
@@ -80,6 +88,7 @@ pub fn steps(spec: &RolloutSpec) -> Vec<Step> {
                 }
                 steps.extend(ring.exit_analysis.clone().map(Step::Analysis));
             }
+            steps.extend(promotion.clone());
             steps
         }
     }

@@ -4,7 +4,9 @@
 //! (observe, publish, persist, notify) that the returned state asks for.
 
 use serde::{Deserialize, Serialize};
-use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, Step};
+use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, Step, WebhookGate};
+
+use crate::controller::millis;
 
 use crate::plan::{Traffic, steps};
 
@@ -65,6 +67,8 @@ pub enum EventKind {
     Analysis,
     /// The progress deadline passed with proxies that had not confirmed.
     Degraded,
+    /// A webhook gate answered 2xx.
+    Gate,
 }
 
 impl EventKind {
@@ -84,6 +88,7 @@ impl EventKind {
             Self::Confirmed => "confirmed",
             Self::Analysis => "analysis",
             Self::Degraded => "degraded",
+            Self::Gate => "gate",
         }
     }
 
@@ -152,6 +157,21 @@ pub struct RolloutState {
     /// passed during it: it goes on by itself once one passes, or on `promote`.
     #[serde(default)]
     pub held_for_evidence: bool,
+    /// A stepped rollback under way (the spec's `abort.steps`); `None` once the candidate is
+    /// at 0, and for an abort that went straight there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback: Option<Rollback>,
+}
+
+/// A stepped rollback: the candidate's weight going down to 0 through the spec's abort steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rollback {
+    /// The weights still to come after the current one, percent; the last is 0.
+    pub next: Vec<f64>,
+    /// When every proxy confirmed the current weight (ms since epoch): the next comes the
+    /// spec's `abort.interval` later.
+    pub held_since: Option<u64>,
 }
 
 /// What the analyses tell [`RolloutState::advance`] about step [`Self::step`] (0-based);
@@ -160,6 +180,9 @@ pub struct RolloutState {
 pub struct Evidence {
     /// The step this is about.
     pub step: usize,
+    /// Its webhook gate answered 2xx (a `webhook` step, or the promotion webhook when `step`
+    /// is past the last step).
+    pub gate_open: bool,
     /// Its analysis passed (an analysis step).
     pub step_analysis_passed: bool,
     /// For the rollout's background analysis, whether a measurement passed since the current
@@ -213,6 +236,7 @@ impl RolloutState {
             started_at: now,
             pending_since: None,
             held_for_evidence: false,
+            rollback: None,
         };
         s.event(now, EventKind::Apply, "rollout applied");
         s
@@ -250,6 +274,10 @@ impl RolloutState {
     /// passed during the pause, the rollout holds (paused) until one does, or until `promote`.
     /// Steps are numbered from 1 in messages, as people count them.
     pub fn advance(&mut self, spec: &RolloutSpec, now: u64, evidence: Evidence) {
+        if self.phase == Phase::Aborted {
+            self.step_down(spec, now);
+            return;
+        }
         let steps = steps(spec);
         // About another step the analyses have told nothing yet: no analysis passed there, and
         // no measurement passed in it.
@@ -259,6 +287,7 @@ impl RolloutState {
             } else {
                 Evidence {
                     step: n,
+                    gate_open: false,
                     step_analysis_passed: false,
                     passed_in_step: evidence.passed_in_step.map(|_| false),
                 }
@@ -367,7 +396,27 @@ impl RolloutState {
                     self.event(now, EventKind::Analysis, format!("step {shown}: analysis passed"));
                     self.step += 1;
                 }
+                Step::Webhook(gate) => {
+                    if !told(n).gate_open {
+                        self.message = format!("step {shown}: waiting for {} to answer 2xx", gate.url);
+                        return;
+                    }
+                    self.event(now, EventKind::Gate, format!("step {shown}: {} answered 2xx", gate.url));
+                    self.step += 1;
+                }
             }
+        }
+    }
+
+    /// The webhook gate the rollout is held at (a `webhook` step, or the promotion webhook's),
+    /// while the rollout goes on and every proxy serves its traffic.
+    pub fn gate(&self, spec: &RolloutSpec) -> Option<WebhookGate> {
+        if self.phase != Phase::Progressing || !self.settled() {
+            return None;
+        }
+        match steps(spec).into_iter().nth(self.step) {
+            Some(Step::Webhook(gate)) => Some(gate),
+            _ => None,
         }
     }
 
@@ -445,8 +494,18 @@ impl RolloutState {
                 self.event(now, EventKind::Resume, "resumed by an operator");
             }
             Command::Abort => {
+                if self.rollback.is_some() {
+                    self.rollback_now(now, "a second abort by an operator");
+                    return Ok(());
+                }
                 self.ensure_active("abort")?;
-                self.abort(now, "aborted by an operator".to_owned(), serde_json::Value::Null, now);
+                self.abort_stepped(
+                    spec,
+                    now,
+                    "aborted by an operator".to_owned(),
+                    serde_json::Value::Null,
+                    now,
+                );
             }
             Command::Retry => {
                 if self.phase != Phase::Aborted {
@@ -461,6 +520,7 @@ impl RolloutState {
                 self.first_failure = None;
                 self.held_for_evidence = false;
                 self.abort = None;
+                self.rollback = None;
                 self.message = "retrying from the first step".to_owned();
                 self.event(now, EventKind::Retry, "retrying from the first step");
             }
@@ -512,9 +572,58 @@ impl RolloutState {
         }
     }
 
-    /// Sends everything back to the baseline: weight 0, header routes removed.
+    /// Sends everything back to the baseline at once: weight 0, header routes removed.
     pub fn abort(&mut self, now: u64, reason: String, measurements: serde_json::Value, detected_at: u64) {
-        self.set_traffic(Traffic::baseline());
+        self.abort_to(Traffic::baseline(), now, reason, measurements, detected_at);
+        self.rollback = None;
+    }
+
+    /// Sends traffic back as the spec's `abort` says: stepped down through its weights below
+    /// the candidate's (header routes removed at the first), or at once without any.
+    pub fn abort_stepped(
+        &mut self,
+        spec: &RolloutSpec,
+        now: u64,
+        reason: String,
+        measurements: serde_json::Value,
+        detected_at: u64,
+    ) {
+        let mut down = spec.abort.from(self.traffic.candidate_weight);
+        if down.len() < 2 {
+            self.abort(now, reason, measurements, detected_at);
+            return;
+        }
+        let first = down.remove(0);
+        let shown: Vec<String> = std::iter::once(first)
+            .chain(down.iter().copied())
+            .map(|w| format!("{w}%"))
+            .collect();
+        let traffic = Traffic {
+            candidate_weight: first,
+            header_steps: Vec::new(),
+        };
+        self.abort_to(traffic, now, reason, measurements, detected_at);
+        self.rollback = Some(Rollback {
+            next: down,
+            held_since: None,
+        });
+        self.message = format!(
+            "{}; stepping the candidate down through {}, each held {} once every proxy serves it",
+            self.message,
+            shown.join(", "),
+            humantime::format_duration(spec.abort.interval)
+        );
+    }
+
+    fn abort_to(
+        &mut self,
+        traffic: Traffic,
+        now: u64,
+        reason: String,
+        measurements: serde_json::Value,
+        detected_at: u64,
+    ) {
+        self.set_traffic(traffic);
         self.phase = Phase::Aborted;
         self.pause_until = None;
         self.pause_left = None;
@@ -530,6 +639,51 @@ impl RolloutState {
         });
     }
 
+    /// Ends a stepped rollback at once, the candidate straight to 0, saying `why`.
+    pub fn rollback_now(&mut self, now: u64, why: &str) {
+        if self.rollback.take().is_none() {
+            return;
+        }
+        self.set_traffic(Traffic::baseline());
+        self.message = format!("aborted; straight to the baseline: {why}");
+        self.event(
+            now,
+            EventKind::Step,
+            format!("rollback: candidate weight 0% at once: {why}"),
+        );
+    }
+
+    /// When a stepped rollback takes its next step (ms since epoch), if one is under way and
+    /// every proxy serves the current weight.
+    pub fn rollback_due(&self, spec: &RolloutSpec) -> Option<u64> {
+        let held = self.rollback.as_ref()?.held_since?;
+        Some(held.saturating_add(millis(spec.abort.interval)))
+    }
+
+    /// A stepped rollback's next weight, once the current one was served for the interval.
+    fn step_down(&mut self, spec: &RolloutSpec, now: u64) {
+        let Some(due) = self.rollback_due(spec) else { return };
+        if now < due || !self.settled() {
+            return;
+        }
+        let Some(rollback) = self.rollback.as_mut() else { return };
+        let next = if rollback.next.is_empty() {
+            0.0
+        } else {
+            rollback.next.remove(0)
+        };
+        rollback.held_since = None;
+        if next == 0.0 {
+            self.rollback = None;
+        }
+        self.set_traffic(Traffic {
+            candidate_weight: next,
+            header_steps: Vec::new(),
+        });
+        self.message = format!("aborted; rolling back: candidate weight {next}%");
+        self.event(now, EventKind::Step, format!("rollback: candidate weight {next}%"));
+    }
+
     /// Every proxy confirmed it serves `traffic` at `now`.
     pub fn confirm(&mut self, traffic: Traffic, now: u64) {
         if traffic == self.traffic && self.confirmed.as_ref() != Some(&traffic) {
@@ -538,7 +692,11 @@ impl RolloutState {
                 EventKind::Confirmed,
                 format!("every proxy serves candidate weight {}%", traffic.candidate_weight),
             );
+            if let Some(rollback) = &mut self.rollback {
+                rollback.held_since = Some(now);
+            }
             if self.phase == Phase::Aborted
+                && traffic == Traffic::baseline()
                 && let Some(record) = &mut self.abort
                 && record.confirmed_at.is_none()
             {

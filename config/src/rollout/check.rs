@@ -129,7 +129,7 @@ pub(super) fn notify_url(url: &str, path: &str, p: &mut Problems) -> bool {
     });
     expect(ok, path, p, || {
         format!(
-            "invalid notify URL {url:?}: write an http:// or https:// URL such as https://hooks.example.com/rollouts"
+            "invalid webhook URL {url:?}: write an http:// or https:// URL such as https://hooks.example.com/rollouts"
         )
     })
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MetricSpec, PROGRESS_DEADLINE,
-    Pause, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step,
-    Strategy, check, quantile_keys,
+    ABORT_INTERVAL, AbortSpec, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck,
+    MetricSpec, PROGRESS_DEADLINE, Pause, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE,
+    STEP_KEYS, STRATEGY_KEYS, Step, Strategy, WEBHOOK_TIMEOUT, WebhookGate, check, quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};
@@ -91,6 +91,8 @@ pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
         p.push("progressDeadline", "progressDeadline must be longer than 0s");
     }
     let progress_deadline_abort: bool = f.or("progressDeadlineAbort", false, p);
+    let abort: AbortSpec = f.or("abort", AbortSpec::default(), p);
+    let promotion_webhook = f.optional("promotionWebhook", p);
     f.finish(p);
     Some(RolloutSpec {
         name: name?,
@@ -103,7 +105,59 @@ pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
         notify,
         progress_deadline,
         progress_deadline_abort,
+        abort,
+        promotion_webhook,
     })
+}
+
+impl FromTree for AbortSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let steps: Vec<f64> = f.or("steps", Vec::new(), p);
+        let at = f.path_of("steps");
+        for (i, w) in steps.iter().enumerate() {
+            let step = format!("{at}[{i}]");
+            if !check::percent(*w, &step, p) {
+                continue;
+            }
+            if i > 0 && *w >= steps[i - 1] {
+                p.push(
+                    step,
+                    format!("abort steps must decrease, found {w} after {}", steps[i - 1]),
+                );
+            }
+        }
+        let interval: Duration = f.or("interval", ABORT_INTERVAL, p);
+        if !p.covers(&f.path_of("interval")) && interval < Duration::from_secs(1) {
+            p.push(f.path_of("interval"), "an abort step's interval must be at least 1s");
+        }
+        f.finish(p);
+        Some(Self { steps, interval })
+    }
+}
+
+impl FromTree for WebhookGate {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let url: Option<String> = f.required("url", p);
+        if let Some(u) = &url {
+            check::notify_url(u, &f.path_of("url"), p);
+        }
+        let timeout: Duration = f.or("timeout", WEBHOOK_TIMEOUT, p);
+        if !p.covers(&f.path_of("timeout")) && timeout < Duration::from_millis(100) {
+            p.push(f.path_of("timeout"), "a webhook's timeout must be at least 100ms");
+        }
+        let interval: Duration = f.or("interval", WEBHOOK_TIMEOUT, p);
+        if !p.covers(&f.path_of("interval")) && interval < Duration::from_secs(1) {
+            p.push(f.path_of("interval"), "a webhook's interval must be at least 1s");
+        }
+        f.finish(p);
+        Some(Self {
+            url: url?,
+            timeout,
+            interval,
+        })
+    }
 }
 
 /// Reads a list item by item at `path`, reporting an empty list with `empty`.
@@ -230,6 +284,7 @@ impl FromTree for Step {
                 check::request_match(&m, &at, p);
                 Some(Self::SetHeaderRoute(m))
             }
+            "webhook" => WebhookGate::from_tree(node, &at, p).map(Self::Webhook),
             _ => gating_analysis(node, &at, p).map(Self::Analysis),
         }
     }

@@ -27,6 +27,7 @@ impl Serialize for Step {
             Self::Pause(pause) => map.serialize_entry(self.key(), pause)?,
             Self::SetHeaderRoute(m) => map.serialize_entry(self.key(), m)?,
             Self::Analysis(a) => map.serialize_entry(self.key(), a)?,
+            Self::Webhook(w) => map.serialize_entry(self.key(), w)?,
         }
         map.end()
     }

@@ -27,6 +27,7 @@ fn spec() -> RolloutSpec {
 fn told(s: &RolloutState, step_analysis_passed: bool) -> Evidence {
     Evidence {
         step: s.step,
+        gate_open: false,
         step_analysis_passed,
         passed_in_step: None,
     }
@@ -289,6 +290,7 @@ mod abort_is_final {
 fn background(s: &RolloutState, passed: bool) -> Evidence {
     Evidence {
         step: s.step,
+        gate_open: false,
         step_analysis_passed: false,
         passed_in_step: Some(passed),
     }
@@ -326,6 +328,7 @@ fn evidence_is_about_one_step_and_promote_overrides_and_says_so() {
     // Evidence about another step says nothing of this one.
     let other = Evidence {
         step: 1,
+        gate_open: false,
         step_analysis_passed: false,
         passed_in_step: Some(true),
     };
@@ -373,6 +376,7 @@ fn event_kinds_are_written_as_their_names() {
         EventKind::Confirmed,
         EventKind::Analysis,
         EventKind::Degraded,
+        EventKind::Gate,
     ] {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
         assert_eq!(kind.to_string(), kind.as_str());
@@ -393,4 +397,152 @@ fn a_rollout_completes_only_once_every_proxy_serves_the_candidate_all_traffic() 
     assert_eq!(s.phase, Phase::Completed);
     let complete = s.events.iter().find(|e| e.kind == EventKind::Complete).unwrap();
     assert_eq!(complete.at, 300);
+}
+
+/// The spec with `extra` added at its top level.
+fn spec_with(extra: &str) -> RolloutSpec {
+    load_rollout(&format!("{SPEC}{extra}"), Format::Yaml).unwrap()
+}
+
+#[test]
+fn a_stepped_rollback_holds_each_weight_its_interval_once_confirmed_and_ends_at_zero() {
+    let spec = spec_with("abort: { steps: [25, 10, 0], interval: 10s }\n");
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    s.command(&spec, Command::SetWeight(30.0), 200).unwrap();
+    confirm(&mut s, 300);
+    s.command(&spec, Command::Abort, 1000).unwrap();
+    // At once: aborted, the header route gone, the first weight below 30.
+    assert_eq!(s.phase, Phase::Aborted);
+    assert_eq!(
+        s.traffic,
+        Traffic {
+            candidate_weight: 25.0,
+            header_steps: Vec::new()
+        }
+    );
+    assert!(
+        s.message.contains("stepping the candidate down through 25%, 10%, 0%"),
+        "{}",
+        s.message
+    );
+    // The interval counts from the confirmation, not from the abort.
+    s.advance(&spec, 20_000, told(&s, false));
+    assert_eq!(s.traffic.candidate_weight, 25.0, "not confirmed yet");
+    confirm(&mut s, 20_000);
+    assert_eq!(s.rollback_due(&spec), Some(30_000));
+    s.advance(&spec, 29_999, told(&s, false));
+    assert_eq!(s.traffic.candidate_weight, 25.0);
+    s.advance(&spec, 30_000, told(&s, false));
+    assert_eq!(s.traffic.candidate_weight, 10.0);
+    confirm(&mut s, 30_500);
+    s.advance(&spec, 40_500, told(&s, false));
+    assert_eq!(s.traffic, Traffic::baseline());
+    assert_eq!(s.rollback, None, "the last step ends it");
+    assert_eq!(s.abort.as_ref().unwrap().confirmed_at, None, "0% is not confirmed yet");
+    confirm(&mut s, 41_000);
+    assert_eq!(s.abort.as_ref().unwrap().confirmed_at, Some(41_000));
+    let steps: Vec<&str> = s
+        .events
+        .iter()
+        .filter(|e| e.message.starts_with("rollback"))
+        .map(|e| e.message.as_str())
+        .collect();
+    assert_eq!(
+        steps,
+        ["rollback: candidate weight 10%", "rollback: candidate weight 0%"]
+    );
+}
+
+#[test]
+fn a_stepped_rollback_starts_below_the_weight_and_a_second_abort_or_emergency_ends_it() {
+    let spec = spec_with("abort: { steps: [50, 20] }\n");
+    // At 5%, no step is below: straight to 0, as without steps.
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    assert_eq!(s.traffic.candidate_weight, 5.0);
+    s.command(&spec, Command::Abort, 200).unwrap();
+    assert_eq!((s.traffic.clone(), s.rollback.clone()), (Traffic::baseline(), None));
+    // At 60%: 50, 20, then the implied 0; a second abort goes there at once.
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    s.command(&spec, Command::SetWeight(60.0), 200).unwrap();
+    confirm(&mut s, 300);
+    s.abort_stepped(
+        &spec,
+        400,
+        "analysis: error rate".to_owned(),
+        serde_json::Value::Null,
+        350,
+    );
+    assert_eq!(s.traffic.candidate_weight, 50.0);
+    assert_eq!(s.rollback.as_ref().unwrap().next, [20.0, 0.0]);
+    s.command(&spec, Command::Abort, 500).unwrap();
+    assert_eq!((s.traffic.clone(), s.rollback.clone()), (Traffic::baseline(), None));
+    assert!(s.command(&spec, Command::Abort, 600).is_err(), "nothing left to abort");
+    // An emergency during the rollback ends it the same way, and retry starts clean.
+    let mut s2 = RolloutState::new(0);
+    run(&mut s2, &spec, 100, false);
+    s2.command(&spec, Command::SetWeight(60.0), 200).unwrap();
+    confirm(&mut s2, 300);
+    s2.abort_stepped(&spec, 400, "analysis".to_owned(), serde_json::Value::Null, 350);
+    s2.rollback_now(700, "emergency.errorRate: 9% > 5%");
+    assert_eq!(s2.traffic, Traffic::baseline());
+    assert!(s2.message.contains("emergency.errorRate"), "{}", s2.message);
+    s2.abort_stepped(&spec, 400, "analysis".to_owned(), serde_json::Value::Null, 350);
+    s2.command(&spec, Command::Retry, 800).unwrap();
+    assert_eq!((s2.phase, s2.rollback.clone()), (Phase::Progressing, None));
+}
+
+#[test]
+fn a_webhook_step_holds_until_its_gate_opens_and_the_promotion_webhook_comes_last() {
+    let spec = load_rollout(
+        r#"
+name: checkout-v2
+route: checkout
+proxies: ["http://127.0.0.1:9901"]
+baseline: stable
+candidate: canary
+canary:
+  steps:
+    - setWeight: 5
+    - webhook: { url: "http://127.0.0.1:9/load-test" }
+    - setWeight: 50
+promotionWebhook: { url: "http://127.0.0.1:9/confirm" }
+"#,
+        Format::Yaml,
+    )
+    .unwrap();
+    let mut s = RolloutState::new(0);
+    run(&mut s, &spec, 100, false);
+    assert_eq!(s.step, 1);
+    assert_eq!(s.gate(&spec).unwrap().url, "http://127.0.0.1:9/load-test");
+    assert!(
+        s.message
+            .contains("waiting for http://127.0.0.1:9/load-test to answer 2xx"),
+        "{}",
+        s.message
+    );
+    let open = |s: &RolloutState| Evidence {
+        step: s.step,
+        gate_open: true,
+        step_analysis_passed: false,
+        passed_in_step: None,
+    };
+    // Paused by an operator, the gate is not called.
+    s.command(&spec, Command::Pause, 200).unwrap();
+    assert_eq!(s.gate(&spec), None);
+    s.command(&spec, Command::Resume, 300).unwrap();
+    s.advance(&spec, 400, open(&s));
+    assert_eq!((s.step, s.traffic.candidate_weight), (3, 50.0));
+    assert!(s.events.iter().any(|e| e.kind == EventKind::Gate));
+    // The promotion webhook is the last step: not while 50% is unconfirmed, then until it opens.
+    assert_eq!(s.gate(&spec), None);
+    run(&mut s, &spec, 500, false);
+    assert_eq!((s.step, s.phase), (3, Phase::Progressing));
+    assert_eq!(s.gate(&spec).unwrap().url, "http://127.0.0.1:9/confirm");
+    s.advance(&spec, 600, open(&s));
+    confirm(&mut s, 700);
+    s.advance(&spec, 700, told(&s, false));
+    assert_eq!(s.phase, Phase::Completed);
 }
