@@ -4,11 +4,13 @@
 
 use std::error::Error as StdError;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client as Pooled;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -71,6 +73,10 @@ pub enum NoAnswer {
     /// No answer within the client's time limit (connecting included).
     #[error("no answer within {}", humantime::format_duration(*.0))]
     Timeout(Duration),
+    /// The TLS handshake failed: the peer's certificate was refused, or the protocols did not
+    /// agree.
+    #[error("{0}")]
+    Tls(String),
     /// Anything else: the root cause, as its library words it.
     #[error("{0}")]
     Other(String),
@@ -84,6 +90,12 @@ impl NoAnswer {
         let mut root = error;
         let mut next = Some(error);
         while let Some(e) = next {
+            if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+                return Self::of_tls(tls);
+            }
+            if let Some(tls) = e.downcast_ref::<io::Error>().and_then(tls_within) {
+                return Self::of_tls(tls);
+            }
             if let Some(io) = e.downcast_ref::<io::Error>() {
                 return Self::of_io(io, timeout);
             }
@@ -103,6 +115,23 @@ impl NoAnswer {
         Self::Other(root.to_string())
     }
 
+    fn of_tls(error: &rustls::Error) -> Self {
+        use rustls::CertificateError as C;
+        let said = match error {
+            rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+                "its TLS certificate is not signed by an authority trusted here (the system's roots, or the file SSL_CERT_FILE names)".to_owned()
+            }
+            rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
+                "its TLS certificate is not valid for this host name".to_owned()
+            }
+            rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                "its TLS certificate has expired".to_owned()
+            }
+            other => format!("the TLS handshake failed: {other}"),
+        };
+        Self::Tls(said)
+    }
+
     fn of_io(io: &io::Error, timeout: Duration) -> Self {
         match io.kind() {
             io::ErrorKind::ConnectionRefused => Self::Refused,
@@ -114,6 +143,19 @@ impl NoAnswer {
             _ => Self::Other(words(io)),
         }
     }
+}
+
+/// The TLS error an I/O error carries, through the I/O errors wrapped in it (whose `source()`
+/// skips them).
+fn tls_within(io: &io::Error) -> Option<&rustls::Error> {
+    let mut inner = io.get_ref();
+    while let Some(e) = inner {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        inner = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+    }
+    None
 }
 
 /// An I/O error as part of a sentence: `Network is unreachable (os error 101)` becomes
@@ -167,11 +209,38 @@ fn summary(body: &str) -> String {
     }
 }
 
-/// A pooled HTTP/1.1 client with a per-call time limit.
+/// A pooled HTTP/1.1 client with a per-call time limit, for `http://` and `https://` URLs.
+/// Over TLS it trusts the system's roots (Debian's ca-certificates), or, as other tools do, the
+/// certificates in the file `SSL_CERT_FILE` (or the directory `SSL_CERT_DIR`) names.
 #[derive(Debug, Clone)]
 pub struct Http {
-    client: Pooled<HttpConnector, Full<Bytes>>,
+    client: Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+}
+
+/// The roots TLS peers are checked against, read once.
+fn tls_config() -> rustls::ClientConfig {
+    static ROOTS: std::sync::OnceLock<Arc<rustls::RootCertStore>> = std::sync::OnceLock::new();
+    let roots = ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::warn!("cannot read a trusted TLS certificate: {e}");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        if ignored > 0 {
+            tracing::warn!(ignored, "some trusted TLS certificates could not be parsed");
+        }
+        if added == 0 {
+            tracing::warn!("no trusted TLS certificates found (install ca-certificates, or set SSL_CERT_FILE): https:// calls will fail");
+        }
+        Arc::new(roots)
+    });
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| rustls::ClientConfig::builder())
+        .with_root_certificates(Arc::clone(roots))
+        .with_no_client_auth()
 }
 
 impl Http {
@@ -180,6 +249,13 @@ impl Http {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
+        // The TLS connector is handed every URL; it leaves http:// alone.
+        connector.enforce_http(false);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         Self {
             client: Pooled::builder(TokioExecutor::new()).build(connector),
             timeout,
@@ -254,13 +330,13 @@ impl Http {
 }
 
 /// `url` as a request target, if it is one this client can call: `http://host[:port]/path`
-/// (the connector speaks plain HTTP only).
+/// or `https://…`.
 fn target(url: &str) -> Result<Uri, String> {
-    let expected = || "expected http://host[:port]/path".to_owned();
+    let expected = || "expected http://host[:port]/path or https://host[:port]/path".to_owned();
     let uri: Uri = url.parse().map_err(|_| expected())?;
     match (uri.scheme_str(), uri.authority()) {
-        (Some("http"), Some(_)) => Ok(uri),
-        (Some(scheme), Some(_)) => Err(format!("only http:// URLs can be called, not {scheme}://")),
+        (Some("http" | "https"), Some(_)) => Ok(uri),
+        (Some(scheme), Some(_)) => Err(format!("only http:// and https:// URLs can be called, not {scheme}://")),
         _ => Err(expected()),
     }
 }

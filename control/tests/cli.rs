@@ -238,7 +238,7 @@ fn an_unreachable_control_api_is_one_sentence_with_the_fix() {
     let o = switchyard("127.0.0.1:9900", &["list"]);
     assert_eq!(
         String::from_utf8_lossy(&o.stderr).trim(),
-        "switchyard: cannot use \"127.0.0.1:9900\" as the control API's URL (--server or SWITCHYARD_SERVER): expected http://host[:port]/path"
+        "switchyard: cannot use \"127.0.0.1:9900\" as the control API's URL (--server or SWITCHYARD_SERVER): expected http://host[:port]/path or https://host[:port]/path"
     );
 }
 
@@ -319,4 +319,86 @@ fn lint_checks_specs_offline_as_the_readme_shows() {
     assert!(!o.status.success());
     assert!(text(&o).contains("(the routes to check against)"), "{}", text(&o));
     assert!(o.stdout.is_empty(), "{}", text(&o));
+}
+
+/// A server over TLS, with a certificate for 127.0.0.1 from a fresh authority, answering every
+/// request `[]`; its URL and the authority's certificate (PEM).
+async fn https_listing() -> (String, String) {
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let config =
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let service = service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"[]"),
+                    )))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (url, ca.pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_is_spoken_to_peers_signed_by_a_trusted_authority_and_refused_otherwise() {
+    let (url, ca) = https_listing().await;
+    let scratch = Scratch::new("control-cli-https");
+    let ca_file = scratch.join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let list = move |trust: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["rollout", "--server", &url, "list"])
+            .env_remove("SSL_CERT_DIR");
+        match trust {
+            Some(file) => cmd.env("SSL_CERT_FILE", file),
+            None => cmd.env_remove("SSL_CERT_FILE"),
+        };
+        cmd.output().expect("the CLI runs")
+    };
+    let o = tokio::task::spawn_blocking({
+        let (list, ca_file) = (list.clone(), ca_file.clone());
+        move || list(Some(&ca_file))
+    })
+    .await
+    .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("NAME"), "{}", text(&o));
+    let o = tokio::task::spawn_blocking(move || list(None)).await.unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains("its TLS certificate is not signed by an authority trusted here"),
+        "{}",
+        text(&o)
+    );
 }

@@ -131,12 +131,12 @@ async fn a_url_that_cannot_be_called_says_why() {
     let e = get("127.0.0.1:9900/rollouts", Duration::from_secs(1)).await;
     assert_eq!(
         e.to_string(),
-        "cannot call 127.0.0.1:9900/rollouts: expected http://host[:port]/path"
+        "cannot call 127.0.0.1:9900/rollouts: expected http://host[:port]/path or https://host[:port]/path"
     );
-    let e = get("https://127.0.0.1:9900/rollouts", Duration::from_secs(1)).await;
+    let e = get("ftp://127.0.0.1:9900/rollouts", Duration::from_secs(1)).await;
     assert_eq!(
         e.to_string(),
-        "cannot call https://127.0.0.1:9900/rollouts: only http:// URLs can be called, not https://"
+        "cannot call ftp://127.0.0.1:9900/rollouts: only http:// and https:// URLs can be called, not ftp://"
     );
 }
 
