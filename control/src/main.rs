@@ -132,7 +132,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tracing::info!(%listen, state = %state.display(), "switchyard control loop serving");
                 tokio::select! {
                     () = switchyard_control::api::serve(listener, controller) => {}
-                    r = tokio::signal::ctrl_c() => r?,
+                    r = stop_signal() => r?,
                 }
                 Ok(())
             })
@@ -175,10 +175,14 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs) -> anyhow::Result
     );
     tracing::info!(listen = %bound, %advertise, etcd = %endpoints, id = %replica.me().id, "switchyard control loop serving as a replica");
     tokio::spawn(Arc::clone(&replica).run());
+    let backend = switchyard_control::api::Backend::Replica(Arc::clone(&replica));
     tokio::select! {
-        () = switchyard_control::api::serve_backend(listener, switchyard_control::api::Backend::Replica(replica)) => {}
-        r = tokio::signal::ctrl_c() => r?,
+        () = switchyard_control::api::serve_backend(listener, backend) => {}
+        r = stop_signal() => r?,
     }
+    // Hand the lead over now rather than after a lease.
+    tracing::info!("stopping: resigning from the election");
+    replica.resign(Duration::from_secs(5)).await;
     Ok(())
 }
 
@@ -187,6 +191,17 @@ async fn serve_replicated(_listen: SocketAddr, _args: FleetArgs) -> anyhow::Resu
     anyhow::bail!(
         "this switchyard was built without the `fleet` feature, so it cannot use etcd (--etcd); build it with --features fleet"
     )
+}
+
+/// Ctrl-C, or SIGTERM (how Kubernetes and systemd stop a process).
+async fn stop_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
 }
 
 /// Whether the logs (on stdout) are coloured: only for a person at a terminal, not in a pipe or

@@ -65,6 +65,10 @@ pub struct Replica {
     forward: Http,
     ttl: Duration,
     role: watch::Sender<Role>,
+    /// Set by [`Replica::resign`]: hand the lead over and campaign no more.
+    stopping: watch::Sender<bool>,
+    /// Set once it has let go of its lease, after a resignation.
+    resigned: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for Replica {
@@ -88,7 +92,19 @@ impl Replica {
             // etcd counts whole seconds: the replica counts the TTL etcd does.
             ttl: Duration::from_secs(ttl.as_secs().max(1)),
             role: watch::Sender::new(Role::Follower { leader: None }),
+            stopping: watch::Sender::new(false),
+            resigned: watch::Sender::new(false),
         })
+    }
+
+    /// Lets go at once rather than after a lease (`SIGTERM`, as Kubernetes stops a pod): a
+    /// leader stores what it holds, stops its rollouts and revokes its lease, which deletes the
+    /// election key, so another replica leads within moments; a follower revokes its lease.
+    /// Returns once done, or after `within`.
+    pub async fn resign(&self, within: Duration) {
+        self.stopping.send_replace(true);
+        let mut resigned = self.resigned.subscribe();
+        let _ = tokio::time::timeout(within, resigned.wait_for(|done| *done)).await;
     }
 
     /// This replica.
@@ -133,6 +149,10 @@ impl Replica {
     pub async fn run(self: Arc<Self>) {
         let mut backoff = FIRST_BACKOFF;
         loop {
+            if *self.stopping.borrow() {
+                self.resigned.send_replace(true);
+                return;
+            }
             match self.term().await {
                 Ok(()) => backoff = FIRST_BACKOFF,
                 Err(e) => {
@@ -153,6 +173,7 @@ impl Replica {
             .await?
             .id();
         let mut ours = Lease::keep(&mut client, lease, self.ttl).await?;
+        let mut stopping = self.stopping.subscribe();
         let mut tick = tokio::time::interval(self.ttl / 3);
         tick.tick().await;
         let key = self.fleet.keys().leader();
@@ -192,6 +213,10 @@ impl Replica {
                 timed(client.watch(key.as_str(), Some(WatchOptions::new().with_start_revision(from)))).await?;
             loop {
                 tokio::select! {
+                    () = asked_to_stop(&mut stopping) => {
+                        let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+                        return Ok(());
+                    }
                     _ = tick.tick() => {
                         if !ours.renew(&mut client).await? {
                             return Ok(());
@@ -239,6 +264,13 @@ impl Replica {
                 }
             };
             tokio::select! {
+                () = asked_to_stop(&mut stopping) => {
+                    // Commands were answered once stored; what the loop saved since goes too.
+                    if tokio::time::timeout(Duration::from_secs(2), store.flush()).await.is_err() {
+                        tracing::warn!("stopping before etcd confirmed the last state written");
+                    }
+                    break "asked to stop".to_owned();
+                }
                 _ = tick.tick() => {
                     match ours.renew(&mut client).await {
                         Ok(true) => {}
@@ -334,6 +366,12 @@ fn rand_bits() -> u64 {
     );
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// Once [`Replica::resign`] was called (at once if it was already).
+async fn asked_to_stop(stopping: &mut watch::Receiver<bool>) {
+    // The guard it returns is dropped here, before any await of the caller's.
+    let _ = stopping.wait_for(|stop| *stop).await;
 }
 
 async fn timed<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, FleetError> {

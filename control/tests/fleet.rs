@@ -84,6 +84,22 @@ impl Process {
         assert!(status.success(), "kill {signal} {}", self.pid());
     }
 
+    /// Waits for the process to end by itself, at most `within`; its exit status.
+    fn wait(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, and reaped.
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -205,6 +221,10 @@ impl Fleet {
     }
 
     fn spawn_replica(&self, port: u16) -> Replica {
+        self.spawn_replica_with(port, TTL)
+    }
+
+    fn spawn_replica_with(&self, port: u16, ttl: &str) -> Replica {
         let process = Process::spawn(
             Command::new(env!("CARGO_BIN_EXE_switchyard")).args([
                 "serve",
@@ -213,7 +233,7 @@ impl Fleet {
                 "--etcd",
                 &self.etcd_urls(),
                 "--lease-ttl",
-                TTL,
+                ttl,
             ]),
             self.scratch.join(&format!("replica-{port}.log")),
         );
@@ -807,4 +827,39 @@ async fn a_faulty_candidate_over_a_group_is_judged_on_every_proxys_requests_and_
         .filter(|p| p["lastAnsweredAt"].is_number())
         .count();
     assert_eq!(answered, 3, "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_by_sigterm_hands_over_at_once_not_after_its_lease() {
+    // A lease of 120 s: a takeover within WITHIN (30 s) can only come from the resignation.
+    let mut fleet = Fleet::start("sigterm", 0, 0).await;
+    for _ in 0..2 {
+        let replica = fleet.spawn_replica_with(free_port(), "120s");
+        fleet.replicas.push(replica);
+    }
+    for r in &fleet.replicas {
+        assert_eventually!(get(&format!("{}/healthz", r.url)).await.is_some(), WITHIN);
+    }
+    assert_eventually!(fleet.leader().await.is_some(), WITHIN);
+    let leader = fleet.leader().await.expect("a leader");
+    let other = 1 - leader;
+    fleet.replicas[leader].process.signal("-TERM");
+    let status = fleet.replicas[leader].process.wait(WITHIN);
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "the leader did not exit cleanly on SIGTERM: {status:?}\n{}",
+        fleet.logs()
+    );
+    assert!(
+        fleet.replicas[leader].process.log().contains("resigning"),
+        "{}",
+        fleet.logs()
+    );
+    let url = fleet.replicas[other].url.clone();
+    assert_eventually!(
+        get(&format!("{url}/replica"))
+            .await
+            .is_some_and(|v| v["role"] == "leader"),
+        WITHIN
+    );
 }
