@@ -22,8 +22,10 @@ fn abort_timing_measures_a_real_abort() {
     let row = stdout.lines().find(|l| l.starts_with("| 1 |")).expect("one row");
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
     let secs = |c: &str| c.trim_end_matches(" s").parse::<f64>().expect("seconds");
-    // Detection never precedes the fault, and confirmation never precedes detection.
-    assert!(secs(cells[2]) > 0.0 && secs(cells[3]) >= secs(cells[2]), "{row}");
+    // Detection never precedes the fault, and confirmation never precedes detection. (A
+    // measurement that failed before the fault, on a loaded machine, counts toward failureLimit
+    // too: the scenario shows that detection as 0.00 s.)
+    assert!(secs(cells[2]) >= 0.0 && secs(cells[3]) >= secs(cells[2]), "{row}");
     assert_eq!(
         cells[4], "0",
         "requests reached the candidate after every proxy confirmed: {row}"
