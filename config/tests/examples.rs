@@ -80,6 +80,7 @@ fn every_example_file_validates() {
             "rollout-canary-header.yaml",
             "rollout-canary.yaml",
             "rollout-group.yaml",
+            "rollout-prometheus.yaml",
             "rollout-rings.yaml",
             "sticky-canary.yaml"
         ],
