@@ -3,7 +3,8 @@
 //! HTTP client that keeps connections alive, an upstream that writes fixed raw bytes
 //! ([`RawUpstream`], for responses that break HTTP), temporary directories, checks that keep an
 //! OpenAPI description true ([`openapi`]), Kubernetes manifests read and their containers run on
-//! loopback ([`manifests`]), a seeded generator for simulations ([`Rng`]), and
+//! loopback ([`manifests`]), a real etcd cluster ([`EtcdCluster`]) and a real Prometheus server
+//! ([`Prometheus`]) on loopback, a seeded generator for simulations ([`Rng`]), and
 //! [`assert_eventually!`].
 //!
 //! ```no_run
@@ -30,6 +31,7 @@ pub mod etcd;
 pub mod fake_proxy;
 pub mod manifests;
 pub mod openapi;
+pub mod prometheus;
 mod raw;
 mod rng;
 mod scratch;
@@ -39,6 +41,7 @@ mod upstream;
 pub use client::{Client, Reply};
 pub use etcd::EtcdCluster;
 pub use fake_proxy::FakeProxy;
+pub use prometheus::{Prometheus, Sample};
 pub use raw::{AfterReply, RawUpstream};
 pub use rng::Rng;
 pub use scratch::Scratch;

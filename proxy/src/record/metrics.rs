@@ -2,28 +2,51 @@
 
 use hdrhistogram::Histogram;
 use prometheus::proto::{Bucket, Counter, LabelPair, Metric, MetricFamily, MetricType};
+use switchyard_config::stats::HIGHEST_LATENCY_US;
 
 use super::{ClientError, WindowStats, route_client_errors};
 
-/// `switchyard_request_duration_seconds` bucket upper bounds: seconds, and the same in µs.
-const BUCKETS: [(f64, u64); 16] = [
-    (0.0001, 100),
-    (0.00025, 250),
-    (0.0005, 500),
-    (0.001, 1_000),
-    (0.0025, 2_500),
-    (0.005, 5_000),
-    (0.01, 10_000),
-    (0.025, 25_000),
-    (0.05, 50_000),
-    (0.1, 100_000),
-    (0.25, 250_000),
-    (0.5, 500_000),
-    (1.0, 1_000_000),
-    (2.5, 2_500_000),
-    (5.0, 5_000_000),
-    (10.0, 10_000_000),
+/// One decade of `switchyard_request_duration_seconds` bounds, in hundredths of its start: 1 to
+/// 2.5 in 11 geometric steps, 2.5 to 5 and 5 to 10 in 8 each, rounded to 3 significant digits. No
+/// step is more than 9.4% (128 → 140), which bounds the error of a `histogram_quantile` (linear
+/// interpolation within a bucket) at 9.4% of the true quantile; and the bounds of the first
+/// exposition (1, 2.5 and 5 of every decade) stay bounds, so a query on one of them keeps working.
+const DECADE: [u64; 27] = [
+    100, 109, 118, 128, 140, 152, 165, 179, 195, 212, 230, 250, 273, 297, 324, 354, 386, 420, 459, 500, 545, 595, 648,
+    707, 771, 841, 917,
 ];
+
+/// `switchyard_request_duration_seconds` bucket upper bounds, µs: 0.1, 0.25 and 0.5 ms, then
+/// [`DECADE`] from 1 ms for as long as it stays 10% below the histograms' ceiling (54.5 s), then
+/// the ceiling itself, 60 s ([`HIGHEST_LATENCY_US`]: a longer request counts as 60 s, so the
+/// `+Inf` bucket always equals the 60 s one). 133 bounds: with `+Inf`, `_sum` and `_count`, 136
+/// lines per (route, track).
+pub(super) const BUCKETS_US: [u64; 133] = buckets();
+
+const fn buckets() -> [u64; 133] {
+    let mut out = [0; 133];
+    out[0] = 100;
+    out[1] = 250;
+    out[2] = 500;
+    let mut n = 3;
+    let mut decade = 1_000;
+    'series: loop {
+        let mut i = 0;
+        while i < DECADE.len() {
+            let bound = DECADE[i] * decade / 100;
+            if bound * 11 > HIGHEST_LATENCY_US * 10 {
+                break 'series;
+            }
+            out[n] = bound;
+            n += 1;
+            i += 1;
+        }
+        decade *= 10;
+    }
+    out[n] = HIGHEST_LATENCY_US;
+    assert!(n + 1 == out.len(), "BUCKETS_US's length is its number of bounds");
+    out
+}
 
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
 const UPSTREAM_ERRORS: [&str; 4] = ["connect", "timeout", "reset", "protocol"];
@@ -33,16 +56,19 @@ const UPSTREAM_ERRORS: [&str; 4] = ["connect", "timeout", "reset", "protocol"];
 /// included:
 ///
 /// - `switchyard_requests_total{route, track, class="2xx|3xx|4xx|5xx"}`, counter;
-/// - `switchyard_request_duration_seconds{route, track}`, histogram; a bucket counts the requests
-///   whose latency is at most its bound within the recorder's 3 significant digits, and the sum
-///   counts each request at the middle of its histogram bucket (the histogram's mean × count);
+/// - `switchyard_request_duration_seconds{route, track}`, histogram with the bounds of
+///   [`BUCKETS_US`] (no step above 9.4% from 1 ms to 54.5 s, so that `histogram_quantile` is within
+///   that of the proxy's own quantiles); a bucket counts the requests whose latency is at most its
+///   bound within the recorder's 3 significant digits, and the sum counts each request at the
+///   middle of its histogram bucket (the histogram's mean × count);
 /// - `switchyard_upstream_errors_total{route, track, kind="connect|timeout|reset|protocol"}`,
 ///   counter;
 /// - `switchyard_client_errors_total{route, kind="malformed|timeout|aborted"}`, counter: what
 ///   clients did wrong on the route, in no track's series.
 ///
-/// Labels are in name order. Empty when `totals` has no tracks, since an encoder rejects a family
-/// without metrics.
+/// Each family's lines come together in the text (one family per metric name, every series in
+/// it), as the exposition format requires. Labels are in name order. Empty when `totals` has no
+/// tracks, since an encoder rejects a family without metrics.
 pub fn metric_families(totals: &WindowStats) -> Vec<MetricFamily> {
     let mut requests = Vec::new();
     let mut durations = Vec::new();
@@ -129,25 +155,26 @@ fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> Met
     family
 }
 
-/// The µs histogram as a seconds histogram with [`BUCKETS`], in one pass over its buckets.
-fn duration_histogram(h: &Histogram<u64>) -> prometheus::proto::Histogram {
+/// The µs histogram as a seconds histogram with [`BUCKETS_US`], in one pass over its buckets.
+pub(super) fn duration_histogram(h: &Histogram<u64>) -> prometheus::proto::Histogram {
     // Non-cumulative counts per bound; the last entry is +Inf's own.
-    let mut counts = [0u64; BUCKETS.len() + 1];
+    let mut counts = [0u64; BUCKETS_US.len() + 1];
     let mut sum_us = 0.0;
     for v in h.iter_recorded() {
         sum_us += h.median_equivalent(v.value_iterated_to()) as f64 * v.count_since_last_iteration() as f64;
         let lowest = h.lowest_equivalent(v.value_iterated_to());
-        let bucket = BUCKETS.partition_point(|&(_, le_us)| le_us < lowest);
+        let bucket = BUCKETS_US.partition_point(|&le_us| le_us < lowest);
         counts[bucket] += v.count_since_last_iteration();
     }
     let mut cumulative = 0;
-    let buckets = BUCKETS
+    let buckets = BUCKETS_US
         .iter()
         .zip(counts)
-        .map(|(&(le, _), n)| {
+        .map(|(&le_us, n)| {
             cumulative += n;
             let mut bucket = Bucket::default();
-            bucket.set_upper_bound(le);
+            // Exact to the µs: the text shows the shortest decimal that reads back as this value.
+            bucket.set_upper_bound(le_us as f64 / 1e6);
             bucket.set_cumulative_count(cumulative);
             bucket
         })
@@ -158,3 +185,6 @@ fn duration_histogram(h: &Histogram<u64>) -> prometheus::proto::Histogram {
     out.set_bucket(buckets);
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -473,6 +473,53 @@ fn prometheus_text() {
     assert!(metric_families(&recorder.totals(&[])).is_empty());
 }
 
+#[test]
+fn prometheus_text_gives_each_family_its_lines_together() {
+    let pairs = [
+        ("checkout", "canary"),
+        ("checkout", "stable"),
+        ("search", "blue"),
+        ("search", "green"),
+    ];
+    let (recorder, start, slots) = recorder(2, &pairs);
+    for (i, (_, _, slot)) in slots.iter().enumerate() {
+        recorder.record(*slot, &ok(1 + 10 * i as u64), start);
+        recorder.record(*slot, &status(502, Some(UpstreamError::Connect)), start);
+        recorder.record_client_error(*slot, ClientError::Aborted, start);
+    }
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&metric_families(&recorder.totals(&slots)))
+        .unwrap();
+    let problems = switchyard_testkit::prometheus::exposition_problems(&text);
+    assert!(problems.is_empty(), "{problems:#?}\n{text}");
+    // One block per family, in this order, and its size: 4 counters and 136 histogram lines per
+    // (route, track), 3 client error kinds per route.
+    let mut blocks: Vec<(&str, usize)> = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| {
+                name.strip_suffix(suffix)
+                    .filter(|f| *f == "switchyard_request_duration_seconds")
+            })
+            .unwrap_or(name);
+        match blocks.last_mut() {
+            Some((last, n)) if *last == family => *n += 1,
+            _ => blocks.push((family, 1)),
+        }
+    }
+    assert_eq!(
+        blocks,
+        [
+            ("switchyard_requests_total", 4 * 4),
+            ("switchyard_request_duration_seconds", 4 * 136),
+            ("switchyard_upstream_errors_total", 4 * 4),
+            ("switchyard_client_errors_total", 2 * 3),
+        ]
+    );
+}
+
 /// One request in a property test: (slot index, status, latency µs, seconds since the previous).
 type Op = (usize, u16, u64, i64);
 
