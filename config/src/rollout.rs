@@ -20,7 +20,9 @@ use crate::read::{Format, parse_tree};
 use crate::schema::{RequestMatch, RouteName, TrackName};
 
 pub use expression::{Condition, JsonPath};
-pub use provider::{Judge, MetricProvider, PLACEHOLDERS, PROVIDER_TIMEOUT, PrometheusQuery, WebHeader, WebQuery, fill};
+pub use provider::{
+    Judge, MetricProvider, PLACEHOLDERS, PROVIDER_TIMEOUT, PrometheusQuery, WebHeader, WebQuery, fill, longest_timeout,
+};
 
 /// Reads and validates a rollout spec (YAML or JSON, camelCase). Defaults are filled in: an
 /// analysis's `interval` 1s, `window` 10s, `minRequests` 100, `failureLimit` 3,

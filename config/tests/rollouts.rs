@@ -718,7 +718,7 @@ analysis:
             "analysis.metrics[7].web.headers[1].valu: unknown field `valu`; did you mean `value`?",
             "analysis.metrics[8].web.url: required field is missing",
             "analysis.metrics[8].web.jsonPath: required field is missing",
-            "analysis.metrics[4].prometheus.timeout: timeout must be at most the analysis's interval (2s), found 5s: a slower answer would hold up the next measurement",
+            "analysis.metrics[4].prometheus.timeout: timeout must be at most nine tenths of the analysis's interval (1s 800ms), found 5s: the measurement must end before the next is due",
         ]
     );
 }

@@ -19,8 +19,14 @@ use crate::error::Problems;
 use crate::read::{Fields, FromTree};
 
 /// The longest a provider is waited for when its spec gives no `timeout` (and the analysis's
-/// `interval` is longer): 10 s, as Argo Rollouts' web provider.
+/// nine tenths of the analysis's `interval` is longer): 10 s, as Argo Rollouts' web provider.
 pub const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest a provider may take at an analysis's `interval`: nine tenths of it, so that the
+/// measurement it belongs to ends before the next one is due.
+pub fn longest_timeout(interval: Duration) -> Duration {
+    interval - interval / 10
+}
 
 /// The placeholders a query or URL may hold, each replaced by the spec's value: `{{route}}`,
 /// `{{baseline}}` and `{{candidate}}` (spaces inside the braces allowed).
@@ -98,15 +104,15 @@ pub enum MetricProvider<'a> {
 }
 
 impl MetricProvider<'_> {
-    /// The provider's own `timeout`, or [`PROVIDER_TIMEOUT`], and never more than the
-    /// analysis's `interval`: a provider that does not answer in time is an error of that
-    /// measurement, and never holds up the next.
+    /// The provider's own `timeout`, or else [`PROVIDER_TIMEOUT`] or [`longest_timeout`] of
+    /// the analysis's `interval`, whichever is shorter: a provider that does not answer in time
+    /// is an error of that measurement, and never holds up the next.
     pub fn timeout(&self, interval: Duration) -> Duration {
         let own = match self {
             Self::Prometheus(q) => q.timeout,
             Self::Web(w) => w.timeout,
         };
-        own.unwrap_or(PROVIDER_TIMEOUT).min(interval)
+        own.unwrap_or(PROVIDER_TIMEOUT).min(longest_timeout(interval))
     }
 
     /// How its value is judged.
@@ -400,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn the_timeout_is_never_longer_than_the_interval() {
+    fn the_timeout_ends_before_the_next_measurement() {
         let q = PrometheusQuery {
             address: "http://p:9090".into(),
             query: "up".into(),
@@ -411,7 +417,7 @@ mod tests {
             },
         };
         let provider = MetricProvider::Prometheus(&q);
-        assert_eq!(provider.timeout(Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(provider.timeout(Duration::from_secs(1)), Duration::from_millis(900));
         assert_eq!(provider.timeout(Duration::from_secs(60)), PROVIDER_TIMEOUT);
         let q = PrometheusQuery {
             timeout: Some(Duration::from_secs(3)),

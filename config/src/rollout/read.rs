@@ -477,15 +477,16 @@ impl FromTree for AnalysisSpec {
                 MetricCheck::Web(w) => w.timeout,
                 _ => None,
             };
+            let longest = super::provider::longest_timeout(interval);
             if let Some(t) = own_timeout
                 && fresh(interval_at, p)
-                && t > interval
+                && t > longest
             {
                 p.push(
                     format!("{at}[{i}].{}.timeout", m.check.key()),
                     format!(
-                        "timeout must be at most the analysis's interval ({}), found {}: a slower answer would hold up the next measurement",
-                        humantime::format_duration(interval),
+                        "timeout must be at most nine tenths of the analysis's interval ({}), found {}: the measurement must end before the next is due",
+                        humantime::format_duration(longest),
                         humantime::format_duration(t)
                     ),
                 );
