@@ -119,8 +119,8 @@ async fn the_prometheus_example_completes_a_healthy_canary_and_aborts_a_faulty_o
     let finished = |s: &Status| matches!(s.phase, Phase::Completed | Phase::Aborted);
 
     let status = c.apply(&spec, Format::Yaml).await.expect("the example applies");
-    assert_eq!(status.name, "checkout-v2");
-    let done = wait_status(&c, "checkout-v2", Duration::from_secs(120), finished).await;
+    assert_eq!(status.name, "checkout-prometheus");
+    let done = wait_status(&c, "checkout-prometheus", Duration::from_secs(120), finished).await;
     assert_eq!(done.phase, Phase::Completed, "{done:?}");
     // The last measurement judged both queries on Prometheus' data.
     let last = done.analysis.as_ref().expect("a measurement");
@@ -146,7 +146,7 @@ async fn the_prometheus_example_completes_a_healthy_canary_and_aborts_a_faulty_o
         .unwrap();
     assert_eq!(r.status, 200);
     canary.fail_every(5);
-    c.apply(&spec.replace("name: checkout-v2", "name: faulty"), Format::Yaml)
+    c.apply(&spec.replace("name: checkout-prometheus", "name: faulty"), Format::Yaml)
         .await
         .expect("the spec applies");
     let aborted = wait_status(&c, "faulty", Duration::from_secs(120), finished).await;
@@ -199,7 +199,7 @@ async fn an_unreachable_prometheus_aborts_at_the_consecutive_error_limit() {
         .await
         .expect("the example applies");
     let aborted = rig
-        .wait_status("checkout-v2", Duration::from_secs(30), "aborted", |s| {
+        .wait_status("checkout-prometheus", Duration::from_secs(30), "aborted", |s| {
             s.phase == Phase::Aborted
         })
         .await;
@@ -212,7 +212,7 @@ async fn an_unreachable_prometheus_aborts_at_the_consecutive_error_limit() {
     let budget = row(&aborted, "error-budget");
     assert_eq!(budget["outcome"], "error");
     // The fourth measurement, a second apart: refused at once, nothing waits longer.
-    let took = began_to_abort(&rig, "checkout-v2").await;
+    let took = began_to_abort(&rig, "checkout-prometheus").await;
     assert!(
         (4_000..5_000).contains(&took),
         "aborted {took} ms after the analysis began"
