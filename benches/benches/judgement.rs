@@ -23,7 +23,7 @@ use switchyard_config::rollout::{
     AnalysisSpec, EmergencySpec, MetricCheck, MetricSpec, Quantile, SEQUENTIAL_CONFIDENCE,
 };
 use switchyard_control::analyze::{
-    Counts, Cumulative, METRIC_CONFIDENCE, Observation, Outcome, Sample, Tracker, Verdict, measure,
+    Counts, Cumulative, METRIC_CONFIDENCE, Observation, Outcome, Readings, Sample, Tracker, Verdict, measure,
 };
 use switchyard_testkit::Rng;
 
@@ -147,7 +147,7 @@ fn run(scenario: &Scenario, variants: &[Variant], seed: u64) -> Vec<Tally> {
                 let Some(tracker) = slot else { continue };
                 let secs = variant.spec.window.as_secs() as usize;
                 let obs = windows.entry(secs).or_insert_with(|| observe(&history, secs));
-                let m = measure(&variant.spec, obs, &totals);
+                let m = measure(&variant.spec, obs, &totals, &Readings::default());
                 if let Verdict::Abort { reason } = tracker.record(&m, true) {
                     match scenario.fault_from {
                         Some(from) if t > from => tally.detections.push(t - from),

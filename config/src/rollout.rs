@@ -6,6 +6,8 @@
 //! with its field path.
 
 mod check;
+mod expression;
+mod provider;
 mod read;
 mod write;
 
@@ -16,6 +18,11 @@ use serde::Serialize;
 use crate::error::{ConfigErrors, Problems};
 use crate::read::{Format, parse_tree};
 use crate::schema::{RequestMatch, RouteName, TrackName};
+
+pub use expression::{Condition, JsonPath};
+pub use provider::{
+    Judge, MetricProvider, PLACEHOLDERS, PROVIDER_TIMEOUT, PrometheusQuery, WebHeader, WebQuery, fill, longest_timeout,
+};
 
 /// Reads and validates a rollout spec (YAML or JSON, camelCase). Defaults are filled in: an
 /// analysis's `interval` 1s, `window` 10s, `minRequests` 100, `failureLimit` 3,
@@ -354,6 +361,8 @@ pub struct AnalysisSpec {
     #[serde(with = "crate::schema::human")]
     pub window: Duration,
     /// Fewer candidate requests in the window make a measurement inconclusive. Default 100.
+    /// It holds back the checks of the proxies' stats; metric providers (`prometheus`, `web`)
+    /// are judged on their own answers, so an analysis of providers alone does not wait for it.
     pub min_requests: u64,
     /// Measurements to take; after that many passing ones the analysis passes. `None`: runs
     /// until the rollout leaves the step (or completes).
@@ -363,7 +372,9 @@ pub struct AnalysisSpec {
     pub failure_limit: u32,
     /// Consecutive inconclusive measurements that pause the rollout; 0: no limit. Default 0.
     pub inconclusive_limit: u32,
-    /// Consecutive measurements with a proxy's stats unreachable that abort. Default 4.
+    /// Consecutive measurements with a proxy's stats unreachable, or with one metric
+    /// provider's value unread (it did not answer, or not with one value), that abort. Each
+    /// provider counts its own streak, as each metric does in Argo Rollouts. Default 4.
     pub consecutive_error_limit: u32,
     /// The confidence of the sequential judge that runs beside every `successRate` and
     /// `errorRate` limit, or `None` (written `off`) for none. Default
@@ -444,7 +455,8 @@ impl Quantile {
 /// [`AnalysisSpec::sequential_confidence`]). YAML keys: `successRate: {min}`, `errorRate: {max}`,
 /// `latencyP50Ms`/`latencyP90Ms`/`latencyP99Ms`/`latencyP999Ms: {max}`, `requestRate: {min}`,
 /// `errorRateVsBaseline: {maxRatio, maxDiff}`, `latencyP99VsBaseline: {maxRatio}` (and the other
-/// quantiles), `sequentialErrorRate: {confidence}`.
+/// quantiles), `sequentialErrorRate: {confidence}`; and the metric providers, `prometheus: {...}`
+/// and `web: {...}` (see [`PrometheusQuery`] and [`WebQuery`]), judged on what they answer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetricCheck {
     /// Non-5xx share of the candidate's requests at least `min` (0 to 1).
@@ -494,6 +506,10 @@ pub enum MetricCheck {
         /// whose error rate is at most the baseline's.
         confidence: f64,
     },
+    /// A Prometheus instant query, asked at each measurement.
+    Prometheus(PrometheusQuery),
+    /// A value of a JSON endpoint, read at each measurement.
+    Web(WebQuery),
 }
 
 impl MetricCheck {
@@ -507,6 +523,18 @@ impl MetricCheck {
             Self::ErrorRateVsBaseline { .. } => "errorRateVsBaseline",
             Self::LatencyVsBaseline { quantile, .. } => quantile_keys(*quantile).1,
             Self::SequentialErrorRate { .. } => "sequentialErrorRate",
+            Self::Prometheus(_) => "prometheus",
+            Self::Web(_) => "web",
+        }
+    }
+
+    /// The provider the check asks, if it is one (`prometheus`, `web`) rather than a check of
+    /// the proxies' stats.
+    pub fn provider(&self) -> Option<MetricProvider<'_>> {
+        match self {
+            Self::Prometheus(q) => Some(MetricProvider::Prometheus(q)),
+            Self::Web(w) => Some(MetricProvider::Web(w)),
+            _ => None,
         }
     }
 }
@@ -524,7 +552,7 @@ fn quantile_keys(q: Quantile) -> (&'static str, &'static str) {
 }
 
 /// The keys of [`MetricCheck`], one of which each metric gives.
-const METRIC_KEYS: [&str; 13] = [
+const METRIC_KEYS: [&str; 15] = [
     "successRate",
     "errorRate",
     "latencyP50Ms",
@@ -538,6 +566,8 @@ const METRIC_KEYS: [&str; 13] = [
     "latencyP99VsBaseline",
     "latencyP999VsBaseline",
     "sequentialErrorRate",
+    "prometheus",
+    "web",
 ];
 
 /// Emergency limits on the candidate; each is optional. Default: none.

@@ -81,6 +81,7 @@ fn every_example_file_validates() {
             "rollout-canary.yaml",
             "rollout-gated.yaml",
             "rollout-group.yaml",
+            "rollout-prometheus.yaml",
             "rollout-rings.yaml",
             "sticky-canary.yaml"
         ],

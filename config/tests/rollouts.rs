@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use switchyard_config::rollout::{
-    self, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, MetricCheck, MetricSpec, Pause, Quantile, Ring,
-    RingsSpec, Step,
+    self, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, Judge, MetricCheck, MetricSpec, Pause, Quantile,
+    Ring, RingsSpec, Step,
 };
 use switchyard_config::schema::{RequestMatch, ValueMatch};
 use switchyard_config::{Format, RolloutSpec, load_rollout};
@@ -29,7 +29,7 @@ fn rollout_examples() -> Vec<(String, String)> {
         })
         .collect();
     files.sort();
-    assert_eq!(files.len(), 5, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     files
 }
 
@@ -296,6 +296,16 @@ analysis:
     - { name: m12, latencyP99VsBaseline: { maxRatio: 1.3 } }
     - { name: m13, latencyP999VsBaseline: { maxRatio: 0.9 } }
     - { name: m14, sequentialErrorRate: { confidence: 0.95 } }
+    - { name: m15, prometheus: { address: "http://prom:9090/prefix", query: 'sum(x{track="{{ candidate }}"})', max: 0.01, min: 0, timeout: 500ms } }
+    - name: m16
+      web:
+        url: "http://kpi.internal:8080/api/{{route}}?track={{candidate}}"
+        jsonPath: "$.tracks[?@.name == 'canary'].conversion"
+        headers: [{ name: authorization, value: "Bearer abc def" }]
+        successCondition: "result >= 0.95"
+        failureCondition: "result < 0.5"
+    - { name: m17, web: { url: "http://h/x", jsonPath: $.v, min: -1.5 } }
+    - { name: m18, prometheus: { address: "http://[::1]:9090", query: up, failureCondition: "size(result) != 1" } }
   emergency: { latencyP99Ms: { max: 1000 } }
 "#;
     let spec = load_rollout(text, Format::Yaml).unwrap_or_else(|e| panic!("{e}"));
@@ -317,8 +327,40 @@ analysis:
             "latencyP90VsBaseline",
             "latencyP99VsBaseline",
             "latencyP999VsBaseline",
-            "sequentialErrorRate"
+            "sequentialErrorRate",
+            "prometheus",
+            "web",
+            "web",
+            "prometheus"
         ]
+    );
+    let MetricCheck::Prometheus(q) = &analysis.metrics[14].check else {
+        panic!("a prometheus metric")
+    };
+    assert_eq!(
+        (q.timeout, &q.judge),
+        (
+            Some(Duration::from_millis(500)),
+            &Judge::Range {
+                min: Some(0.0),
+                max: Some(0.01)
+            }
+        )
+    );
+    assert_eq!(
+        rollout::fill(&q.query, "api", "stable", "canary"),
+        r#"sum(x{track="canary"})"#
+    );
+    let MetricCheck::Web(w) = &analysis.metrics[15].check else {
+        panic!("a web metric")
+    };
+    assert_eq!(
+        (w.headers[0].value.as_str(), w.json_path.as_str()),
+        ("Bearer abc def", "$.tracks[?@.name == 'canary'].conversion")
+    );
+    assert!(
+        matches!(&w.judge, Judge::Conditions { success: Some(s), failure: Some(f) }
+        if s.as_str() == "result >= 0.95" && f.as_str() == "result < 0.5")
     );
     assert_eq!(
         analysis.metrics[12].check,
@@ -406,7 +448,7 @@ extra: 1
             "candidate: the candidate must be another track than the baseline, both are \"stable\"",
             "canary.steps[1].setWieght: unknown field `setWieght`; did you mean `setWeight`?",
             "canary.steps[2].setWeight: weight must be from 0 to 100, found 120",
-            "canary.steps[3]: a step needs one of: setWeight, pause, setHeaderRoute, analysis",
+            "canary.steps[3]: a step needs one of: setWeight, pause, setHeaderRoute, analysis, webhook",
             "canary.steps[4]: a step takes exactly one of these keys, found setWeight and pause: make them separate steps",
             "canary.steps[5].pause.duration: invalid duration \"soon\" (expected number at 0); write e.g. 500ms, 5s, 2m",
             "canary.steps[6].setHeaderRoute: give at least one condition: an empty match takes every request",
@@ -421,7 +463,7 @@ extra: 1
             "analysis.metrics[0].successRate.min: success rate must be a share from 0 to 1 (0.995 means 99.5%), found 99.5",
             "analysis.metrics[1].latencyP99Ms.max: latency limit must be above 0 ms, found -1",
             "analysis.metrics[3]: a metric takes exactly one of these keys, found successRate and errorRate: make them separate metrics",
-            "analysis.metrics[4]: a metric needs one of: successRate, errorRate, latencyP50Ms, latencyP90Ms, latencyP99Ms, latencyP999Ms, requestRate, errorRateVsBaseline, latencyP50VsBaseline, latencyP90VsBaseline, latencyP99VsBaseline, latencyP999VsBaseline, sequentialErrorRate",
+            "analysis.metrics[4]: a metric needs one of: successRate, errorRate, latencyP50Ms, latencyP90Ms, latencyP99Ms, latencyP999Ms, requestRate, errorRateVsBaseline, latencyP50VsBaseline, latencyP90VsBaseline, latencyP99VsBaseline, latencyP999VsBaseline, sequentialErrorRate, prometheus, web",
             "analysis.metrics[5].latencyP99ms: unknown field `latencyP99ms`; did you mean `latencyP99Ms`?",
             "analysis.metrics[6].errorRateVsBaseline: give maxRatio (1.1: 10% above the baseline's error rate), maxDiff (0.005: half a percentage point above it), or both",
             "analysis.metrics[7].sequentialErrorRate.confidence: confidence must be above 0.5 and below 1 (0.99 is usual), found 0.3",
@@ -431,7 +473,7 @@ extra: 1
             "analysis.emergency.errorRate.max: error rate must be a share from 0 to 1 (0.995 means 99.5%), found 5",
             "analysis.emergency.latencyP99: unknown field `latencyP99`; did you mean `latencyP99Ms`?",
             "notify: invalid webhook URL \"ftp://x\": write an http:// or https:// URL such as https://hooks.example.com/rollouts",
-            "extra: unknown field `extra`; expected one of: name, route, proxies, baseline, candidate, canary, blueGreen, rings, analysis, notify, progressDeadline, progressDeadlineAbort",
+            "extra: unknown field `extra`; expected one of: name, route, proxies, baseline, candidate, canary, blueGreen, rings, analysis, notify, progressDeadline, progressDeadlineAbort, abort, promotionWebhook",
         ]
     );
 }
@@ -584,6 +626,106 @@ fn ring_problems_are_reported_with_their_paths() {
 }
 
 #[test]
+fn the_prometheus_example_judges_the_candidate_on_two_queries() {
+    let spec = load("rollout-prometheus.yaml");
+    let analysis = spec.analysis.unwrap();
+    assert_eq!((analysis.failure_limit, analysis.consecutive_error_limit), (3, 4));
+    let [budget, p99] = &analysis.metrics[..] else {
+        panic!("two metrics: {:?}", analysis.metrics)
+    };
+    let MetricCheck::Prometheus(q) = &budget.check else {
+        panic!("a prometheus metric")
+    };
+    assert_eq!(q.address, "http://127.0.0.1:9090");
+    assert_eq!(
+        q.judge,
+        Judge::Range {
+            min: None,
+            max: Some(0.01)
+        }
+    );
+    let filled = rollout::fill(&q.query, "checkout", "stable", "canary");
+    assert_eq!(
+        filled,
+        "sum(rate(switchyard_requests_total{route=\"checkout\", track=\"canary\", class=\"5xx\"}[10s])) / \
+         sum(rate(switchyard_requests_total{route=\"checkout\", track=\"canary\"}[10s]))"
+    );
+    let MetricCheck::Prometheus(q) = &p99.check else {
+        panic!("a prometheus metric")
+    };
+    assert!(
+        matches!(&q.judge, Judge::Conditions { success: Some(c), failure: None } if c.as_str() == "result[0] < 0.5")
+    );
+}
+
+#[test]
+fn provider_problems_are_reported_at_their_paths() {
+    let text = format!(
+        r#"{HEAD}canary: {{ steps: [{{ setWeight: 10 }}] }}
+analysis:
+  interval: 2s
+  metrics:
+    - name: no-limit
+      prometheus: {{ address: "http://p:9090", query: up }}
+    - name: both-kinds
+      prometheus: {{ address: "http://p:9090", query: up, max: 1, successCondition: "result < 1" }}
+    - name: bad-address
+      prometheus: {{ address: "ftp://p:9090", query: "", max: 1, adress: x }}
+    - name: base-with-query
+      prometheus: {{ address: "http://p:9090/?x=1", query: 'x{{track="{{{{args.track}}}}"}}', min: 2, max: 1 }}
+    - name: slow
+      prometheus: {{ address: "http://p:9090", query: up, max: 1, timeout: 5s }}
+    - name: bad-condition
+      web: {{ url: "http://h/x", jsonPath: "$.v", successCondition: "result >", failureCondition: "reslt > 1" }}
+    - name: bad-path
+      web: {{ url: "ftp://h/x", jsonPath: "{{$.data.ok}}", max: 1, timeout: 0s }}
+    - name: bad-headers
+      web: {{ url: "http://h/{{{{candidate}}}}", jsonPath: "$.v[", max: 1, headers: [{{ name: "a b", value: "x" }}, {{ name: x, valu: y }}] }}
+    - name: missing
+      web: {{ max: 1 }}
+"#
+    );
+    let errors = errors(&text);
+    let syntax = errors
+        .iter()
+        .find(|e| e.starts_with("analysis.metrics[5].web.successCondition: "))
+        .expect("the syntax error");
+    assert!(
+        syntax.contains("invalid condition \"result >\": syntax error at character 9"),
+        "{syntax}"
+    );
+    let path = errors
+        .iter()
+        .find(|e| e.starts_with("analysis.metrics[7].web.jsonPath: "))
+        .expect("the JSONPath error");
+    assert!(path.contains("invalid JSONPath \"$.v[\" at character"), "{path}");
+    let rest: Vec<&String> = errors.iter().filter(|e| *e != syntax && *e != path).collect();
+    assert_eq!(
+        rest,
+        [
+            "analysis.metrics[0].prometheus: give a limit: min, max (or both), or an Argo-style successCondition or failureCondition over `result`",
+            "analysis.metrics[1].prometheus: give min and max, or successCondition and failureCondition, not both kinds",
+            "analysis.metrics[2].prometheus.address: invalid URL \"ftp://p:9090\": the scheme must be http or https; write one such as http://prometheus:9090",
+            "analysis.metrics[2].prometheus.query: give a PromQL query",
+            "analysis.metrics[2].prometheus.adress: unknown field `adress`; did you mean `address`?",
+            "analysis.metrics[3].prometheus.address: invalid URL \"http://p:9090/?x=1\": give no query: it is the server's base URL; write one such as http://prometheus:9090",
+            "analysis.metrics[3].prometheus.query: unknown placeholder {{args.track}}: write {{route}}, {{baseline}} or {{candidate}} (Argo's {{args.…}} have no counterpart here)",
+            "analysis.metrics[3].prometheus.max: max must be at least min (2), found 1",
+            "analysis.metrics[5].web.failureCondition: \"reslt > 1\" uses `reslt`, which CEL does not know: a condition reads `result` (what the provider answered) with CEL's operators and functions, such as result[0] >= 0.95",
+            "analysis.metrics[6].web.url: invalid URL \"ftp://h/x\": the scheme must be http or https; write one such as http://metrics.internal/api/checkout?track={{candidate}}",
+            "analysis.metrics[6].web.jsonPath: write the JSONPath without braces, as RFC 9535 has it: $.data.ok",
+            "analysis.metrics[6].web.timeout: timeout must be longer than 0s",
+            "analysis.metrics[7].web.headers[0].name: invalid header name \"a b\"",
+            "analysis.metrics[7].web.headers[1].value: required field is missing",
+            "analysis.metrics[7].web.headers[1].valu: unknown field `valu`; did you mean `value`?",
+            "analysis.metrics[8].web.url: required field is missing",
+            "analysis.metrics[8].web.jsonPath: required field is missing",
+            "analysis.metrics[4].prometheus.timeout: timeout must be at most nine tenths of the analysis's interval (1s 800ms), found 5s: the measurement must end before the next is due",
+        ]
+    );
+}
+
+#[test]
 fn the_group_example_rolls_out_over_group_shop() {
     let spec = load("rollout-group.yaml");
     assert_eq!(spec.proxies.group().map(|g| g.as_str()), Some("shop"));
@@ -695,6 +837,15 @@ const NAMES: &[&str] = &[
     "maxRatio",
     "maxDiff",
     "confidence",
+    "prometheus",
+    "web",
+    "address",
+    "query",
+    "url",
+    "jsonPath",
+    "timeout",
+    "successCondition",
+    "failureCondition",
 ];
 
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
@@ -768,6 +919,7 @@ proptest! {
             include_str!("../examples/rollout-rings.yaml"),
             include_str!("../examples/rollout-canary-header.yaml"),
             include_str!("../examples/rollout-gated.yaml"),
+            include_str!("../examples/rollout-prometheus.yaml"),
         ][example];
         let mut bytes = text.as_bytes().to_vec();
         for (at, byte) in edits {
@@ -896,5 +1048,23 @@ fn abort_steps_and_webhook_gates_read_back_and_their_mistakes_are_named() {
             shown.iter().any(|s| s.starts_with(expected)),
             "{expected}\nin {shown:#?}"
         );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// The expression crates see whatever a spec holds: reading, and running what reads, never
+    /// panics.
+    #[test]
+    fn provider_expressions_never_panic(text in "\\PC{0,40}", n in -2.0..2.0f64) {
+        if let Ok(c) = rollout::Condition::parse(&text) {
+            for result in [serde_json::json!(n), serde_json::json!([n]), serde_json::json!({"v": n})] {
+                let _ = c.holds(&result);
+            }
+        }
+        if let Ok(p) = rollout::JsonPath::parse(&text) {
+            let _ = p.select(&serde_json::json!({"v": [n, {"w": n}]}));
+        }
     }
 }

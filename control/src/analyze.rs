@@ -6,8 +6,9 @@
 //!
 //! 1. [`measure`] turns one stats window of both tracks ([`Observation`]) and everything since
 //!    the analysis began ([`Cumulative`], to which the caller has added the interval's fresh
-//!    counts) into a [`Measurement`]: one [`MetricResult`] per emergency limit, per metric and
-//!    per sequential judge, and an [`Outcome`] for the whole.
+//!    counts), with what the metric providers answered ([`Readings`]), into a [`Measurement`]:
+//!    one [`MetricResult`] per emergency limit, per metric and per sequential judge, and an
+//!    [`Outcome`] for the whole.
 //! 2. A [`Tracker`] folds the measurements of one analysis run into a [`Verdict`]: continue,
 //!    passed, abort, or pause because nothing conclusive comes in.
 //!
@@ -16,7 +17,9 @@
 //!
 //! use hdrhistogram::Histogram;
 //! use switchyard_config::rollout::{AnalysisSpec, EmergencySpec, MetricCheck, MetricSpec};
-//! use switchyard_control::analyze::{Counts, Cumulative, Observation, Outcome, Sample, Tracker, Verdict, measure};
+//! use switchyard_control::analyze::{
+//!     Counts, Cumulative, Observation, Outcome, Readings, Sample, Tracker, Verdict, measure,
+//! };
 //!
 //! let spec = AnalysisSpec {
 //!     initial_delay: Duration::ZERO,
@@ -44,7 +47,7 @@
 //!     since += Counts { candidate_requests: 40, candidate_errors: 3, baseline_requests: 960, baseline_errors: 5 };
 //! }
 //! let obs = Observation { candidate: window(80, 6), baseline: window(1_920, 10) };
-//! let m = measure(&spec, &obs, &since);
+//! let m = measure(&spec, &obs, &since, &Readings::default());
 //! assert_eq!(m.outcome, Outcome::Fail);
 //! assert!(m.sequential && !m.emergency);
 //! assert_eq!(m.results[1].outcome, Outcome::Inconclusive); // not judged: 80 < minRequests
@@ -65,9 +68,11 @@ use serde::{Deserialize, Serialize};
 use switchyard_config::rollout::{AnalysisSpec, MetricCheck, Quantile};
 
 pub mod exact;
+pub mod provider;
 pub mod sprt;
 mod tracker;
 
+pub use provider::{Reading, Readings};
 pub use tracker::{AbortReason, Tracker, Verdict};
 
 /// An emergency limit needs at least this many candidate requests in the window (or
@@ -203,6 +208,9 @@ pub enum Outcome {
     /// Not enough data to say; never counts as a pass.
     #[default]
     Inconclusive,
+    /// The check could not be made: its metric provider gave no usable answer. Neither a pass
+    /// nor a failure; `consecutiveErrorLimit` of them in a row abort.
+    Error,
 }
 
 /// One check of one measurement.
@@ -228,7 +236,8 @@ pub struct MetricResult {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Measurement {
-    /// Fail if any result failed; otherwise inconclusive if any result was; otherwise pass.
+    /// Fail if any result failed; otherwise error if any result was one (a metric provider gave
+    /// no usable answer); otherwise inconclusive if any result was; otherwise pass.
     pub outcome: Outcome,
     /// An emergency limit was breached: abort now, whatever `failureLimit` says.
     pub emergency: bool,
@@ -238,7 +247,7 @@ pub struct Measurement {
     pub sequential: bool,
     /// Emergency limits first (those configured), then the metrics in spec order, each
     /// `successRate` and `errorRate` followed by its sequential judge (named `NAME.sequential`)
-    /// when `sequentialConfidence` is on.
+    /// when `sequentialConfidence` is on; a metric provider's row is judged on its [`Reading`].
     pub results: Vec<MetricResult>,
 }
 
@@ -297,7 +306,12 @@ impl Measurement {
 ///   an emergency or a sequential rejection, never a failure.
 /// - Comparisons with the baseline (`errorRateVsBaseline`, `latency…VsBaseline`) are
 ///   Inconclusive while the baseline's window has fewer than `minRequests` requests.
-pub fn measure(spec: &AnalysisSpec, obs: &Observation, since: &Cumulative) -> Measurement {
+/// - **Metric providers** (`prometheus`, `web`) are judged on what they answered for this
+///   measurement, their entry in `readings` (see [`provider`]): a range or conditions, no data
+///   Inconclusive, no usable answer an Error. `minRequests` does not hold them back, and an
+///   analysis of providers alone is judged on them alone; they take no short-cut (a failing
+///   provider counts towards `failureLimit`, never aborts at once).
+pub fn measure(spec: &AnalysisSpec, obs: &Observation, since: &Cumulative, readings: &Readings) -> Measurement {
     let candidate = &obs.candidate;
     let mut results = Vec::with_capacity(2 * spec.metrics.len() + 2);
     let floor = EMERGENCY_MIN_REQUESTS.min(spec.min_requests).max(1);
@@ -310,12 +324,14 @@ pub fn measure(spec: &AnalysisSpec, obs: &Observation, since: &Cumulative) -> Me
     let emergency = results.iter().any(|r| r.outcome == Outcome::Fail);
 
     let enough = candidate.requests >= spec.min_requests.max(1);
+    // minRequests holds back the checks of the proxies' window; providers judge on their own.
+    let window_checks = spec.metrics.is_empty() || spec.metrics.iter().any(|m| m.check.provider().is_none());
     let mut sequential = false;
     for metric in &spec.metrics {
-        let mut r = check(&metric.name, &metric.check, spec.min_requests, obs, since);
+        let mut r = check(&metric.name, &metric.check, spec.min_requests, obs, since, readings);
         if let MetricCheck::SequentialErrorRate { .. } = metric.check {
             sequential |= r.outcome == Outcome::Fail;
-        } else if !enough {
+        } else if !enough && metric.check.provider().is_none() {
             r.outcome = Outcome::Inconclusive;
             r.message = format!(
                 "not judged: {} candidate requests in the window, fewer than minRequests {}",
@@ -335,9 +351,12 @@ pub fn measure(spec: &AnalysisSpec, obs: &Observation, since: &Cumulative) -> Me
         }
     }
 
-    let outcome = if results.iter().any(|r| r.outcome == Outcome::Fail) {
+    let any = |o: Outcome| results.iter().any(|r| r.outcome == o);
+    let outcome = if any(Outcome::Fail) {
         Outcome::Fail
-    } else if !enough || results.iter().any(|r| r.outcome == Outcome::Inconclusive) {
+    } else if any(Outcome::Error) {
+        Outcome::Error
+    } else if (window_checks && !enough) || any(Outcome::Inconclusive) {
         Outcome::Inconclusive
     } else {
         Outcome::Pass
@@ -358,23 +377,23 @@ fn emergency_error_rate(candidate: &Sample, max: f64, floor: u64) -> MetricResul
         return row(name, Outcome::Inconclusive, None, limit, "no candidate requests".into());
     };
     let errors = candidate.errors.min(n);
-    let outcome = breach(errors, n, max, floor);
+    let graded = breach(errors, n, max, floor);
     let conf = confidence(EMERGENCY_CONFIDENCE);
-    let message = match outcome {
-        Outcome::Pass => format!("error rate {} ≤ emergency limit {}", pct(observed), pct(max)),
-        Outcome::Fail => format!(
+    let message = match graded {
+        Graded::Pass => format!("error rate {} ≤ emergency limit {}", pct(observed), pct(max)),
+        Graded::Fail => format!(
             "error rate {} > emergency limit {} (at least {} with {conf} confidence, {n} requests)",
             pct(observed),
             pct(max),
             pct(exact::lower_bound(errors, n, EMERGENCY_CONFIDENCE))
         ),
-        Outcome::Inconclusive => format!(
+        Graded::Inconclusive => format!(
             "error rate {} above emergency limit {}, but not yet with {conf} confidence ({n} requests)",
             pct(observed),
             pct(max)
         ),
     };
-    row(name, outcome, Some(observed), limit, message)
+    row(name, graded.into(), Some(observed), limit, message)
 }
 
 fn emergency_latency(candidate: &Sample, max_ms: f64, floor: u64) -> MetricResult {
@@ -392,28 +411,28 @@ fn emergency_latency(candidate: &Sample, max_ms: f64, floor: u64) -> MetricResul
     // p99 > limit exactly when more than 1% of requests are slower than the limit; judging that
     // share (a binomial proportion) gives the emergency the same confidence rule as error rates.
     let (slow, n) = slower(&candidate.latency, max_ms);
-    let outcome = breach(slow, n, 1.0 - Quantile::P99.fraction(), floor);
+    let graded = breach(slow, n, 1.0 - Quantile::P99.fraction(), floor);
     let conf = confidence(EMERGENCY_CONFIDENCE);
-    let message = match outcome {
-        Outcome::Pass => format!("p99 latency {} ≤ emergency limit {}", ms(p99), ms(max_ms)),
-        Outcome::Fail => format!(
+    let message = match graded {
+        Graded::Pass => format!("p99 latency {} ≤ emergency limit {}", ms(p99), ms(max_ms)),
+        Graded::Fail => format!(
             "p99 latency {} > emergency limit {} ({slow} of {n} requests slower)",
             ms(p99),
             ms(max_ms)
         ),
-        Outcome::Inconclusive => format!(
+        Graded::Inconclusive => format!(
             "p99 latency {} above emergency limit {}, but not yet with {conf} confidence ({slow} of {n} requests slower)",
             ms(p99),
             ms(max_ms)
         ),
     };
-    row(name, outcome, Some(p99), limit, message)
+    row(name, graded.into(), Some(p99), limit, message)
 }
 
 /// Whether `hits` of `n` show a share above `limit`: Pass if the share is at most `limit`, Fail
 /// if `n ≥ floor` and the share's lower bound at [`EMERGENCY_CONFIDENCE`] is above it,
 /// Inconclusive in between.
-fn breach(hits: u64, n: u64, limit: f64, floor: u64) -> Outcome {
+fn breach(hits: u64, n: u64, limit: f64, floor: u64) -> Graded {
     grade(
         n == 0 || hits as f64 <= limit * n as f64,
         n >= floor && exact::exceeds(hits, n, limit, EMERGENCY_CONFIDENCE),
@@ -422,13 +441,32 @@ fn breach(hits: u64, n: u64, limit: f64, floor: u64) -> Outcome {
 
 /// Pass if the point estimate is `within` its limit; otherwise Fail if the breach is `clear`
 /// (beyond the limit at the check's confidence), Inconclusive if not.
-fn grade(within: bool, clear: bool) -> Outcome {
+fn grade(within: bool, clear: bool) -> Graded {
     if within {
-        Outcome::Pass
+        Graded::Pass
     } else if clear {
-        Outcome::Fail
+        Graded::Fail
     } else {
-        Outcome::Inconclusive
+        Graded::Inconclusive
+    }
+}
+
+/// How a check of the proxies' stats comes out: never an [`Outcome::Error`], which only a
+/// metric provider that gave no usable answer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Graded {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl From<Graded> for Outcome {
+    fn from(g: Graded) -> Self {
+        match g {
+            Graded::Pass => Self::Pass,
+            Graded::Fail => Self::Fail,
+            Graded::Inconclusive => Self::Inconclusive,
+        }
     }
 }
 
@@ -456,7 +494,14 @@ fn slower(h: &Histogram<u64>, limit_ms: f64) -> (u64, u64) {
     (n.saturating_sub(h.count_between(0, limit_us)), n)
 }
 
-fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, since: &Cumulative) -> MetricResult {
+fn check(
+    name: &str,
+    check: &MetricCheck,
+    min_requests: u64,
+    obs: &Observation,
+    since: &Cumulative,
+    readings: &Readings,
+) -> MetricResult {
     let (c, b) = (&obs.candidate, &obs.baseline);
     let inconclusive = |limit: String, message: String| row(name, Outcome::Inconclusive, None, limit, message);
     let conf = confidence(METRIC_CONFIDENCE);
@@ -469,23 +514,23 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             let (s, n) = (1.0 - e, c.requests);
             // The highest success rate the window is consistent with.
             let most = || 1.0 - exact::lower_bound(c.errors, n, METRIC_CONFIDENCE);
-            let outcome = grade(s >= min, exact::exceeds(c.errors, n, 1.0 - min, METRIC_CONFIDENCE));
-            let message = match outcome {
-                Outcome::Pass => format!("success rate {} ≥ {}", pct(s), pct(min)),
-                Outcome::Fail => format!(
+            let graded = grade(s >= min, exact::exceeds(c.errors, n, 1.0 - min, METRIC_CONFIDENCE));
+            let message = match graded {
+                Graded::Pass => format!("success rate {} ≥ {}", pct(s), pct(min)),
+                Graded::Fail => format!(
                     "success rate {} < {} (at most {} with {conf} confidence, {n} requests)",
                     pct(s),
                     pct(min),
                     pct(most())
                 ),
-                Outcome::Inconclusive => format!(
+                Graded::Inconclusive => format!(
                     "success rate {} < {}, but not clearly (could be as high as {} at {conf} confidence, {n} requests)",
                     pct(s),
                     pct(min),
                     pct(most())
                 ),
             };
-            row(name, outcome, Some(s), limit, message)
+            row(name, graded.into(), Some(s), limit, message)
         }
         MetricCheck::ErrorRate { max } => {
             let limit = format!("≤ {}", pct(max));
@@ -495,23 +540,23 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             let n = c.requests;
             // The lowest error rate the window is consistent with.
             let least = || exact::lower_bound(c.errors, n, METRIC_CONFIDENCE);
-            let outcome = grade(e <= max, exact::exceeds(c.errors, n, max, METRIC_CONFIDENCE));
-            let message = match outcome {
-                Outcome::Pass => format!("error rate {} ≤ {}", pct(e), pct(max)),
-                Outcome::Fail => format!(
+            let graded = grade(e <= max, exact::exceeds(c.errors, n, max, METRIC_CONFIDENCE));
+            let message = match graded {
+                Graded::Pass => format!("error rate {} ≤ {}", pct(e), pct(max)),
+                Graded::Fail => format!(
                     "error rate {} > {} (at least {} with {conf} confidence, {n} requests)",
                     pct(e),
                     pct(max),
                     pct(least())
                 ),
-                Outcome::Inconclusive => format!(
+                Graded::Inconclusive => format!(
                     "error rate {} > {}, but not clearly (could be as low as {} at {conf} confidence, {n} requests)",
                     pct(e),
                     pct(max),
                     pct(least())
                 ),
             };
-            row(name, outcome, Some(e), limit, message)
+            row(name, graded.into(), Some(e), limit, message)
         }
         MetricCheck::Latency { quantile, max_ms } => {
             let limit = format!("≤ {}", ms(max_ms));
@@ -521,23 +566,23 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             let q = quantile_name(quantile);
             let tail = 1.0 - quantile.fraction();
             let (slow, n) = slower(&c.latency, max_ms);
-            let outcome = grade(v <= max_ms, exact::exceeds(slow, n, tail, METRIC_CONFIDENCE));
-            let message = match outcome {
-                Outcome::Pass => format!("{q} latency {} ≤ {}", ms(v), ms(max_ms)),
-                Outcome::Fail => format!(
+            let graded = grade(v <= max_ms, exact::exceeds(slow, n, tail, METRIC_CONFIDENCE));
+            let message = match graded {
+                Graded::Pass => format!("{q} latency {} ≤ {}", ms(v), ms(max_ms)),
+                Graded::Fail => format!(
                     "{q} latency {} > {} ({slow} of {n} requests slower: more than {} with {conf} confidence)",
                     ms(v),
                     ms(max_ms),
                     pct(tail)
                 ),
-                Outcome::Inconclusive => format!(
+                Graded::Inconclusive => format!(
                     "{q} latency {} > {}, but not clearly ({slow} of {n} requests slower: too few to show more than {} with {conf} confidence)",
                     ms(v),
                     ms(max_ms),
                     pct(tail)
                 ),
             };
-            row(name, outcome, Some(v), limit, message)
+            row(name, graded.into(), Some(v), limit, message)
         }
         MetricCheck::RequestRate { min } => {
             let limit = format!("≥ {} req/s", num(min));
@@ -579,7 +624,7 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
             let rank = f + METRIC_Z * (f * (1.0 - f) / b.latency.len() as f64).sqrt();
             let b_most = b.latency.value_at_quantile(rank.min(1.0)) as f64 / 1000.0;
             let (slow, n) = slower(&c.latency, b_most * max_ratio);
-            let outcome = grade(cv <= max, exact::exceeds(slow, n, 1.0 - f, METRIC_CONFIDENCE));
+            let graded = grade(cv <= max, exact::exceeds(slow, n, 1.0 - f, METRIC_CONFIDENCE));
             let base = format!("baseline {} × {}", ms(bv), num(max_ratio));
             let evidence = format!(
                 "{slow} of {n} requests slower than {} (baseline up to {} × {})",
@@ -587,24 +632,26 @@ fn check(name: &str, check: &MetricCheck, min_requests: u64, obs: &Observation, 
                 ms(b_most),
                 num(max_ratio)
             );
-            let message = match outcome {
-                Outcome::Pass => format!("{q} latency {} ≤ {} ({base})", ms(cv), ms(max)),
-                Outcome::Fail => format!(
+            let message = match graded {
+                Graded::Pass => format!("{q} latency {} ≤ {} ({base})", ms(cv), ms(max)),
+                Graded::Fail => format!(
                     "{q} latency {} > {} ({base}): {evidence}, more than {} with {conf} confidence",
                     ms(cv),
                     ms(max),
                     pct(1.0 - f)
                 ),
-                Outcome::Inconclusive => format!(
+                Graded::Inconclusive => format!(
                     "{q} latency {} > {} ({base}), but not clearly: {evidence}, too few to show more than {} with {conf} confidence",
                     ms(cv),
                     ms(max),
                     pct(1.0 - f)
                 ),
             };
-            row(name, outcome, Some(cv), format!("≤ {}", ms(max)), message)
+            row(name, graded.into(), Some(cv), format!("≤ {}", ms(max)), message)
         }
         MetricCheck::SequentialErrorRate { confidence } => vs_baseline_sequential(name, confidence, since),
+        MetricCheck::Prometheus(ref q) => provider::judge(name, &q.judge, readings.get(name)),
+        MetricCheck::Web(ref w) => provider::judge(name, &w.judge, readings.get(name)),
     }
 }
 
@@ -671,24 +718,24 @@ fn error_rate_vs_baseline(
         ce - ratio * be - diff - spread > 0.0
     };
     let clear = max_ratio.is_none_or(|r| clearly_above(r, 0.0)) && max_diff.is_none_or(|d| clearly_above(1.0, d));
-    let outcome = grade(ce <= max, clear);
+    let graded = grade(ce <= max, clear);
     let (nc, nb) = (c.requests, b.requests);
     let bounds = describe(&pct(be));
     let conf = confidence(METRIC_CONFIDENCE);
-    let message = match outcome {
-        Outcome::Pass => format!("error rate {} ≤ {} ({bounds})", pct(ce), pct(max)),
-        Outcome::Fail => format!(
+    let message = match graded {
+        Graded::Pass => format!("error rate {} ≤ {} ({bounds})", pct(ce), pct(max)),
+        Graded::Fail => format!(
             "error rate {} > {} ({bounds}) with {conf} confidence over {nc} candidate and {nb} baseline requests",
             pct(ce),
             pct(max)
         ),
-        Outcome::Inconclusive => format!(
+        Graded::Inconclusive => format!(
             "error rate {} > {} ({bounds}), but not clearly: not with {conf} confidence over {nc} candidate and {nb} baseline requests",
             pct(ce),
             pct(max)
         ),
     };
-    row(name, outcome, Some(ce), format!("≤ {}", pct(max)), message)
+    row(name, graded.into(), Some(ce), format!("≤ {}", pct(max)), message)
 }
 
 /// The row of a sequential judge: its limit, or `Err` with the row to report when `confidence`

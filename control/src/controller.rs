@@ -21,10 +21,10 @@ use switchyard_config::{ConfigErrors, FieldError, Format, RouteSpec, load_rollou
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use crate::analyze::{Counts, Cumulative, Measurement, Observation, Outcome, Sample, Tracker, Verdict};
+use crate::analyze::{Counts, Cumulative, Measurement, Observation, Outcome, Readings, Sample, Tracker, Verdict};
 use crate::fleet::{Expect, Fleet, FleetError, Members};
 use crate::http::Http;
-use crate::observe::{ObserveError, Observed, observe_each};
+use crate::observe::{ObserveError, Observed, observe_each, providers};
 use crate::plan::Traffic;
 use crate::publish::publish_one;
 use crate::state::{AbortRecord, Command, Event, EventKind, Evidence, Phase, Refused, RolloutState};
@@ -456,6 +456,8 @@ const FLUSH_WAIT: Duration = Duration::from_secs(10);
 /// Every rollout and the loop that drives them.
 pub struct Controller {
     http: Http,
+    /// For the analyses' metric providers, each call bounded by its provider's own limit.
+    providers: Http,
     store: Store,
     /// etcd, for rollouts over a group; `None` without `--etcd`.
     fleet: Option<Arc<Fleet>>,
@@ -552,6 +554,7 @@ impl Controller {
     ) -> Arc<Self> {
         let controller = Arc::new(Self {
             http,
+            providers: Http::new(switchyard_config::rollout::PROVIDER_TIMEOUT),
             store,
             fleet,
             clock: Clock::start(),
@@ -1241,7 +1244,8 @@ impl Controller {
         }
     }
 
-    /// Reads the proxies' stats for each due analysis and judges them; dropped when a command
+    /// Reads the proxies' stats for each due analysis, asks its metric providers at the same
+    /// time, and judges both; dropped when a command
     /// wakes the task, and not judged when a command came in between.
     async fn observe(&self, entry: &Entry, due: &[Due], urls: &[String]) {
         let spec = &entry.spec;
@@ -1252,7 +1256,16 @@ impl Controller {
             } else {
                 d.spec.window
             };
-            let answers = observe_each(&self.http, spec, urls, window, Some(d.began_at)).await;
+            // The metric providers are asked beside the stats (not for the reading that only
+            // takes the totals at the analysis's start).
+            let (answers, readings) =
+                tokio::join!(observe_each(&self.http, spec, urls, window, Some(d.began_at)), async {
+                    if d.start_only {
+                        Readings::default()
+                    } else {
+                        providers::query_all(&self.providers, spec, &d.spec).await
+                    }
+                });
             let now = self.clock.now_ms();
             let mut guard = entry.lock();
             let shared = &mut *guard;
@@ -1293,7 +1306,7 @@ impl Controller {
                 entry.wake.notify_one();
             }
             let before = shared.record.state.clone();
-            self.judge(spec, &mut shared.record, d, &answers, now);
+            self.judge(spec, &mut shared.record, d, &answers, &readings, now);
             if shared.record.state != before || !d.start_only {
                 self.save(&spec.name, &shared.record);
                 self.notify(spec, &shared.record.state, before.events.len());
@@ -1313,6 +1326,7 @@ impl Controller {
         record: &mut Record,
         due: &Due,
         answers: &[(String, Result<Observed, ObserveError>)],
+        readings: &Readings,
         now: u64,
     ) {
         let step = record.state.step;
@@ -1363,6 +1377,7 @@ impl Controller {
                         baseline: sample(&o.baseline),
                     },
                     cumulative,
+                    readings,
                 );
                 (run.tracker.record(&m, true), Some(m))
             }

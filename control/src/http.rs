@@ -193,7 +193,7 @@ impl Problems {
 
 /// What follows the status in [`CallError::Status`]: `: ` and the problems of an error
 /// document, or the body's first line, or nothing for an empty body.
-fn summary(body: &str) -> String {
+pub(crate) fn summary(body: &str) -> String {
     /// Longest stretch of a body that is not an error document shown in a message.
     const SHOWN: usize = 200;
     if let Some(problems) = Problems::parse(body) {
@@ -306,9 +306,22 @@ impl Http {
         })
     }
 
+    /// The same client (its pooled connections shared) with calls bounded by `timeout` instead.
+    pub fn with_timeout(&self, timeout: Duration) -> Self {
+        Self {
+            client: self.client.clone(),
+            timeout,
+        }
+    }
+
     /// `GET url` expecting 200 and JSON.
     pub async fn get_json(&self, url: &str) -> Result<serde_json::Value, CallError> {
-        let (status, _, body) = self.call(Method::GET, url, &[], None).await?;
+        self.get_json_with(url, &[]).await
+    }
+
+    /// `GET url` with `headers`, expecting a 2xx status and JSON.
+    pub async fn get_json_with(&self, url: &str, headers: &[(&str, String)]) -> Result<serde_json::Value, CallError> {
+        let (status, _, body) = self.call(Method::GET, url, headers, None).await?;
         json(url, status, &body)
     }
 

@@ -1,7 +1,7 @@
 //! Observing a rollout: every proxy's `/stats` for the route, at once, each proxy's answer kept
 //! apart (so that one that does not answer is reported, and lifetime totals are compared proxy
 //! by proxy), then merged exactly (counts add, histograms merge) for the baseline and the
-//! candidate.
+//! candidate; and, beside them, the analysis's metric providers ([`providers`]).
 
 use std::time::Duration;
 
@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 
 use crate::analyze::Counts;
 use crate::http::{CallError, Http};
+
+pub mod providers;
 
 /// Both tracks over the window, from one proxy or merged across proxies, with lifetime totals.
 #[derive(Debug, Clone)]

@@ -55,6 +55,8 @@ struct State {
     open: AtomicU64,
     seen: Mutex<Vec<Seen>>,
     release: Notify,
+    /// The body of every answer instead of the name, when set.
+    body: Mutex<Option<Bytes>>,
 }
 
 /// A mock upstream serving until dropped.
@@ -87,6 +89,7 @@ impl MockUpstream {
             open: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
             release: Notify::new(),
+            body: Mutex::new(None),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));
         Self { addr, state, task }
@@ -108,6 +111,12 @@ impl MockUpstream {
             u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+    }
+
+    /// The body of every answer from now on, instead of the mock's name (a JSON document, for
+    /// an endpoint the control loop reads).
+    pub fn set_body(&self, body: impl Into<Bytes>) {
+        *self.state.body.lock().expect("not poisoned") = Some(body.into());
     }
 
     /// Makes every `n`th request (1-based count) answer 500; 0 turns it off.
@@ -198,7 +207,8 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
     } else {
         state.status.load(Ordering::Relaxed)
     };
-    let mut response = Response::new(Full::new(Bytes::from(state.name.clone())));
+    let body = state.body.lock().expect("not poisoned").clone();
+    let mut response = Response::new(Full::new(body.unwrap_or_else(|| Bytes::from(state.name.clone()))));
     *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
         .headers_mut()

@@ -12,8 +12,9 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::{
     ABORT_INTERVAL, AbortSpec, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck,
-    MetricSpec, PROGRESS_DEADLINE, Pause, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec, SEQUENTIAL_CONFIDENCE,
-    STEP_KEYS, STRATEGY_KEYS, Step, Strategy, WEBHOOK_TIMEOUT, WebhookGate, check, quantile_keys,
+    MetricSpec, PROGRESS_DEADLINE, Pause, PrometheusQuery, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec,
+    SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step, Strategy, WEBHOOK_TIMEOUT, WebQuery, WebhookGate, check,
+    quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};
@@ -526,6 +527,26 @@ impl FromTree for AnalysisSpec {
                     format!("duplicate metric name {:?}, also at {at}[{first}]", m.name),
                 );
             }
+            // A provider that may answer after the next measurement is due would hold it up.
+            let own_timeout = match &m.check {
+                MetricCheck::Prometheus(q) => q.timeout,
+                MetricCheck::Web(w) => w.timeout,
+                _ => None,
+            };
+            let longest = super::provider::longest_timeout(interval);
+            if let Some(t) = own_timeout
+                && fresh(interval_at, p)
+                && t > longest
+            {
+                p.push(
+                    format!("{at}[{i}].{}.timeout", m.check.key()),
+                    format!(
+                        "timeout must be at most nine tenths of the analysis's interval ({}), found {}: the measurement must end before the next is due",
+                        humantime::format_duration(longest),
+                        humantime::format_duration(t)
+                    ),
+                );
+            }
         }
         let emergency = f.optional("emergency", p).unwrap_or_default();
         f.finish(p);
@@ -612,6 +633,8 @@ fn metric_check(key: &str, v: &Value, path: &str, p: &mut Problems) -> Option<Me
         "sequentialErrorRate" => MetricCheck::SequentialErrorRate {
             confidence: bound(v, path, "confidence", check::confidence, p)?,
         },
+        "prometheus" => MetricCheck::Prometheus(PrometheusQuery::from_tree(v, path, p)?),
+        "web" => MetricCheck::Web(WebQuery::from_tree(v, path, p)?),
         "errorRateVsBaseline" => {
             let mut f = Fields::of(v, path, p)?;
             let max_ratio: Option<f64> = f.optional("maxRatio", p);

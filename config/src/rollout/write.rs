@@ -70,6 +70,8 @@ impl Serialize for MetricCheck {
             Self::ErrorRateVsBaseline { max_ratio, max_diff } => {
                 map.serialize_entry(key, &VsBaseline { max_ratio, max_diff })?
             }
+            Self::Prometheus(ref q) => map.serialize_entry(key, q)?,
+            Self::Web(ref w) => map.serialize_entry(key, w)?,
         }
         map.end()
     }

@@ -5,6 +5,11 @@ use switchyard_config::rollout::{EmergencySpec, MetricSpec};
 
 use super::*;
 
+/// A measurement of the proxies' checks alone: no metric provider was asked.
+fn measure(spec: &AnalysisSpec, obs: &Observation, since: &Cumulative) -> Measurement {
+    super::measure(spec, obs, since, &Readings::default())
+}
+
 /// A histogram with `count` requests at each of `ms` milliseconds.
 fn latencies(points: &[(f64, u64)]) -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, 60_000_000, 3).unwrap();
@@ -689,7 +694,8 @@ fn rank(o: Outcome) -> u8 {
     match o {
         Outcome::Pass => 0,
         Outcome::Inconclusive => 1,
-        Outcome::Fail => 2,
+        Outcome::Error => 2,
+        Outcome::Fail => 3,
     }
 }
 
@@ -727,4 +733,83 @@ proptest! {
             }
         }
     }
+}
+
+// ---- metric providers beside the proxies' checks ------------------------------------------
+
+fn prometheus_max(max: f64) -> MetricCheck {
+    MetricCheck::Prometheus(switchyard_config::rollout::PrometheusQuery {
+        address: "http://127.0.0.1:9090".into(),
+        query: "up".into(),
+        timeout: None,
+        judge: switchyard_config::rollout::Judge::Range {
+            min: None,
+            max: Some(max),
+        },
+    })
+}
+
+/// The readings of one measurement: the metric `m{i}` read `reading`.
+fn read(i: usize, reading: Reading) -> Readings {
+    Readings([(format!("m{i}"), reading)].into_iter().collect())
+}
+
+#[test]
+fn providers_are_judged_in_spec_order_beside_the_proxies_checks() {
+    let s = spec(
+        vec![MetricCheck::ErrorRate { max: 0.05 }, prometheus_max(0.01)],
+        EmergencySpec::default(),
+    );
+    let o = obs(healthy(), healthy());
+    let m = super::measure(&s, &o, &totals_of(&o), &read(1, Reading::Scalar(0.002)));
+    let rows: Vec<(&str, Outcome)> = m.results.iter().map(|r| (r.name.as_str(), r.outcome)).collect();
+    assert_eq!(rows, [("m0", Outcome::Pass), ("m1", Outcome::Pass)]);
+    assert_eq!(m.outcome, Outcome::Pass);
+
+    // A failing provider fails the measurement, and takes no short-cut.
+    let m = super::measure(&s, &o, &totals_of(&o), &read(1, Reading::Scalar(0.2)));
+    assert_eq!((m.outcome, m.emergency, m.sequential), (Outcome::Fail, false, false));
+    assert_eq!(m.failures(), "m1: query value 0.2 > max 0.01");
+
+    // One that gave no usable answer makes it an error, unless something failed.
+    let refused = || {
+        read(
+            1,
+            Reading::Failed("cannot reach Prometheus at http://127.0.0.1:9090: connection refused".into()),
+        )
+    };
+    assert_eq!(
+        super::measure(&s, &o, &totals_of(&o), &refused()).outcome,
+        Outcome::Error
+    );
+    let bad = obs(sample(2000, 400, 20.0), healthy());
+    assert_eq!(
+        super::measure(&s, &bad, &totals_of(&bad), &refused()).outcome,
+        Outcome::Fail
+    );
+}
+
+#[test]
+fn min_requests_holds_back_the_proxies_checks_only() {
+    let quiet = obs(sample(10, 0, 20.0), healthy());
+    let mixed = spec(
+        vec![MetricCheck::ErrorRate { max: 0.05 }, prometheus_max(0.01)],
+        EmergencySpec::default(),
+    );
+    let m = super::measure(&mixed, &quiet, &totals_of(&quiet), &read(1, Reading::Scalar(0.5)));
+    assert_eq!(m.results[0].outcome, Outcome::Inconclusive);
+    assert_eq!(m.results[1].outcome, Outcome::Fail);
+    let m = super::measure(&mixed, &quiet, &totals_of(&quiet), &read(1, Reading::Scalar(0.002)));
+    assert_eq!(m.outcome, Outcome::Inconclusive, "the proxies' check is not judged yet");
+
+    // An analysis of providers alone is judged on them alone, with or without requests.
+    let alone = spec(vec![prometheus_max(0.01)], EmergencySpec::default());
+    let none = obs(sample(0, 0, 20.0), sample(0, 0, 20.0));
+    let m = super::measure(&alone, &none, &Cumulative::default(), &read(0, Reading::Scalar(0.002)));
+    assert_eq!(m.outcome, Outcome::Pass);
+    let m = super::measure(&alone, &none, &Cumulative::default(), &read(0, Reading::Vector(vec![])));
+    assert_eq!(m.outcome, Outcome::Inconclusive);
+    // A reading missing for a provider is an error of the measurement, never a pass.
+    let m = super::measure(&alone, &none, &Cumulative::default(), &Readings::default());
+    assert_eq!(m.outcome, Outcome::Error);
 }

@@ -2,6 +2,7 @@
 //! verdict. Plain data, serializable, so the controller can persist it and carry on after a
 //! restart.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -58,17 +59,30 @@ pub enum AbortReason {
         /// The limit.
         limit: u32,
     },
+    /// `consecutiveErrorLimit` measurements in a row could not read one metric provider's
+    /// value.
+    MetricErrors {
+        /// The metric's name.
+        metric: String,
+        /// Consecutive measurements without its value.
+        consecutive: u32,
+        /// The limit.
+        limit: u32,
+        /// Why the last one could not, as its row says.
+        message: String,
+    },
 }
 
 impl AbortReason {
     /// A short, stable label for metrics and logs: `emergency`, `sequential`, `failure_limit`,
-    /// `stats_unreachable`.
+    /// `stats_unreachable`, `metric_errors`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Emergency { .. } => "emergency",
             Self::Sequential { .. } => "sequential",
             Self::FailureLimit { .. } => "failure_limit",
             Self::StatsUnreachable { .. } => "stats_unreachable",
+            Self::MetricErrors { .. } => "metric_errors",
         }
     }
 }
@@ -89,6 +103,15 @@ impl fmt::Display for AbortReason {
             Self::StatsUnreachable { consecutive, limit } => write!(
                 f,
                 "stats unreachable for {consecutive} consecutive measurements (consecutiveErrorLimit {limit})"
+            ),
+            Self::MetricErrors {
+                metric,
+                consecutive,
+                limit,
+                message,
+            } => write!(
+                f,
+                "metric {metric} could not be measured in {consecutive} consecutive measurements (consecutiveErrorLimit {limit}); last: {message}"
             ),
         }
     }
@@ -111,22 +134,28 @@ struct Limits {
 ///
 /// 1. Once the run has passed or aborted, it stays so: `record` returns the same verdict and
 ///    changes nothing.
-/// 2. **Stats unreachable** (`stats_reachable == false`: some proxy's stats could not be read)
+/// 2. **Emergency** — aborts at once. So does a **sequential rejection**
+///    ([`Measurement::sequential`]): its false-abort probability is bounded over the whole
+///    analysis already, so `failureLimit`, which exists to absorb the noise of windows judged
+///    one by one, would only delay it.
+/// 3. **Metric errors** — a row whose outcome is [`Outcome::Error`] (a metric provider gave no
+///    usable answer) adds to that metric's own streak; any other row of the metric ends it. A
+///    streak that reaches `consecutiveErrorLimit` aborts, as a metric's consecutive errors do in
+///    Argo Rollouts. The other rows of the measurement still count, below.
+/// 4. **Stats unreachable** (`stats_reachable == false`: some proxy's stats could not be read)
 ///    — the measurement is an *error*: it counts neither as a pass nor as a failure, and the
 ///    measurement's own outcome is ignored, except that an emergency it shows still aborts (the
 ///    proxies that did answer are evidence enough). `consecutiveErrorLimit` consecutive errors
 ///    abort. A measurement with stats resets the streak.
-/// 3. **Emergency** — aborts at once. So does a **sequential rejection**
-///    ([`Measurement::sequential`]): its false-abort probability is bounded over the whole
-///    analysis already, so `failureLimit`, which exists to absorb the noise of windows judged
-///    one by one, would only delay it.
-/// 4. **Fail** — counts towards `failureLimit`, cumulatively over the run, as in Argo Rollouts;
+/// 5. **Fail** — counts towards `failureLimit`, cumulatively over the run, as in Argo Rollouts;
 ///    the run aborts when the count *reaches* the limit (`failureLimit: 3` aborts on the third
 ///    failure, as the schema documents; Argo aborts when the count exceeds it). A limit of 0
-///    acts as 1.
-/// 5. **Inconclusive** — `inconclusiveLimit` consecutive ones return
+///    acts as 1. A failure counts whether or not another row of it is an error.
+/// 6. **Error** (no row failed, some row is an error) — neither a pass nor a failure, and it
+///    leaves the inconclusive streak as it is.
+/// 7. **Inconclusive** — `inconclusiveLimit` consecutive ones return
 ///    [`Verdict::PauseInconclusive`] (0: never); any pass or failure resets the streak.
-/// 6. **Pass** — the run passes once `count` measurements have *passed*. Passes need not be
+/// 8. **Pass** — the run passes once `count` measurements have *passed*. Passes need not be
 ///    consecutive; failed, inconclusive and error measurements do not count towards `count`,
 ///    because a run of low-traffic windows must never add up to a pass. `count: 0` acts as 1;
 ///    without `count` the run never passes by itself (it lasts as long as its step).
@@ -140,6 +169,9 @@ pub struct Tracker {
     errors: u32,
     consecutive_inconclusive: u32,
     consecutive_errors: u32,
+    /// Each metric's consecutive errors, while it has some.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    metric_errors: BTreeMap<String, u32>,
     ended: Option<Verdict>,
 }
 
@@ -159,6 +191,7 @@ impl Tracker {
             errors: 0,
             consecutive_inconclusive: 0,
             consecutive_errors: 0,
+            metric_errors: BTreeMap::new(),
             ended: None,
         }
     }
@@ -181,6 +214,10 @@ impl Tracker {
             return self.end(Verdict::Abort {
                 reason: AbortReason::Sequential { message: m.failures() },
             });
+        }
+        if let Some(reason) = self.metric_errors(m) {
+            self.errors = self.errors.saturating_add(1);
+            return self.end(Verdict::Abort { reason });
         }
         if !stats_reachable {
             self.errors = self.errors.saturating_add(1);
@@ -211,6 +248,10 @@ impl Tracker {
                         },
                     });
                 }
+                Verdict::Continue
+            }
+            Outcome::Error => {
+                self.errors = self.errors.saturating_add(1);
                 Verdict::Continue
             }
             Outcome::Inconclusive => {
@@ -266,9 +307,34 @@ impl Tracker {
         self.inconclusive
     }
 
-    /// Measurements taken without every proxy's stats.
+    /// Measurements that were errors: taken without every proxy's stats, or with a metric
+    /// provider's value unread.
     pub fn errors(&self) -> u32 {
         self.errors
+    }
+
+    /// Adds `m`'s rows to each metric's error streak (rule 3); the abort, if a streak reached
+    /// the limit.
+    fn metric_errors(&mut self, m: &Measurement) -> Option<AbortReason> {
+        let limit = self.limits.consecutive_error_limit;
+        let mut reached = None;
+        for r in &m.results {
+            if r.outcome != Outcome::Error {
+                self.metric_errors.remove(&r.name);
+                continue;
+            }
+            let streak = self.metric_errors.entry(r.name.clone()).or_default();
+            *streak = streak.saturating_add(1);
+            if *streak >= limit.max(1) && reached.is_none() {
+                reached = Some(AbortReason::MetricErrors {
+                    metric: r.name.clone(),
+                    consecutive: *streak,
+                    limit,
+                    message: r.message.clone(),
+                });
+            }
+        }
+        reached
     }
 
     fn end(&mut self, v: Verdict) -> Verdict {

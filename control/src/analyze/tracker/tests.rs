@@ -185,3 +185,111 @@ fn the_state_survives_a_round_trip_through_json() {
     assert_eq!(json["reason"]["cause"], "failureLimit");
     assert_eq!(serde_json::from_value::<Verdict>(json).unwrap(), *v);
 }
+
+/// A measurement of two metrics: a proxy check with `built_in`, and a provider `budget`.
+fn with_provider(built_in: Outcome, budget: Outcome) -> Measurement {
+    let row = |name: &str, outcome: Outcome, message: &str| MetricResult {
+        name: name.into(),
+        outcome,
+        value: None,
+        limit: "≤ 0.01".into(),
+        message: message.into(),
+    };
+    let outcome = [FAIL, Outcome::Error, INCONCLUSIVE, PASS]
+        .into_iter()
+        .find(|o| [built_in, budget].contains(o))
+        .unwrap();
+    Measurement {
+        outcome,
+        emergency: false,
+        sequential: false,
+        results: vec![
+            row("error-rate", built_in, "error rate 0.20% ≤ 1.00%"),
+            row(
+                "budget",
+                budget,
+                "cannot reach Prometheus at http://127.0.0.1:9: connection refused",
+            ),
+        ],
+    }
+}
+
+const ERROR: Outcome = Outcome::Error;
+
+#[test]
+fn consecutive_provider_errors_abort_at_the_limit_and_an_answer_resets_the_streak() {
+    let mut t = Tracker::new(&spec(Some(10), 3, 2, 3));
+    for budget in [ERROR, ERROR, PASS, ERROR, ERROR] {
+        assert_eq!(t.record(&with_provider(PASS, budget), true), Verdict::Continue);
+    }
+    let Verdict::Abort { reason } = t.record(&with_provider(PASS, ERROR), true) else {
+        panic!("the third error in a row aborts")
+    };
+    assert_eq!(reason.label(), "metric_errors");
+    assert_eq!(
+        reason.to_string(),
+        "metric budget could not be measured in 3 consecutive measurements (consecutiveErrorLimit 3); last: cannot reach Prometheus at http://127.0.0.1:9: connection refused"
+    );
+    // Errors are neither passes nor failures, and do not count as inconclusive (which would
+    // have paused at inconclusiveLimit 2).
+    assert_eq!((t.passed(), t.failed(), t.inconclusive(), t.errors()), (1, 0, 0, 5));
+}
+
+#[test]
+fn a_failure_counts_beside_a_provider_error() {
+    let mut t = Tracker::new(&spec(None, 2, 0, 4));
+    assert_eq!(t.record(&with_provider(FAIL, ERROR), true), Verdict::Continue);
+    let v = t.record(&with_provider(FAIL, ERROR), true);
+    assert!(
+        matches!(
+            &v,
+            Verdict::Abort {
+                reason: AbortReason::FailureLimit { failures: 2, .. }
+            }
+        ),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn each_metric_counts_its_own_errors() {
+    let mut t = Tracker::new(&spec(None, 3, 0, 2));
+    // The two providers fail in turn: neither has two errors in a row.
+    let turn = |first: Outcome, second: Outcome| Measurement {
+        results: vec![
+            MetricResult {
+                name: "a".into(),
+                ..with_provider(PASS, first).results[1].clone()
+            },
+            MetricResult {
+                name: "b".into(),
+                ..with_provider(PASS, second).results[1].clone()
+            },
+        ],
+        ..with_provider(PASS, ERROR)
+    };
+    for _ in 0..3 {
+        assert_eq!(t.record(&turn(ERROR, PASS), true), Verdict::Continue);
+        assert_eq!(t.record(&turn(PASS, ERROR), true), Verdict::Continue);
+    }
+    assert!(matches!(
+        t.record(&turn(PASS, ERROR), true),
+        Verdict::Abort { reason: AbortReason::MetricErrors { metric, consecutive: 2, .. } } if metric == "b"
+    ));
+}
+
+#[test]
+fn provider_streaks_survive_a_round_trip_through_json() {
+    let mut t = Tracker::new(&spec(None, 3, 0, 2));
+    t.record(&with_provider(PASS, ERROR), true);
+    let mut back: Tracker = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+    assert_eq!(back, t);
+    assert!(matches!(
+        back.record(&with_provider(PASS, ERROR), true),
+        Verdict::Abort { .. }
+    ));
+    // A tracker persisted before providers existed reads too.
+    let old = serde_json::to_value(Tracker::new(&spec(None, 3, 0, 2))).unwrap();
+    assert!(old.get("metricErrors").is_none());
+    serde_json::from_value::<Tracker>(old).unwrap();
+}
