@@ -1,6 +1,7 @@
 //! The control API (default `127.0.0.1:9900`), described in `docs/control-api.yaml`:
-//! `POST /rollouts` applies a spec; `GET /rollouts`, `GET /rollouts/NAME` and
-//! `GET /rollouts/NAME/history` read; `POST /rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
+//! `POST /rollouts` applies a spec; `GET /rollouts`, `GET /rollouts/NAME`,
+//! `GET /rollouts/NAME/history` and `GET /rollouts/NAME/measurements` (the series the
+//! dashboard charts) read; `POST /rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
 //! (`promote?full=true`) and `POST /rollouts/NAME/weight` with `{"weight": N}` act.
 //!
 //! A request is checked before the controller sees it: an unknown path is 404, a method its
@@ -102,6 +103,8 @@ enum Endpoint {
     Rollout(String),
     /// `/rollouts/NAME/history`
     History(String),
+    /// `/rollouts/NAME/measurements`
+    Measurements(String),
     /// `/rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
     Act(String, Action),
     /// `/rollouts/NAME/weight`
@@ -141,6 +144,7 @@ impl Endpoint {
             ["rollouts"] => Self::Rollouts,
             ["rollouts", name] => Self::Rollout((*name).to_owned()),
             ["rollouts", name, "history"] => Self::History((*name).to_owned()),
+            ["rollouts", name, "measurements"] => Self::Measurements((*name).to_owned()),
             ["rollouts", name, "weight"] => Self::Weight((*name).to_owned()),
             ["rollouts", name, verb] => Self::Act((*name).to_owned(), action(verb)?),
             ["fleet", group] => Self::Group((*group).to_owned()),
@@ -152,7 +156,7 @@ impl Endpoint {
     /// The methods it takes, as `Allow` lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Self::Health | Self::History(_) | Self::Group(_) => "GET",
+            Self::Health | Self::History(_) | Self::Measurements(_) | Self::Group(_) => "GET",
             Self::GroupRoutes(_) => "PUT",
             Self::Rollout(_) => "GET, DELETE",
             Self::Rollouts => "GET, POST",
@@ -168,6 +172,7 @@ impl Endpoint {
     fn parameters(&self) -> &'static [&'static str] {
         match self {
             Self::Act(_, Action::Promote) => &["full"],
+            Self::Measurements(_) => &["since"],
             _ => &[],
         }
     }
@@ -456,6 +461,10 @@ async fn answer_parts(
                 &json!({ "name": name, "events": events, "abort": abort }),
             )
         }
+        Endpoint::Measurements(name) => json_reply(
+            StatusCode::OK,
+            &controller.measurements(&name, query.millis("since")?).await?,
+        ),
         Endpoint::Act(name, action) => {
             let command = match action {
                 Action::Promote => Command::Promote {
@@ -545,6 +554,22 @@ impl<'q> Query<'q> {
                 name,
                 format!("must be true, false, 1 or 0 (or {name} alone, meaning true), not {other:?}"),
             )),
+        }
+    }
+
+    /// A time parameter, ms since the Unix epoch; `None` when absent.
+    fn millis(&self, name: &str) -> Result<Option<u64>, FieldError> {
+        match self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v) {
+            None => Ok(None),
+            Some(value) => value.and_then(|v| v.parse::<u64>().ok()).map(Some).ok_or_else(|| {
+                FieldError::new(
+                    name,
+                    format!(
+                        "must be a time in ms since the Unix epoch (a whole number), not {:?}",
+                        value.unwrap_or("")
+                    ),
+                )
+            }),
         }
     }
 }
@@ -660,6 +685,21 @@ mod tests {
             assert!(e.message.contains("true, false, 1 or 0"), "{bad}: {e}");
         }
         assert_eq!(full("full&full=0").unwrap_err().path, "full");
+    }
+
+    #[test]
+    fn since_is_a_time_in_ms() {
+        let since = |query: &str| Query::parse(Some(query), &["since"]).and_then(|q| q.millis("since"));
+        assert_eq!(since(""), Ok(None));
+        assert_eq!(since("since=1700000000000"), Ok(Some(1_700_000_000_000)));
+        for bad in ["since", "since=", "since=-1", "since=1.5", "since=yesterday"] {
+            let e = since(bad).unwrap_err();
+            assert_eq!(e.path, "since", "{bad}");
+            assert!(
+                e.message.starts_with("must be a time in ms since the Unix epoch"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -273,6 +273,7 @@ async fn the_openapi_description_matches_the_api() {
         "GET /rollouts",
         "GET /rollouts/{name}",
         "GET /rollouts/{name}/history",
+        "GET /rollouts/{name}/measurements",
         "POST /rollouts",
         "POST /rollouts/{name}/abort",
         "POST /rollouts/{name}/pause",
@@ -326,6 +327,91 @@ async fn the_openapi_description_matches_the_api() {
     );
     let (_, status) = call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await;
     assert_object_matches(&status, api.schema("Status"), "status");
+    assert_eq!(status["strategy"], "canary");
+    assert_eq!(
+        status["stepLabels"],
+        serde_json::json!(["weight 10%", "pause until promoted", "weight 100%"])
+    );
+    // Without analysis nothing is measured.
+    let (_, series) = call(http::Method::GET, &format!("{url}/rollouts/demo/measurements"), "").await;
+    assert_object_matches(&series, api.schema("Measurements"), "measurements");
+    assert_eq!(
+        (&series["points"], &series["intervalMs"]),
+        (&serde_json::json!([]), &Value::Null)
+    );
+}
+
+/// A rollout whose analysis measures: `GET /rollouts/NAME/measurements` serves one point per
+/// measurement, as described, and `since` gives only the later ones.
+#[tokio::test]
+async fn a_measured_rollout_serves_its_series() {
+    let api = OpenApi::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-api.yaml"));
+    let scratch = Scratch::new("control-api-series");
+    let url = serve(&scratch).await;
+    let proxy = FakeProxy::start().await;
+    let spec = format!(
+        "name: measured\nroute: checkout\nproxies: [\"{}\"]\nbaseline: stable\ncandidate: canary\n\
+         canary: {{ steps: [{{ setWeight: 10 }}, {{ pause: {{}} }}] }}\n\
+         analysis: {{ interval: 1s, window: 2s, minRequests: 10 }}\n",
+        proxy.url
+    );
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), &spec).await.0, 201);
+    let measurements = format!("{url}/rollouts/measured/measurements");
+    let mut series: Value;
+    switchyard_testkit::assert_eventually!(
+        {
+            series = call(http::Method::GET, &measurements, "").await.1;
+            series["points"].as_array().map_or(0, Vec::len) >= 2
+        },
+        Duration::from_secs(15)
+    );
+    assert_object_matches(&series, api.schema("Measurements"), "measurements");
+    assert_eq!(
+        (&series["baseline"], &series["candidate"], &series["intervalMs"]),
+        (&Value::from("stable"), &Value::from("canary"), &Value::from(1000))
+    );
+    let points = series["points"].as_array().unwrap();
+    for point in points {
+        assert_object_matches(point, api.schema("Point"), "point");
+        for track in ["baseline", "candidate"] {
+            assert_object_matches(&point[track], api.schema("TrackFigures"), track);
+        }
+        // The fake proxy serves 100 requests a second on each track, each taking 10 ms.
+        assert_eq!(point["baseline"]["rps"].as_f64(), Some(100.0), "{point}");
+        assert_eq!(
+            point["candidate"]["p50Ms"].as_f64().map(f64::round),
+            Some(10.0),
+            "{point}"
+        );
+    }
+    let times: Vec<u64> = points.iter().map(|p| p["at"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "in time order: {times:?}");
+    let (_, later) = call(http::Method::GET, &format!("{measurements}?since={}", times[0]), "").await;
+    let later: Vec<u64> = later["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["at"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        later.first(),
+        times.get(1),
+        "since gives the points after it: {later:?}"
+    );
+    let (status, _, problem) = refusal(http::Method::GET, &format!("{measurements}?since=soon"), "").await;
+    assert_eq!(
+        (status, problem.as_str()),
+        (
+            400,
+            "since: must be a time in ms since the Unix epoch (a whole number), not \"soon\""
+        )
+    );
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/nope/measurements"), "")
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
