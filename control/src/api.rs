@@ -4,9 +4,11 @@
 //! dashboard charts) read; `POST /rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
 //! (`promote?full=true`) and `POST /rollouts/NAME/weight` with `{"weight": N}` act.
 //!
-//! A request is checked before the controller sees it: an unknown path is 404, a method its
-//! path does not take 405 with `Allow`, an unknown query parameter or a value out of range 400
-//! naming it. Every refusal becomes a response in one place, [`Refusal::reply`].
+//! A request is checked before the controller sees it: a command without the API's token
+//! (when one is configured) is 401, and one sent by another site's page 403 ([`Guard`]); an
+//! unknown path is 404, a method its path does not take 405 with `Allow`, an unknown query
+//! parameter or a value out of range 400 naming it. Every refusal becomes a response in one
+//! place, [`Refusal::reply`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -32,6 +34,11 @@ use crate::controller::{ControlError, Controller};
 use crate::http::{CallError, NoAnswer};
 use crate::state::Command;
 
+mod guard;
+
+use guard::Denied;
+pub use guard::Guard;
+
 /// Largest spec body, bytes.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -56,28 +63,37 @@ pub enum Backend {
 #[cfg(feature = "fleet")]
 const FORWARDED: &str = "x-switchyard-forwarded-by";
 
-/// Serves the API of one controller on `listener` until the process ends.
+/// Serves the API of one controller on `listener` until the process ends, taking commands
+/// from anyone who reaches it.
 pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
-    let id = InstanceId::from_bits(
-        u64::from(std::process::id()) << 16 ^ u64::from(listener.local_addr().map_or(0, |a| a.port())),
-    );
-    serve_backend(listener, Backend::One { controller, id }).await;
+    let backend = Backend::one(controller, &listener);
+    serve_backend(listener, backend, Guard::default()).await;
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve_backend(listener: TcpListener, backend: Backend) {
+impl Backend {
+    /// One controller on its own, serving on `listener`.
+    pub fn one(controller: Arc<Controller>, listener: &TcpListener) -> Self {
+        let id = InstanceId::from_bits(
+            u64::from(std::process::id()) << 16 ^ u64::from(listener.local_addr().map_or(0, |a| a.port())),
+        );
+        Self::One { controller, id }
+    }
+}
+
+/// Serves the API on `listener` until the process ends, letting through what `guard` admits.
+pub async fn serve_backend(listener: TcpListener, backend: Backend, guard: Guard) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let backend = backend.clone();
+        let (backend, guard) = (backend.clone(), guard.clone());
         tokio::spawn(async move {
             let service = ServiceBuilder::new()
                 .concurrency_limit(64)
                 .service(service_fn(move |req| {
-                    let backend = backend.clone();
-                    async move { Ok::<_, Infallible>(handle(&backend, req).await) }
+                    let (backend, guard) = (backend.clone(), guard.clone());
+                    async move { Ok::<_, Infallible>(handle(&backend, &guard, req).await) }
                 }));
             let mut builder = http1::Builder::new();
             builder
@@ -198,6 +214,8 @@ enum Refusal {
     /// The leader got the request but did not answer it (504): it may have been taken.
     #[cfg_attr(not(feature = "fleet"), allow(dead_code, reason = "only replicas pass requests on"))]
     Unanswered(String),
+    /// The guard did not let the request through (401 with `WWW-Authenticate`, or 403).
+    Denied(Denied),
     /// No replica can take the request now (503, with `Retry-After`).
     #[cfg_attr(
         not(feature = "fleet"),
@@ -240,6 +258,21 @@ impl Refusal {
             }
             Self::Invalid(problem) => errors(StatusCode::BAD_REQUEST, &[problem]),
             Self::Body(status, message) => errors(status, &[FieldError::new("", message)]),
+            Self::Denied(denied @ (Denied::NoToken | Denied::WrongToken)) => {
+                let mut reply = errors(
+                    StatusCode::UNAUTHORIZED,
+                    &[FieldError::new("Authorization", denied.message())],
+                );
+                reply.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"switchyard\""),
+                );
+                reply
+            }
+            Self::Denied(denied @ Denied::CrossSite) => errors(
+                StatusCode::FORBIDDEN,
+                &[FieldError::new("Sec-Fetch-Site", denied.message())],
+            ),
             Self::Unanswered(message) => errors(StatusCode::GATEWAY_TIMEOUT, &[FieldError::new("", message)]),
             Self::Unavailable(message) => {
                 let mut reply = errors(StatusCode::SERVICE_UNAVAILABLE, &[FieldError::new("", message)]);
@@ -268,7 +301,10 @@ impl Refusal {
     }
 }
 
-async fn handle(backend: &Backend, req: Request<Incoming>) -> Reply {
+async fn handle(backend: &Backend, guard: &Guard, req: Request<Incoming>) -> Reply {
+    if let Err(denied) = guard.admit(req.method(), req.headers()) {
+        return Refusal::Denied(denied).reply();
+    }
     let result = match backend {
         Backend::One { controller, id } => {
             if req.uri().path() == "/replica" {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use switchyard_control::api::{Backend, Guard};
 use switchyard_control::controller::Controller;
 use switchyard_control::http::Http;
 use switchyard_control::store::Store;
@@ -14,11 +15,16 @@ use switchyard_testkit::openapi::{OpenApi, assert_object_matches};
 use switchyard_testkit::{Client, FakeProxy, Scratch};
 
 async fn serve(scratch: &Scratch) -> String {
+    serve_guarded(scratch, Guard::default()).await
+}
+
+async fn serve_guarded(scratch: &Scratch, guard: Guard) -> String {
     let store = Store::open(&scratch.join("state")).unwrap();
     let controller = Controller::start(store, Http::new(Duration::from_millis(500)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(switchyard_control::api::serve(listener, Arc::clone(&controller)));
+    let backend = Backend::one(Arc::clone(&controller), &listener);
+    tokio::spawn(switchyard_control::api::serve_backend(listener, backend, guard));
     url
 }
 
@@ -480,4 +486,61 @@ async fn one_active_rollout_per_route_a_spec_checked_against_the_proxies_and_del
         call(http::Method::POST, &format!("{url}/rollouts"), &other).await.0,
         201
     );
+}
+
+/// With a token configured, a command must carry it (401 with `WWW-Authenticate` otherwise);
+/// reads need none; and a command from another site's page is refused even with the token.
+#[tokio::test]
+async fn commands_need_the_token_and_other_sites_pages_cannot_command() {
+    let scratch = Scratch::new("control-api-token");
+    let url = serve_guarded(&scratch, Guard::bearer("tok-3n5Qm8")).await;
+    let (_proxy, spec) = waiting_spec().await;
+    let rollouts = format!("{url}/rollouts");
+    let r = Client::http1()
+        .send(http::Method::POST, &rollouts, &[], spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.header("www-authenticate")),
+        (401, Some("Bearer realm=\"switchyard\"")),
+        "{}",
+        r.body
+    );
+    let bearer = [("authorization", "Bearer tok-3n5Qm8")];
+    let r = Client::http1()
+        .send(http::Method::POST, &rollouts, &bearer, spec)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await.0,
+        200
+    );
+    let abort = format!("{url}/rollouts/demo/abort");
+    let (status, _, problem) = refusal(http::Method::POST, &abort, "").await;
+    assert_eq!(status, 401);
+    assert!(
+        problem.starts_with("Authorization: this control API takes commands only with its bearer token"),
+        "{problem}"
+    );
+    let cross = [("authorization", "Bearer tok-3n5Qm8"), ("sec-fetch-site", "cross-site")];
+    let r = Client::http1()
+        .send(http::Method::POST, &abort, &cross, String::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("another site's page"), "{}", r.body);
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await.1["phase"],
+        "Progressing"
+    );
+    let own = [
+        ("authorization", "Bearer tok-3n5Qm8"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let r = Client::http1()
+        .send(http::Method::POST, &abort, &own, String::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -241,3 +241,75 @@ fn an_unreachable_control_api_is_one_sentence_with_the_fix() {
         "switchyard: cannot use \"127.0.0.1:9900\" as the control API's URL (--server or SWITCHYARD_SERVER): expected http://host[:port]/path"
     );
 }
+
+/// `serve --token-file`: a command without the token is refused in a sentence that says what to
+/// send; with `--token-file` (or `SWITCHYARD_TOKEN_FILE`) the CLI sends it; reads need none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_commands_from_the_command_line() {
+    let scratch = Scratch::new("control-cli-token");
+    let token_file = scratch.join("token");
+    std::fs::write(&token_file, "  tok-3n5Qm8\n").unwrap();
+    let token = token_file.to_str().unwrap();
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _serve = Serve(
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--token-file", token])
+            .arg("--state")
+            .arg(scratch.join("state"))
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap(),
+    );
+    let server = format!("http://127.0.0.1:{port}");
+    assert_eventually!(
+        Client::http1()
+            .get(&format!("{server}/healthz"), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    );
+    let proxy = FakeProxy::start().await;
+    proxy.refuse_writes(true);
+    let spec = scratch.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: guarded\nroute: checkout\nproxies: [\"{}\"]\nbaseline: stable\ncandidate: canary\ncanary: {{ steps: [{{ setWeight: 10 }}] }}\n",
+            proxy.url
+        ),
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+
+    let o = switchyard(&server, &["apply", "-f", spec]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "switchyard: Authorization: this control API takes commands only with its bearer token: send Authorization: Bearer TOKEN (switchyard rollout --token-file FILE; the dashboard asks for it)"
+    );
+    let wrong = scratch.join("wrong");
+    std::fs::write(&wrong, "tok-0ther").unwrap();
+    let o = switchyard(&server, &["--token-file", wrong.to_str().unwrap(), "apply", "-f", spec]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the bearer token is not this control API's"));
+
+    let o = switchyard(&server, &["--token-file", token, "apply", "-f", spec]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = switchyard(&server, &["status", "guarded"]);
+    assert!(o.status.success(), "reads need no token: {}", text(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["rollout", "--server", &server, "abort", "guarded"])
+        .env("SWITCHYARD_TOKEN_FILE", token)
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("Phase:    Aborted"), "{}", text(&o));
+
+    let empty = scratch.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = switchyard(&server, &["--token-file", empty.to_str().unwrap(), "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!(
+            "switchyard: the token file {} is empty; put the bearer token in it",
+            empty.display()
+        )
+    );
+}
