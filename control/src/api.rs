@@ -34,6 +34,7 @@ use crate::controller::{ControlError, Controller};
 use crate::http::{CallError, NoAnswer};
 use crate::state::Command;
 
+mod dashboard;
 mod guard;
 
 use guard::Denied;
@@ -199,6 +200,8 @@ impl Endpoint {
 enum Refusal {
     /// No endpoint at the path (404).
     NoEndpoint(String),
+    /// No dashboard file at the path (404).
+    NoFile(String),
     /// The endpoint does not take the method (405, with `Allow`).
     Method {
         method: Method,
@@ -244,6 +247,13 @@ impl Refusal {
                 &[FieldError::new(
                     "",
                     format!("no endpoint at {path}; docs/control-api.yaml lists them"),
+                )],
+            ),
+            Self::NoFile(path) => errors(
+                StatusCode::NOT_FOUND,
+                &[FieldError::new(
+                    "",
+                    format!("the dashboard has no file at {path}; its page is /ui/"),
                 )],
             ),
             Self::Method { method, path, allow } => {
@@ -302,6 +312,11 @@ impl Refusal {
 }
 
 async fn handle(backend: &Backend, guard: &Guard, req: Request<Incoming>) -> Reply {
+    // The dashboard is served by every replica itself, with no token: it holds nothing but its
+    // files, and its calls to the API are guarded like any other.
+    if let Some(answer) = dashboard::answer(req.method(), req.uri().path(), req.headers()) {
+        return answer.unwrap_or_else(Refusal::reply);
+    }
     if let Err(denied) = guard.admit(req.method(), req.headers()) {
         return Refusal::Denied(denied).reply();
     }
@@ -391,7 +406,15 @@ async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -
             Ok((status, answered, bytes)) => {
                 let mut reply = Response::new(Full::new(bytes));
                 *reply.status_mut() = status;
-                for name in [header::CONTENT_TYPE, header::ALLOW, header::ETAG] {
+                for name in [
+                    header::CONTENT_TYPE,
+                    header::ALLOW,
+                    header::ETAG,
+                    header::WWW_AUTHENTICATE,
+                    header::RETRY_AFTER,
+                    header::CACHE_CONTROL,
+                    header::X_CONTENT_TYPE_OPTIONS,
+                ] {
                     if let Some(v) = answered.get(&name) {
                         reply.headers_mut().insert(name, v.clone());
                     }
@@ -678,9 +701,11 @@ fn json_reply(status: StatusCode, body: &impl Serialize) -> Reply {
     bytes.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Every answer is the state at that moment.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

@@ -544,3 +544,68 @@ async fn commands_need_the_token_and_other_sites_pages_cannot_command() {
         .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
 }
+
+/// The dashboard's files: each with its type, `nosniff`, a policy that lets the page run only
+/// its own files, and revalidation by `ETag`; `/` leads there; no other file; and no token
+/// asked to serve them.
+#[tokio::test]
+async fn the_dashboard_is_served_with_its_headers() {
+    let scratch = Scratch::new("control-api-dashboard");
+    let url = serve_guarded(&scratch, Guard::bearer("tok-3n5Qm8")).await;
+    for (from, to) in [("/", "ui/"), ("/ui", "ui/")] {
+        let r = Client::http1().get(&format!("{url}{from}"), &[]).await.unwrap();
+        assert_eq!((r.status.as_u16(), r.header("location")), (302, Some(to)), "{from}");
+    }
+    for (path, content_type) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
+        ("/ui/vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("/ui/vendor/uPlot.min.css", "text/css; charset=utf-8"),
+        ("/ui/vendor/uPlot.LICENSE", "text/plain; charset=utf-8"),
+    ] {
+        let r = Client::http1().get(&format!("{url}{path}"), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: no {directive} in {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        let etag = r.header("etag").expect("an ETag").to_owned();
+        let again = Client::http1()
+            .get(&format!("{url}{path}"), &[("if-none-match", &etag)])
+            .await
+            .unwrap();
+        assert_eq!((again.status.as_u16(), again.body.as_str()), (304, ""), "{path}");
+    }
+    let page = Client::http1().get(&format!("{url}/ui/"), &[]).await.unwrap().body;
+    assert!(page.contains("<script src=\"app.js\" defer>"), "{page}");
+    let licence = Client::http1()
+        .get(&format!("{url}/ui/vendor/uPlot.LICENSE"), &[])
+        .await
+        .unwrap();
+    assert!(licence.body.starts_with("The MIT License"), "{}", licence.body);
+
+    let (status, _, problem) = refusal(http::Method::GET, &format!("{url}/ui/secrets.js"), "").await;
+    assert_eq!(
+        (status, problem.as_str()),
+        (404, "the dashboard has no file at /ui/secrets.js; its page is /ui/")
+    );
+    let (status, allow, _) = refusal(http::Method::POST, &format!("{url}/ui/"), "").await;
+    assert_eq!((status, allow.as_deref()), (405, Some("GET, HEAD")));
+    // The API's own answers are not sniffed or cached either.
+    let r = Client::http1().get(&format!("{url}/rollouts"), &[]).await.unwrap();
+    assert_eq!(
+        (r.header("x-content-type-options"), r.header("cache-control")),
+        (Some("nosniff"), Some("no-store"))
+    );
+}
