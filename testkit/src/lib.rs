@@ -3,8 +3,8 @@
 //! HTTP client that keeps connections alive, an upstream that writes fixed raw bytes
 //! ([`RawUpstream`], for responses that break HTTP), temporary directories, checks that keep an
 //! OpenAPI description true ([`openapi`]), Kubernetes manifests read and their containers run on
-//! loopback ([`manifests`]), a seeded generator for simulations ([`Rng`]), and
-//! [`assert_eventually!`].
+//! loopback ([`manifests`]), a seeded generator for simulations ([`Rng`]), a headless
+//! Chromium driven over WebDriver ([`Browser`]), and [`assert_eventually!`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -25,6 +25,7 @@
 
 #![forbid(unsafe_code)]
 
+mod browser;
 mod client;
 pub mod etcd;
 pub mod fake_proxy;
@@ -36,6 +37,7 @@ mod scratch;
 mod table;
 mod upstream;
 
+pub use browser::{Browser, Element};
 pub use client::{Client, Reply};
 pub use etcd::EtcdCluster;
 pub use fake_proxy::FakeProxy;
