@@ -164,7 +164,7 @@
       if (e.status === 404 && where.name !== undefined) {
         fill(main, el('section', { class: 'panel' }, el('h1', { text: where.name }), el('p', { class: 'error', text: e.message }),
           el('p', {}, el('a', { href: '#/', text: 'All rollouts' }))));
-        rollout = null;
+        leaveRollout();
       }
     }
     if (mine === generation) timer = setTimeout(refresh, next);
@@ -185,7 +185,7 @@
   async function showList(mine) {
     const statuses = await api('GET', 'rollouts');
     if (mine !== generation) return LIST_POLL_MS;
-    rollout = null;
+    leaveRollout();
     fill($('crumb'));
     const rows = statuses.map((s) => {
       const [word, tone] = health(s);
@@ -213,6 +213,12 @@
 
   /** The rollout page on screen: its sections, charts and the series read so far. */
   let rollout = null;
+
+  /** Lets the rollout page go, its charts' listeners with it. */
+  function leaveRollout() {
+    if (rollout) for (const plot of rollout.plots) plot.destroy();
+    rollout = null;
+  }
 
   const CHARTS = [
     { key: 'rps', title: 'Requests/s', value: (f) => f.rps, axis: (v) => number(v) },
@@ -245,7 +251,10 @@
   }
 
   async function showRollout(mine, name) {
-    if (!rollout || rollout.name !== name) rollout = newRolloutView(name);
+    if (!rollout || rollout.name !== name) {
+      leaveRollout();
+      rollout = newRolloutView(name);
+    }
     const view = rollout;
     const query = view.since === null ? '' : `?since=${view.since}`;
     const [status, history, series] = await Promise.all([
@@ -380,6 +389,7 @@
       : 'No measurement yet: the charts fill as the rollout\'s analysis measures (a rollout without analysis has none).');
     const names = { baseline: m.baseline, candidate: m.candidate };
     if (!view.plots.length || view.names.baseline !== names.baseline || view.names.candidate !== names.candidate) {
+      for (const plot of view.plots) plot.destroy();
       fill(grid);
       view.names = names;
       view.plots = CHARTS.map((c) => {

@@ -305,9 +305,30 @@ async fn the_dashboard_asks_for_the_token_and_commands_with_it() {
         Value::from(token)
     );
     wait_text(&browser, "#token-button", "API token ✓").await;
-    // Kept: the next command needs no asking.
+    // Kept: the next commands need no asking.
     act(&browser, "retry").await;
     wait_text(&browser, "#phase", "Progressing").await;
+    wait_text(&browser, "#step", "step 2 of 5").await;
+    let button = browser.find("button[data-action=weight]").await.unwrap();
+    browser.click(&button).await;
+    let input = browser
+        .wait(WITHIN, "the weight's input", async |b| {
+            b.find("#confirm[open] #confirm-weight").await
+        })
+        .await;
+    browser.type_into(&input, "150").await;
+    browser.click(&browser.find("#confirm-ok").await.unwrap()).await;
+    wait_text(
+        &browser,
+        "#confirm-error",
+        "Give the candidate's weight, a number from 0 to 100.",
+    )
+    .await;
+    browser.type_into(&input, "35").await;
+    browser.click(&browser.find("#confirm-ok").await.unwrap()).await;
+    wait_text(&browser, "#weight", "35% (confirmed 35%)").await;
+    assert_eq!(status(&url, "guarded").await["weight"], 35.0);
+    assert_eq!(proxy.weight(), 35.0);
     let errors: Vec<String> = browser
         .console_errors()
         .await

@@ -173,6 +173,22 @@ mod tests {
     }
 
     #[test]
+    fn the_script_never_parses_text_as_html_or_code() {
+        let script = std::str::from_utf8(ASSETS[1].body).unwrap();
+        assert_eq!(ASSETS[1].path, "/ui/app.js");
+        for sink in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+            "new Function",
+        ] {
+            assert!(!script.contains(sink), "app.js uses {sink}");
+        }
+    }
+
+    #[test]
     fn etags_tell_files_apart() {
         assert_ne!(fnv1a(b"a"), fnv1a(b"b"));
         let mut tags: Vec<&HeaderValue> = ETAGS.iter().collect();
