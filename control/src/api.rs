@@ -1,11 +1,14 @@
 //! The control API (default `127.0.0.1:9900`), described in `docs/control-api.yaml`:
-//! `POST /rollouts` applies a spec; `GET /rollouts`, `GET /rollouts/NAME` and
-//! `GET /rollouts/NAME/history` read; `POST /rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
+//! `POST /rollouts` applies a spec; `GET /rollouts`, `GET /rollouts/NAME`,
+//! `GET /rollouts/NAME/history` and `GET /rollouts/NAME/measurements` (the series the
+//! dashboard charts) read; `POST /rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
 //! (`promote?full=true`) and `POST /rollouts/NAME/weight` with `{"weight": N}` act.
 //!
-//! A request is checked before the controller sees it: an unknown path is 404, a method its
-//! path does not take 405 with `Allow`, an unknown query parameter or a value out of range 400
-//! naming it. Every refusal becomes a response in one place, [`Refusal::reply`].
+//! A request is checked before the controller sees it: a command without the API's token
+//! (when one is configured) is 401, and one sent by another site's page 403 ([`Guard`]); an
+//! unknown path is 404, a method its path does not take 405 with `Allow`, an unknown query
+//! parameter or a value out of range 400 naming it. Every refusal becomes a response in one
+//! place, [`Refusal::reply`].
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,6 +34,12 @@ use crate::controller::{ControlError, Controller};
 use crate::http::{CallError, NoAnswer};
 use crate::state::Command;
 
+mod dashboard;
+mod guard;
+
+use guard::Denied;
+pub use guard::Guard;
+
 /// Largest spec body, bytes.
 const MAX_BODY: usize = 1024 * 1024;
 
@@ -55,28 +64,37 @@ pub enum Backend {
 #[cfg(feature = "fleet")]
 const FORWARDED: &str = "x-switchyard-forwarded-by";
 
-/// Serves the API of one controller on `listener` until the process ends.
+/// Serves the API of one controller on `listener` until the process ends, taking commands
+/// from anyone who reaches it.
 pub async fn serve(listener: TcpListener, controller: Arc<Controller>) {
-    let id = InstanceId::from_bits(
-        u64::from(std::process::id()) << 16 ^ u64::from(listener.local_addr().map_or(0, |a| a.port())),
-    );
-    serve_backend(listener, Backend::One { controller, id }).await;
+    let backend = Backend::one(controller, &listener);
+    serve_backend(listener, backend, Guard::default()).await;
 }
 
-/// Serves the API on `listener` until the process ends.
-pub async fn serve_backend(listener: TcpListener, backend: Backend) {
+impl Backend {
+    /// One controller on its own, serving on `listener`.
+    pub fn one(controller: Arc<Controller>, listener: &TcpListener) -> Self {
+        let id = InstanceId::from_bits(
+            u64::from(std::process::id()) << 16 ^ u64::from(listener.local_addr().map_or(0, |a| a.port())),
+        );
+        Self::One { controller, id }
+    }
+}
+
+/// Serves the API on `listener` until the process ends, letting through what `guard` admits.
+pub async fn serve_backend(listener: TcpListener, backend: Backend, guard: Guard) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let backend = backend.clone();
+        let (backend, guard) = (backend.clone(), guard.clone());
         tokio::spawn(async move {
             let service = ServiceBuilder::new()
                 .concurrency_limit(64)
                 .service(service_fn(move |req| {
-                    let backend = backend.clone();
-                    async move { Ok::<_, Infallible>(handle(&backend, req).await) }
+                    let (backend, guard) = (backend.clone(), guard.clone());
+                    async move { Ok::<_, Infallible>(handle(&backend, &guard, req).await) }
                 }));
             let mut builder = http1::Builder::new();
             builder
@@ -102,6 +120,8 @@ enum Endpoint {
     Rollout(String),
     /// `/rollouts/NAME/history`
     History(String),
+    /// `/rollouts/NAME/measurements`
+    Measurements(String),
     /// `/rollouts/NAME/{promote,pause,resume,abort,retry,undo}`
     Act(String, Action),
     /// `/rollouts/NAME/weight`
@@ -141,6 +161,7 @@ impl Endpoint {
             ["rollouts"] => Self::Rollouts,
             ["rollouts", name] => Self::Rollout((*name).to_owned()),
             ["rollouts", name, "history"] => Self::History((*name).to_owned()),
+            ["rollouts", name, "measurements"] => Self::Measurements((*name).to_owned()),
             ["rollouts", name, "weight"] => Self::Weight((*name).to_owned()),
             ["rollouts", name, verb] => Self::Act((*name).to_owned(), action(verb)?),
             ["fleet", group] => Self::Group((*group).to_owned()),
@@ -152,7 +173,7 @@ impl Endpoint {
     /// The methods it takes, as `Allow` lists them.
     fn allow(&self) -> &'static str {
         match self {
-            Self::Health | Self::History(_) | Self::Group(_) => "GET",
+            Self::Health | Self::History(_) | Self::Measurements(_) | Self::Group(_) => "GET",
             Self::GroupRoutes(_) => "PUT",
             Self::Rollout(_) => "GET, DELETE",
             Self::Rollouts => "GET, POST",
@@ -168,6 +189,7 @@ impl Endpoint {
     fn parameters(&self) -> &'static [&'static str] {
         match self {
             Self::Act(_, Action::Promote) => &["full"],
+            Self::Measurements(_) => &["since"],
             _ => &[],
         }
     }
@@ -178,6 +200,8 @@ impl Endpoint {
 enum Refusal {
     /// No endpoint at the path (404).
     NoEndpoint(String),
+    /// No dashboard file at the path (404).
+    NoFile(String),
     /// The endpoint does not take the method (405, with `Allow`).
     Method {
         method: Method,
@@ -193,6 +217,8 @@ enum Refusal {
     /// The leader got the request but did not answer it (504): it may have been taken.
     #[cfg_attr(not(feature = "fleet"), allow(dead_code, reason = "only replicas pass requests on"))]
     Unanswered(String),
+    /// The guard did not let the request through (401 with `WWW-Authenticate`, or 403).
+    Denied(Denied),
     /// No replica can take the request now (503, with `Retry-After`).
     #[cfg_attr(
         not(feature = "fleet"),
@@ -223,6 +249,13 @@ impl Refusal {
                     format!("no endpoint at {path}; docs/control-api.yaml lists them"),
                 )],
             ),
+            Self::NoFile(path) => errors(
+                StatusCode::NOT_FOUND,
+                &[FieldError::new(
+                    "",
+                    format!("the dashboard has no file at {path}; its page is /ui/"),
+                )],
+            ),
             Self::Method { method, path, allow } => {
                 let mut reply = errors(
                     StatusCode::METHOD_NOT_ALLOWED,
@@ -235,6 +268,21 @@ impl Refusal {
             }
             Self::Invalid(problem) => errors(StatusCode::BAD_REQUEST, &[problem]),
             Self::Body(status, message) => errors(status, &[FieldError::new("", message)]),
+            Self::Denied(denied @ (Denied::NoToken | Denied::WrongToken)) => {
+                let mut reply = errors(
+                    StatusCode::UNAUTHORIZED,
+                    &[FieldError::new("Authorization", denied.message())],
+                );
+                reply.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"switchyard\""),
+                );
+                reply
+            }
+            Self::Denied(denied @ Denied::CrossSite) => errors(
+                StatusCode::FORBIDDEN,
+                &[FieldError::new("Sec-Fetch-Site", denied.message())],
+            ),
             Self::Unanswered(message) => errors(StatusCode::GATEWAY_TIMEOUT, &[FieldError::new("", message)]),
             Self::Unavailable(message) => {
                 let mut reply = errors(StatusCode::SERVICE_UNAVAILABLE, &[FieldError::new("", message)]);
@@ -263,7 +311,15 @@ impl Refusal {
     }
 }
 
-async fn handle(backend: &Backend, req: Request<Incoming>) -> Reply {
+async fn handle(backend: &Backend, guard: &Guard, req: Request<Incoming>) -> Reply {
+    // The dashboard is served by every replica itself, with no token: it holds nothing but its
+    // files, and its calls to the API are guarded like any other.
+    if let Some(answer) = dashboard::answer(req.method(), req.uri().path(), req.headers()) {
+        return answer.unwrap_or_else(Refusal::reply);
+    }
+    if let Err(denied) = guard.admit(req.method(), req.headers()) {
+        return Refusal::Denied(denied).reply();
+    }
     let result = match backend {
         Backend::One { controller, id } => {
             if req.uri().path() == "/replica" {
@@ -350,7 +406,15 @@ async fn replicated(replica: &crate::replica::Replica, req: Request<Incoming>) -
             Ok((status, answered, bytes)) => {
                 let mut reply = Response::new(Full::new(bytes));
                 *reply.status_mut() = status;
-                for name in [header::CONTENT_TYPE, header::ALLOW, header::ETAG] {
+                for name in [
+                    header::CONTENT_TYPE,
+                    header::ALLOW,
+                    header::ETAG,
+                    header::WWW_AUTHENTICATE,
+                    header::RETRY_AFTER,
+                    header::CACHE_CONTROL,
+                    header::X_CONTENT_TYPE_OPTIONS,
+                ] {
                     if let Some(v) = answered.get(&name) {
                         reply.headers_mut().insert(name, v.clone());
                     }
@@ -456,6 +520,10 @@ async fn answer_parts(
                 &json!({ "name": name, "events": events, "abort": abort }),
             )
         }
+        Endpoint::Measurements(name) => json_reply(
+            StatusCode::OK,
+            &controller.measurements(&name, query.millis("since")?).await?,
+        ),
         Endpoint::Act(name, action) => {
             let command = match action {
                 Action::Promote => Command::Promote {
@@ -547,6 +615,22 @@ impl<'q> Query<'q> {
             )),
         }
     }
+
+    /// A time parameter, ms since the Unix epoch; `None` when absent.
+    fn millis(&self, name: &str) -> Result<Option<u64>, FieldError> {
+        match self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v) {
+            None => Ok(None),
+            Some(value) => value.and_then(|v| v.parse::<u64>().ok()).map(Some).ok_or_else(|| {
+                FieldError::new(
+                    name,
+                    format!(
+                        "must be a time in ms since the Unix epoch (a whole number), not {:?}",
+                        value.unwrap_or("")
+                    ),
+                )
+            }),
+        }
+    }
 }
 
 /// The weight of a `POST /rollouts/NAME/weight` body, `{"weight": N}` with N from 0 to 100.
@@ -617,9 +701,11 @@ fn json_reply(status: StatusCode, body: &impl Serialize) -> Reply {
     bytes.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    // Every answer is the state at that moment.
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
@@ -660,6 +746,21 @@ mod tests {
             assert!(e.message.contains("true, false, 1 or 0"), "{bad}: {e}");
         }
         assert_eq!(full("full&full=0").unwrap_err().path, "full");
+    }
+
+    #[test]
+    fn since_is_a_time_in_ms() {
+        let since = |query: &str| Query::parse(Some(query), &["since"]).and_then(|q| q.millis("since"));
+        assert_eq!(since(""), Ok(None));
+        assert_eq!(since("since=1700000000000"), Ok(Some(1_700_000_000_000)));
+        for bad in ["since", "since=", "since=-1", "since=1.5", "since=yesterday"] {
+            let e = since(bad).unwrap_err();
+            assert_eq!(e.path, "since", "{bad}");
+            assert!(
+                e.message.starts_with("must be a time in ms since the Unix epoch"),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -124,9 +124,9 @@ pub enum FleetVerb {
     },
 }
 
-/// Runs one fleet verb against the control API at `server`.
-pub async fn run_fleet(server: &str, verb: FleetVerb) -> anyhow::Result<()> {
-    let api = Api::new(server);
+/// Runs one fleet verb against the control API at `server`, with its bearer `token` if any.
+pub async fn run_fleet(server: &str, token: Option<&str>, verb: FleetVerb) -> anyhow::Result<()> {
+    let api = Api::new(server, token);
     match verb {
         FleetVerb::Status { group } => {
             let view: GroupView = api.send(Method::GET, &format!("/fleet/{group}"), None).await?;
@@ -220,9 +220,9 @@ struct History {
     abort: Option<AbortRecord>,
 }
 
-/// Runs one verb against the control API at `server`.
-pub async fn run(server: &str, verb: Verb) -> anyhow::Result<()> {
-    let api = Api::new(server);
+/// Runs one verb against the control API at `server`, with its bearer `token` if any.
+pub async fn run(server: &str, token: Option<&str>, verb: Verb) -> anyhow::Result<()> {
+    let api = Api::new(server, token);
     let act = |name: &str, verb: &str| format!("/rollouts/{name}/{verb}");
     match verb {
         Verb::Apply { file } => {
@@ -345,13 +345,16 @@ struct Api {
     http: Http,
     /// The base URL, without a trailing `/`.
     server: String,
+    /// The API's bearer token, sent with every call.
+    token: Option<String>,
 }
 
 impl Api {
-    fn new(server: &str) -> Self {
+    fn new(server: &str, token: Option<&str>) -> Self {
         Self {
             http: Http::new(Duration::from_secs(10)),
             server: server.trim_end_matches('/').to_owned(),
+            token: token.map(str::to_owned),
         }
     }
 
@@ -374,10 +377,13 @@ impl Api {
         &self,
         method: Method,
         path: &str,
-        headers: Vec<(&str, String)>,
+        mut headers: Vec<(&str, String)>,
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<T> {
         let url = format!("{}{path}", self.server);
+        if let Some(token) = &self.token {
+            headers.push(("authorization", format!("Bearer {token}")));
+        }
         let (status, _, answer) = self
             .http
             .call(method, &url, &headers, body)

@@ -27,6 +27,7 @@ use crate::http::Http;
 use crate::observe::{ObserveError, Observed, observe_each, providers};
 use crate::plan::Traffic;
 use crate::publish::publish_one;
+use crate::series::{self, Measurements, Point, Series};
 use crate::state::{AbortRecord, Command, Event, EventKind, Evidence, Phase, Refused, RolloutState};
 use crate::store::{Record, Store};
 
@@ -219,6 +220,9 @@ pub struct TrackFigures {
     pub rps: f64,
     /// 5xx share, 0 to 1.
     pub error_rate: f64,
+    /// Median latency, ms; `None` without requests (or in a state stored before it was kept).
+    #[serde(default)]
+    pub p50_ms: Option<f64>,
     /// 99th-percentile latency, ms; `None` without requests.
     pub p99_ms: Option<f64>,
 }
@@ -246,10 +250,17 @@ pub struct Status {
     pub route: String,
     /// `Progressing`, `Paused`, `Completed` or `Aborted`.
     pub phase: Phase,
+    /// The strategy's key in the spec: `canary`, `blueGreen` or `rings`.
+    #[serde(default)]
+    pub strategy: String,
     /// The step being worked on, 0-based (`steps` once all are done); people count it from 1.
     pub step: usize,
     /// How many steps there are.
     pub steps: usize,
+    /// What each step does, in order (`weight 10%`, `pause 30s`): a blue-green or rings
+    /// rollout's as the canary steps it runs.
+    #[serde(default)]
+    pub step_labels: Vec<String>,
     /// The candidate's weight the rollout wants, percent.
     pub weight: f64,
     /// The candidate's weight every proxy confirmed, percent.
@@ -347,6 +358,8 @@ struct Shared {
     proxies: Vec<ProxySlot>,
     /// For a group: its table as written for the rollout.
     group: GroupSlot,
+    /// What the dashboard charts (in memory only).
+    series: Series,
 }
 
 /// A rollout's writes of its group's table.
@@ -615,6 +628,7 @@ impl Controller {
                 generation: 0,
                 proxies,
                 group: GroupSlot::default(),
+                series: Series::default(),
             }),
             wake: Notify::new(),
             task: Mutex::new(None),
@@ -839,8 +853,10 @@ impl Controller {
             name: name.to_owned(),
             route: spec.route.to_string(),
             phase: state.phase,
+            strategy: spec.strategy.key().to_owned(),
             step: state.step,
             steps: crate::plan::steps(spec).len(),
+            step_labels: crate::plan::steps(spec).iter().map(crate::plan::describe).collect(),
             weight: state.traffic.candidate_weight,
             confirmed_weight: state.confirmed.as_ref().map(|t| t.candidate_weight),
             message: state.message.clone(),
@@ -870,6 +886,30 @@ impl Controller {
             .iter()
             .map(|(name, entry)| self.status_of(name, &entry.spec, &entry.lock()))
             .collect()
+    }
+
+    /// The series the dashboard charts, the points after `since` (ms since the Unix epoch) or
+    /// all of them.
+    pub async fn measurements(&self, name: &str, since: Option<u64>) -> Result<Measurements, ControlError> {
+        let entry = self.entry(name)?;
+        let spec = &entry.spec;
+        let shared = entry.lock();
+        let step = shared.record.state.step_analysis(spec);
+        let interval_ms = [spec.analysis.as_ref(), step.as_ref()]
+            .into_iter()
+            .flatten()
+            .filter(|_| shared.record.state.active())
+            .map(|a| millis(a.interval))
+            .min();
+        Ok(Measurements {
+            name: name.to_owned(),
+            baseline: spec.baseline.to_string(),
+            candidate: spec.candidate.to_string(),
+            interval_ms,
+            kept_ms: series::KEEP_MS,
+            capacity: series::CAPACITY,
+            points: shared.series.after(since),
+        })
     }
 
     /// A rollout's history.
@@ -1250,6 +1290,8 @@ impl Controller {
     async fn observe(&self, entry: &Entry, due: &[Due], urls: &[String]) {
         let spec = &entry.spec;
         let generation = entry.lock().generation;
+        // One point a round, whatever number of analyses measured in it.
+        let mut charted = false;
         for d in due {
             let window = if d.start_only {
                 Duration::from_secs(1)
@@ -1306,7 +1348,11 @@ impl Controller {
                 entry.wake.notify_one();
             }
             let before = shared.record.state.clone();
-            self.judge(spec, &mut shared.record, d, &answers, &readings, now);
+            let point = self.judge(spec, &mut shared.record, d, &answers, &readings, now);
+            if let Some(point) = point.filter(|_| !charted) {
+                shared.series.push(point);
+                charted = true;
+            }
             if shared.record.state != before || !d.start_only {
                 self.save(&spec.name, &shared.record);
                 self.notify(spec, &shared.record.state, before.events.len());
@@ -1319,7 +1365,8 @@ impl Controller {
         }
     }
 
-    /// Applies one due analysis's observation to the record.
+    /// Applies one due analysis's observation to the record; the point to chart, when it
+    /// measured.
     fn judge(
         &self,
         spec: &RolloutSpec,
@@ -1328,7 +1375,7 @@ impl Controller {
         answers: &[(String, Result<Observed, ObserveError>)],
         readings: &Readings,
         now: u64,
-    ) {
+    ) -> Option<Point> {
         let step = record.state.step;
         let run = match due.which {
             Which::Background => record.analysis.background_run.as_mut(),
@@ -1344,7 +1391,7 @@ impl Controller {
                 .as_mut()
                 .filter(|r| r.began_at == due.began_at),
         };
-        let Some(run) = run else { return };
+        let run = run?;
         let answered: Vec<(&str, &Observed)> = answers
             .iter()
             .filter_map(|(url, a)| a.as_ref().ok().map(|o| (url.as_str(), o)))
@@ -1356,7 +1403,7 @@ impl Controller {
                 since.advance(totals);
                 run.since = Some(since);
             }
-            return;
+            return None;
         }
         let merged = answered.iter().fold(None::<Observed>, |acc, (_, o)| match acc {
             None => Some((*o).clone()),
@@ -1390,6 +1437,12 @@ impl Controller {
                 (run.tracker.record_unreachable(), None)
             }
         };
+        let point = merged.as_ref().zip(m.as_ref()).map(|(o, m)| Point {
+            at: now,
+            outcome: m.outcome,
+            baseline: figures(&o.baseline),
+            candidate: figures(&o.candidate),
+        });
         if let Some(o) = &merged {
             record.analysis.tracks = Some(tracks_view(spec, o));
             record.analysis.tracks_at = Some(now);
@@ -1414,7 +1467,7 @@ impl Controller {
                     .state
                     .rollback_now(now, &format!("the analysis during the rollback: {}", m.failures()));
             }
-            return;
+            return point;
         }
         let origin = match due.which {
             Which::Rollback => unreachable!("judged above"),
@@ -1427,6 +1480,7 @@ impl Controller {
             }
         };
         act(spec, &mut record.state, verdict, m.as_ref(), now, &origin);
+        point
     }
 
     fn save(&self, name: &str, record: &Record) {
@@ -1971,15 +2025,19 @@ fn measurement_json(m: &Measurement) -> serde_json::Value {
     serde_json::to_value(m).unwrap_or_default()
 }
 
-fn tracks_view(spec: &RolloutSpec, o: &Observed) -> BTreeMap<String, TrackFigures> {
-    let view = |w: &TrackWindow| TrackFigures {
+fn figures(w: &TrackWindow) -> TrackFigures {
+    TrackFigures {
         requests: w.requests,
         rps: w.rate_per_second(),
         error_rate: w.error_rate(),
+        p50_ms: w.quantile_ms(0.5),
         p99_ms: w.quantile_ms(0.99),
-    };
+    }
+}
+
+fn tracks_view(spec: &RolloutSpec, o: &Observed) -> BTreeMap<String, TrackFigures> {
     BTreeMap::from([
-        (spec.baseline.to_string(), view(&o.baseline)),
-        (spec.candidate.to_string(), view(&o.candidate)),
+        (spec.baseline.to_string(), figures(&o.baseline)),
+        (spec.candidate.to_string(), figures(&o.candidate)),
     ])
 }

@@ -5,8 +5,8 @@
 //! rollout.
 //!
 //! The control path, by module: [`observe`] → [`analyze`] → [`state`] (the rollout's pure state
-//! machine) and [`plan`] → [`publish`]; around it [`controller`] (the loop), [`store`], [`api`]
-//! and [`cli`].
+//! machine) and [`plan`] → [`publish`]; around it [`controller`] (the loop), [`store`],
+//! [`series`] (what the dashboard charts), [`api`] and [`cli`].
 
 #![forbid(unsafe_code)]
 
@@ -22,5 +22,6 @@ pub mod plan;
 pub mod publish;
 #[cfg(feature = "fleet")]
 pub mod replica;
+pub mod series;
 pub mod state;
 pub mod store;

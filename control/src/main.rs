@@ -5,11 +5,12 @@
 
 use std::io::IsTerminal as _;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use switchyard_control::api::{Backend, Guard};
 use switchyard_control::cli::{self, Verb};
 use switchyard_control::controller::Controller;
 use switchyard_control::http::Http;
@@ -33,6 +34,10 @@ enum Top {
         /// Directory of durable rollout state (without --etcd).
         #[arg(long, default_value = "switchyard-state")]
         state: PathBuf,
+        /// A file holding the bearer token every command (any call but GET) must present;
+        /// without it, anyone who reaches the API may command it.
+        #[arg(long, env = "SWITCHYARD_TOKEN_FILE", value_name = "FILE")]
+        token_file: Option<PathBuf>,
         #[command(flatten)]
         fleet: FleetArgs,
     },
@@ -46,6 +51,9 @@ enum Top {
             global = true
         )]
         server: String,
+        /// A file holding the control API's bearer token (its serve --token-file).
+        #[arg(long, env = "SWITCHYARD_TOKEN_FILE", value_name = "FILE", global = true)]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         verb: cli::FleetVerb,
     },
@@ -59,6 +67,9 @@ enum Top {
             global = true
         )]
         server: String,
+        /// A file holding the control API's bearer token (its serve --token-file).
+        #[arg(long, env = "SWITCHYARD_TOKEN_FILE", value_name = "FILE", global = true)]
+        token_file: Option<PathBuf>,
         #[command(subcommand)]
         verb: Verb,
     },
@@ -109,7 +120,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.command {
-        Top::Serve { listen, state, fleet } => {
+        Top::Serve {
+            listen,
+            state,
+            token_file,
+            fleet,
+        } => {
+            let guard = match &token_file {
+                Some(file) => Guard::bearer(&token(file)?),
+                None => Guard::default(),
+            };
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -122,29 +142,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .init();
             runtime.block_on(async {
                 if !fleet.etcd.is_empty() {
-                    return serve_replicated(listen, fleet).await;
+                    return serve_replicated(listen, fleet, guard).await;
                 }
                 let store = Store::open(&state).with_context(|| format!("cannot open {}", state.display()))?;
                 let controller = Controller::start(store, Http::new(Duration::from_secs(2)));
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot bind {listen}"))?;
-                tracing::info!(%listen, state = %state.display(), "switchyard control loop serving");
+                tracing::info!(%listen, state = %state.display(), token = guard.asks_token(), "switchyard control loop serving; its dashboard is at http://{listen}/ui/");
+                let backend = Backend::one(controller, &listener);
                 tokio::select! {
-                    () = switchyard_control::api::serve(listener, controller) => {}
+                    () = switchyard_control::api::serve_backend(listener, backend, guard) => {}
                     r = stop_signal() => r?,
                 }
                 Ok(())
             })
         }
-        Top::Rollout { server, verb } => runtime.block_on(cli::run(&server, verb)),
-        Top::Fleet { server, verb } => runtime.block_on(cli::run_fleet(&server, verb)),
+        Top::Rollout {
+            server,
+            token_file,
+            verb,
+        } => {
+            let token = token_file.as_deref().map(token).transpose()?;
+            runtime.block_on(cli::run(&server, token.as_deref(), verb))
+        }
+        Top::Fleet {
+            server,
+            token_file,
+            verb,
+        } => {
+            let token = token_file.as_deref().map(token).transpose()?;
+            runtime.block_on(cli::run_fleet(&server, token.as_deref(), verb))
+        }
     }
+}
+
+/// The bearer token in `file`, without surrounding whitespace.
+fn token(file: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("cannot read the token file {}", file.display()))?;
+    let token = text.trim();
+    anyhow::ensure!(
+        !token.is_empty(),
+        "the token file {} is empty; put the bearer token in it",
+        file.display()
+    );
+    anyhow::ensure!(
+        token.bytes().all(|b| b.is_ascii_graphic()),
+        "the token in {} has a space or a character that is not printable ASCII, which an Authorization header cannot carry",
+        file.display()
+    );
+    Ok(token.to_owned())
 }
 
 /// `serve --etcd`: one replica among several, its state in etcd.
 #[cfg(feature = "fleet")]
-async fn serve_replicated(listen: SocketAddr, args: FleetArgs) -> anyhow::Result<()> {
+async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use switchyard_control::fleet::Fleet;
@@ -175,9 +228,9 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs) -> anyhow::Result
     );
     tracing::info!(listen = %bound, %advertise, etcd = %endpoints, id = %replica.me().id, "switchyard control loop serving as a replica");
     tokio::spawn(Arc::clone(&replica).run());
-    let backend = switchyard_control::api::Backend::Replica(Arc::clone(&replica));
+    let backend = Backend::Replica(Arc::clone(&replica));
     tokio::select! {
-        () = switchyard_control::api::serve_backend(listener, backend) => {}
+        () = switchyard_control::api::serve_backend(listener, backend, guard) => {}
         r = stop_signal() => r?,
     }
     // Hand the lead over now rather than after a lease.
@@ -187,7 +240,7 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs) -> anyhow::Result
 }
 
 #[cfg(not(feature = "fleet"))]
-async fn serve_replicated(_listen: SocketAddr, _args: FleetArgs) -> anyhow::Result<()> {
+async fn serve_replicated(_listen: SocketAddr, _args: FleetArgs, _guard: Guard) -> anyhow::Result<()> {
     anyhow::bail!(
         "this switchyard was built without the `fleet` feature, so it cannot use etcd (--etcd); build it with --features fleet"
     )

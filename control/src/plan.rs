@@ -94,6 +94,19 @@ pub fn steps(spec: &RolloutSpec) -> Vec<Step> {
     }
 }
 
+/// What a step does, as the dashboard and the status show it: `weight 10%`, `pause 30s`,
+/// `pause until promoted`, `header route`, `analysis`, `webhook gate`.
+pub fn describe(step: &Step) -> String {
+    match step {
+        Step::SetWeight(w) => format!("weight {w}%"),
+        Step::Pause(Pause { duration: Some(d) }) => format!("pause {}", humantime::format_duration(*d)),
+        Step::Pause(Pause { duration: None }) => "pause until promoted".to_owned(),
+        Step::SetHeaderRoute(_) => "header route".to_owned(),
+        Step::Analysis(_) => "analysis".to_owned(),
+        Step::Webhook(_) => "webhook gate".to_owned(),
+    }
+}
+
 /// Why a table cannot be planned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PlanError {
@@ -205,6 +218,28 @@ routes:
         assert_eq!(checkout.rules[1].track.as_str(), "debug");
         assert_eq!(next[0], routes()[0]);
         assert_eq!(candidate_weight(&next, &spec()), Some(25.0));
+    }
+
+    #[test]
+    fn steps_are_described_as_people_read_them() {
+        let spec = switchyard_config::load_rollout(
+            "name: r\nroute: checkout\nproxies: ['http://127.0.0.1:9901']\nbaseline: stable\ncandidate: canary\n\
+             canary: { steps: [{ setHeaderRoute: { headers: [{ name: x-beta, value: '1' }] } }, { setWeight: 12.5 },\
+             { pause: { duration: 90s } }, { pause: {} }, { analysis: { interval: 1s, count: 3 } }] }\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        let described: Vec<String> = steps(&spec).iter().map(describe).collect();
+        assert_eq!(
+            described,
+            [
+                "header route",
+                "weight 12.5%",
+                "pause 1m 30s",
+                "pause until promoted",
+                "analysis"
+            ]
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use switchyard_control::api::{Backend, Guard};
 use switchyard_control::controller::Controller;
 use switchyard_control::http::Http;
 use switchyard_control::store::Store;
@@ -14,11 +15,16 @@ use switchyard_testkit::openapi::{OpenApi, assert_object_matches};
 use switchyard_testkit::{Client, FakeProxy, Scratch};
 
 async fn serve(scratch: &Scratch) -> String {
+    serve_guarded(scratch, Guard::default()).await
+}
+
+async fn serve_guarded(scratch: &Scratch, guard: Guard) -> String {
     let store = Store::open(&scratch.join("state")).unwrap();
     let controller = Controller::start(store, Http::new(Duration::from_millis(500)));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(switchyard_control::api::serve(listener, Arc::clone(&controller)));
+    let backend = Backend::one(Arc::clone(&controller), &listener);
+    tokio::spawn(switchyard_control::api::serve_backend(listener, backend, guard));
     url
 }
 
@@ -273,6 +279,7 @@ async fn the_openapi_description_matches_the_api() {
         "GET /rollouts",
         "GET /rollouts/{name}",
         "GET /rollouts/{name}/history",
+        "GET /rollouts/{name}/measurements",
         "POST /rollouts",
         "POST /rollouts/{name}/abort",
         "POST /rollouts/{name}/pause",
@@ -326,6 +333,91 @@ async fn the_openapi_description_matches_the_api() {
     );
     let (_, status) = call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await;
     assert_object_matches(&status, api.schema("Status"), "status");
+    assert_eq!(status["strategy"], "canary");
+    assert_eq!(
+        status["stepLabels"],
+        serde_json::json!(["weight 10%", "pause until promoted", "weight 100%"])
+    );
+    // Without analysis nothing is measured.
+    let (_, series) = call(http::Method::GET, &format!("{url}/rollouts/demo/measurements"), "").await;
+    assert_object_matches(&series, api.schema("Measurements"), "measurements");
+    assert_eq!(
+        (&series["points"], &series["intervalMs"]),
+        (&serde_json::json!([]), &Value::Null)
+    );
+}
+
+/// A rollout whose analysis measures: `GET /rollouts/NAME/measurements` serves one point per
+/// measurement, as described, and `since` gives only the later ones.
+#[tokio::test]
+async fn a_measured_rollout_serves_its_series() {
+    let api = OpenApi::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/control-api.yaml"));
+    let scratch = Scratch::new("control-api-series");
+    let url = serve(&scratch).await;
+    let proxy = FakeProxy::start().await;
+    let spec = format!(
+        "name: measured\nroute: checkout\nproxies: [\"{}\"]\nbaseline: stable\ncandidate: canary\n\
+         canary: {{ steps: [{{ setWeight: 10 }}, {{ pause: {{}} }}] }}\n\
+         analysis: {{ interval: 1s, window: 2s, minRequests: 10 }}\n",
+        proxy.url
+    );
+    assert_eq!(call(http::Method::POST, &format!("{url}/rollouts"), &spec).await.0, 201);
+    let measurements = format!("{url}/rollouts/measured/measurements");
+    let mut series: Value;
+    switchyard_testkit::assert_eventually!(
+        {
+            series = call(http::Method::GET, &measurements, "").await.1;
+            series["points"].as_array().map_or(0, Vec::len) >= 2
+        },
+        Duration::from_secs(15)
+    );
+    assert_object_matches(&series, api.schema("Measurements"), "measurements");
+    assert_eq!(
+        (&series["baseline"], &series["candidate"], &series["intervalMs"]),
+        (&Value::from("stable"), &Value::from("canary"), &Value::from(1000))
+    );
+    let points = series["points"].as_array().unwrap();
+    for point in points {
+        assert_object_matches(point, api.schema("Point"), "point");
+        for track in ["baseline", "candidate"] {
+            assert_object_matches(&point[track], api.schema("TrackFigures"), track);
+        }
+        // The fake proxy serves 100 requests a second on each track, each taking 10 ms.
+        assert_eq!(point["baseline"]["rps"].as_f64(), Some(100.0), "{point}");
+        assert_eq!(
+            point["candidate"]["p50Ms"].as_f64().map(f64::round),
+            Some(10.0),
+            "{point}"
+        );
+    }
+    let times: Vec<u64> = points.iter().map(|p| p["at"].as_u64().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "in time order: {times:?}");
+    let (_, later) = call(http::Method::GET, &format!("{measurements}?since={}", times[0]), "").await;
+    let later: Vec<u64> = later["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["at"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        later.first(),
+        times.get(1),
+        "since gives the points after it: {later:?}"
+    );
+    let (status, _, problem) = refusal(http::Method::GET, &format!("{measurements}?since=soon"), "").await;
+    assert_eq!(
+        (status, problem.as_str()),
+        (
+            400,
+            "since: must be a time in ms since the Unix epoch (a whole number), not \"soon\""
+        )
+    );
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/nope/measurements"), "")
+            .await
+            .0,
+        404
+    );
 }
 
 #[tokio::test]
@@ -393,5 +485,127 @@ async fn one_active_rollout_per_route_a_spec_checked_against_the_proxies_and_del
     assert_eq!(
         call(http::Method::POST, &format!("{url}/rollouts"), &other).await.0,
         201
+    );
+}
+
+/// With a token configured, a command must carry it (401 with `WWW-Authenticate` otherwise);
+/// reads need none; and a command from another site's page is refused even with the token.
+#[tokio::test]
+async fn commands_need_the_token_and_other_sites_pages_cannot_command() {
+    let scratch = Scratch::new("control-api-token");
+    let url = serve_guarded(&scratch, Guard::bearer("tok-3n5Qm8")).await;
+    let (_proxy, spec) = waiting_spec().await;
+    let rollouts = format!("{url}/rollouts");
+    let r = Client::http1()
+        .send(http::Method::POST, &rollouts, &[], spec.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status.as_u16(), r.header("www-authenticate")),
+        (401, Some("Bearer realm=\"switchyard\"")),
+        "{}",
+        r.body
+    );
+    let bearer = [("authorization", "Bearer tok-3n5Qm8")];
+    let r = Client::http1()
+        .send(http::Method::POST, &rollouts, &bearer, spec)
+        .await
+        .unwrap();
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await.0,
+        200
+    );
+    let abort = format!("{url}/rollouts/demo/abort");
+    let (status, _, problem) = refusal(http::Method::POST, &abort, "").await;
+    assert_eq!(status, 401);
+    assert!(
+        problem.starts_with("Authorization: this control API takes commands only with its bearer token"),
+        "{problem}"
+    );
+    let cross = [("authorization", "Bearer tok-3n5Qm8"), ("sec-fetch-site", "cross-site")];
+    let r = Client::http1()
+        .send(http::Method::POST, &abort, &cross, String::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("another site's page"), "{}", r.body);
+    assert_eq!(
+        call(http::Method::GET, &format!("{url}/rollouts/demo"), "").await.1["phase"],
+        "Progressing"
+    );
+    let own = [
+        ("authorization", "Bearer tok-3n5Qm8"),
+        ("sec-fetch-site", "same-origin"),
+    ];
+    let r = Client::http1()
+        .send(http::Method::POST, &abort, &own, String::new())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+/// The dashboard's files: each with its type, `nosniff`, a policy that lets the page run only
+/// its own files, and revalidation by `ETag`; `/` leads there; no other file; and no token
+/// asked to serve them.
+#[tokio::test]
+async fn the_dashboard_is_served_with_its_headers() {
+    let scratch = Scratch::new("control-api-dashboard");
+    let url = serve_guarded(&scratch, Guard::bearer("tok-3n5Qm8")).await;
+    for (from, to) in [("/", "ui/"), ("/ui", "ui/")] {
+        let r = Client::http1().get(&format!("{url}{from}"), &[]).await.unwrap();
+        assert_eq!((r.status.as_u16(), r.header("location")), (302, Some(to)), "{from}");
+    }
+    for (path, content_type) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/app.css", "text/css; charset=utf-8"),
+        ("/ui/favicon.svg", "image/svg+xml"),
+        ("/ui/vendor/uPlot.iife.min.js", "text/javascript; charset=utf-8"),
+        ("/ui/vendor/uPlot.min.css", "text/css; charset=utf-8"),
+        ("/ui/vendor/uPlot.LICENSE", "text/plain; charset=utf-8"),
+    ] {
+        let r = Client::http1().get(&format!("{url}{path}"), &[]).await.unwrap();
+        assert_eq!(r.status, 200, "{path}");
+        assert_eq!(r.header("content-type"), Some(content_type), "{path}");
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(r.header("cache-control"), Some("no-cache"), "{path}");
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: no {directive} in {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{path}: {csp}");
+        let etag = r.header("etag").expect("an ETag").to_owned();
+        let again = Client::http1()
+            .get(&format!("{url}{path}"), &[("if-none-match", &etag)])
+            .await
+            .unwrap();
+        assert_eq!((again.status.as_u16(), again.body.as_str()), (304, ""), "{path}");
+    }
+    let page = Client::http1().get(&format!("{url}/ui/"), &[]).await.unwrap().body;
+    assert!(page.contains("<script src=\"app.js\" defer>"), "{page}");
+    let licence = Client::http1()
+        .get(&format!("{url}/ui/vendor/uPlot.LICENSE"), &[])
+        .await
+        .unwrap();
+    assert!(licence.body.starts_with("The MIT License"), "{}", licence.body);
+
+    let (status, _, problem) = refusal(http::Method::GET, &format!("{url}/ui/secrets.js"), "").await;
+    assert_eq!(
+        (status, problem.as_str()),
+        (404, "the dashboard has no file at /ui/secrets.js; its page is /ui/")
+    );
+    let (status, allow, _) = refusal(http::Method::POST, &format!("{url}/ui/"), "").await;
+    assert_eq!((status, allow.as_deref()), (405, Some("GET, HEAD")));
+    // The API's own answers are not sniffed or cached either.
+    let r = Client::http1().get(&format!("{url}/rollouts"), &[]).await.unwrap();
+    assert_eq!(
+        (r.header("x-content-type-options"), r.header("cache-control")),
+        (Some("nosniff"), Some("no-store"))
     );
 }

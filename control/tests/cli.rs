@@ -402,3 +402,115 @@ async fn https_is_spoken_to_peers_signed_by_a_trusted_authority_and_refused_othe
         text(&o)
     );
 }
+
+/// The README's Dashboard lines, each without its comment.
+fn readme_dashboard_commands() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let lines: Vec<String> = readme
+        .lines()
+        .skip_while(|l| *l != "## Dashboard")
+        .skip_while(|l| *l != "```sh")
+        .skip(1)
+        .take_while(|l| *l != "```")
+        .map(|l| l.split(" #").next().unwrap_or(l).trim().to_owned())
+        .collect();
+    assert_eq!(lines.len(), 3, "the README's Dashboard commands: {lines:?}");
+    lines
+}
+
+/// `switchyard ARGS` from a README line, run in `dir`, with `extra` after its first word.
+fn readme_switchyard(line: &str, dir: &std::path::Path, extra: &[&str]) -> Command {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(words[0], "switchyard", "{line}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    command.current_dir(dir).arg(words[1]).args(extra).args(&words[2..]);
+    command
+}
+
+/// The README's Dashboard commands: a token made with the shell, `serve --token-file`, and the
+/// CLI's `--token-file`. A command without the token is refused in a sentence that says what
+/// to send; `SWITCHYARD_TOKEN_FILE` works as the flag does; reads need none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_commands_from_the_command_line() {
+    let scratch = Scratch::new("control-cli-token");
+    let [make_token, serve, abort] = <[String; 3]>::try_from(readme_dashboard_commands()).unwrap();
+    let made = Command::new("sh")
+        .args(["-c", &make_token])
+        .current_dir(scratch.path())
+        .status()
+        .unwrap();
+    assert!(made.success(), "{make_token}");
+    let token_file = scratch.join("switchyard.token");
+    assert!(std::fs::read_to_string(&token_file).unwrap().trim().len() >= 32);
+    let token = token_file.to_str().unwrap();
+
+    let port = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let _serve = Serve(
+        readme_switchyard(&serve, scratch.path(), &["--listen", &listen])
+            .env("RUST_LOG", "error")
+            .spawn()
+            .unwrap(),
+    );
+    let server = format!("http://{listen}");
+    assert_eventually!(
+        Client::http1()
+            .get(&format!("{server}/healthz"), &[])
+            .await
+            .is_ok_and(|r| r.status == 200)
+    );
+    assert!(
+        scratch.join("switchyard-state").is_dir(),
+        "{serve} keeps its state where it says"
+    );
+    let page = Client::http1().get(&format!("{server}/"), &[]).await.unwrap();
+    assert_eq!((page.status.as_u16(), page.header("location")), (302, Some("ui/")));
+    let proxy = FakeProxy::start().await;
+    proxy.refuse_writes(true);
+    let spec = scratch.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: checkout-v2\nroute: checkout\nproxies: [\"{}\"]\nbaseline: stable\ncandidate: canary\ncanary: {{ steps: [{{ setWeight: 10 }}, {{ pause: {{}} }}] }}\n",
+            proxy.url
+        ),
+    )
+    .unwrap();
+    let spec = spec.to_str().unwrap();
+
+    let o = switchyard(&server, &["apply", "-f", spec]);
+    assert!(!o.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        "switchyard: Authorization: this control API takes commands only with its bearer token: send Authorization: Bearer TOKEN (switchyard rollout --token-file FILE; the dashboard asks for it)"
+    );
+    let wrong = scratch.join("wrong");
+    std::fs::write(&wrong, "tok-0ther").unwrap();
+    let o = switchyard(&server, &["--token-file", wrong.to_str().unwrap(), "apply", "-f", spec]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("the bearer token is not this control API's"));
+    let o = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["rollout", "--server", &server, "apply", "-f", spec])
+        .env("SWITCHYARD_TOKEN_FILE", token)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = switchyard(&server, &["status", "checkout-v2"]);
+    assert!(o.status.success(), "reads need no token: {}", text(&o));
+
+    let o = readme_switchyard(&abort, scratch.path(), &["--server", &server])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{abort}: {}", text(&o));
+    assert!(text(&o).contains("Phase:    Aborted"), "{}", text(&o));
+
+    let empty = scratch.join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let o = switchyard(&server, &["--token-file", empty.to_str().unwrap(), "list"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr).trim(),
+        format!(
+            "switchyard: the token file {} is empty; put the bearer token in it",
+            empty.display()
+        )
+    );
+}

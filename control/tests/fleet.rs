@@ -790,7 +790,7 @@ async fn fleet_status_and_apply_from_the_cli() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulty_candidate_over_a_group_is_judged_on_every_proxys_requests_and_aborted() {
-    let fleet = Fleet::start("group-analysis", 3, 1).await;
+    let fleet = Fleet::start("group-analysis", 3, 2).await;
     fleet.canary.set_status(500);
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();
@@ -827,6 +827,19 @@ async fn a_faulty_candidate_over_a_group_is_judged_on_every_proxys_requests_and_
         .filter(|p| p["lastAnsweredAt"].is_number())
         .count();
     assert_eq!(answered, 3, "{status}");
+    // The series the dashboard charts is the leader's, through a follower too, which serves
+    // the dashboard itself.
+    let leader = fleet.leader().await.expect("a leader");
+    let series = async |i: usize| get(&format!("{}/rollouts/shop-v2/measurements", fleet.replicas[i].url)).await;
+    let (led, followed) = (series(leader).await, series(1 - leader).await);
+    let points = led.as_ref().and_then(|s| s["points"].as_array()).map_or(0, Vec::len);
+    assert!(points > 0, "the leader charted the measurements: {led:?}");
+    assert_eq!(followed, led, "the follower passes the read to the leader");
+    let page = Client::http1()
+        .get(&format!("{}/ui/", fleet.replicas[1 - leader].url), &[])
+        .await
+        .expect("the follower answers");
+    assert_eq!(page.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,7 +13,7 @@ use http::Method;
 use serde_json::Value;
 use switchyard_config::fleet::{FleetKeys, GroupName};
 use switchyard_config::{Format, load_config};
-use switchyard_control::api::{Backend, serve_backend};
+use switchyard_control::api::{Backend, Guard, serve_backend};
 use switchyard_control::fleet::Fleet;
 use switchyard_control::http::Http;
 use switchyard_control::replica::Replica;
@@ -89,7 +89,7 @@ impl ReplicaProcess {
             };
             let replica = Replica::new(fleet, Http::new(Duration::from_secs(2)), advertise, TTL);
             tokio::spawn(Arc::clone(&replica).run());
-            serve_backend(listener, Backend::Replica(replica)).await;
+            serve_backend(listener, Backend::Replica(replica), Guard::default()).await;
         });
         Ok(Self {
             url,

@@ -51,6 +51,8 @@ struct State {
     started_wall_ms: u64,
     hang: bool,
     refuse_writes: bool,
+    /// What a refused write says.
+    refusal: String,
     stats_calls: u64,
 }
 
@@ -86,6 +88,7 @@ impl FakeProxy {
             started_wall_ms: wall_ms(),
             hang: false,
             refuse_writes: false,
+            refusal: "this proxy takes no tables now".to_owned(),
             stats_calls: 0,
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -128,6 +131,14 @@ impl FakeProxy {
     /// From now on, answer every `PUT /routes` with 503 (`false`: take them again).
     pub fn refuse_writes(&self, refuse: bool) {
         self.lock().refuse_writes = refuse;
+    }
+
+    /// From now on, answer every `PUT /routes` with 503 and an error document saying
+    /// `message` (any text: a test of how it is shown).
+    pub fn refuse_writes_saying(&self, message: &str) {
+        let mut s = self.lock();
+        s.refuse_writes = true;
+        s.refusal = message.to_owned();
     }
 
     /// How many `GET /stats` it answered.
@@ -201,7 +212,7 @@ async fn answer(state: &Mutex<State>, req: Request<Incoming>) -> Response<Full<B
         (Method::GET, "/routes") => reply(StatusCode::OK, &json!({ "version": s.version, "routes": s.routes })),
         (Method::PUT, "/routes") if s.refuse_writes => reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "errors": [{ "path": "", "message": "this proxy takes no tables now" }] }),
+            &json!({ "errors": [{ "path": "", "message": s.refusal }] }),
         ),
         (Method::PUT, "/routes") => {
             let if_match = parts

@@ -4,8 +4,8 @@
 //! ([`RawUpstream`], for responses that break HTTP), temporary directories, checks that keep an
 //! OpenAPI description true ([`openapi`]), Kubernetes manifests read and their containers run on
 //! loopback ([`manifests`]), a real etcd cluster ([`EtcdCluster`]) and a real Prometheus server
-//! ([`Prometheus`]) on loopback, a seeded generator for simulations ([`Rng`]), and
-//! [`assert_eventually!`].
+//! ([`Prometheus`]) on loopback, a seeded generator for simulations ([`Rng`]), a headless
+//! Chromium driven over WebDriver ([`Browser`]), and [`assert_eventually!`].
 //!
 //! ```no_run
 //! # async fn demo() {
@@ -26,6 +26,7 @@
 
 #![forbid(unsafe_code)]
 
+mod browser;
 mod client;
 pub mod etcd;
 pub mod fake_proxy;
@@ -38,6 +39,7 @@ mod scratch;
 mod table;
 mod upstream;
 
+pub use browser::{Browser, Element};
 pub use client::{Client, Reply};
 pub use etcd::EtcdCluster;
 pub use fake_proxy::FakeProxy;
