@@ -164,6 +164,10 @@ pub struct GateRun {
     /// Its last answer other than 2xx, or why it could not be called.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Since when an operator has held the rollout paused at it: that time does not count
+    /// toward the progress deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_at: Option<u64>,
 }
 
 /// An analysis's counts since it began: each proxy's lifetime totals at the last measurement,
@@ -1668,8 +1672,12 @@ fn plan_gate(
     now: u64,
 ) -> (Option<(WebhookGate, serde_json::Value)>, Option<u64>) {
     let Some(gate) = state.gate(spec) else {
-        if analysis.gate.as_ref().is_some_and(|g| g.step != state.step) {
-            analysis.gate = None;
+        match &mut analysis.gate {
+            Some(g) if g.step != state.step => analysis.gate = None,
+            Some(g) if !g.open && state.phase == Phase::Paused => {
+                g.paused_at.get_or_insert(now);
+            }
+            _ => {}
         }
         return (None, None);
     };
@@ -1685,10 +1693,15 @@ fn plan_gate(
             calls: 0,
             open: false,
             last_error: None,
+            paused_at: None,
         }),
     };
     if run.open {
         return (None, None);
+    }
+    if let Some(paused) = run.paused_at.take() {
+        run.since = run.since.saturating_add(now.saturating_sub(paused));
+        run.next_at = now;
     }
     // The promotion webhook is a step of its own: the last (canary, rings) or the one before
     // the switch (blue-green).

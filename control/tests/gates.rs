@@ -325,3 +325,41 @@ async fn the_gated_example_runs_through_its_gates_and_steps_down_on_abort() {
     assert_eq!(weights(&rig)[0], [10.0, 50.0, 25.0, 10.0, 0.0]);
     assert!(gate.seen().iter().any(|s| s.uri.path() == "/load-test"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn time_paused_by_an_operator_at_a_gate_does_not_count_toward_its_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nowhere = format!("http://127.0.0.1:{port}");
+    let rig = Rig::start("gates-paused", 1).await;
+    rig.apply(&gated(&nowhere, &nowhere, "1m")).await;
+    rig.wait_status("checkout-v2", Duration::from_secs(10), "at the gate", |s| {
+        s.gate.as_ref().is_some_and(|g| g.calls >= 1)
+    })
+    .await;
+    rig.controller
+        .command("checkout-v2", Command::Pause)
+        .await
+        .expect("pause");
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    rig.controller
+        .command("checkout-v2", Command::Resume)
+        .await
+        .expect("resume");
+    // Resumed after five minutes paused, the gate still has most of its minute.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let status = rig.status("checkout-v2").await;
+    assert_eq!(status.phase, Phase::Progressing, "{status:?}");
+    let status = rig
+        .wait_status(
+            "checkout-v2",
+            Duration::from_secs(90),
+            "aborted at the gate in the end",
+            |s| s.phase == Phase::Aborted,
+        )
+        .await;
+    assert!(status.abort.unwrap().reason.contains("within the progress deadline"));
+}
