@@ -461,6 +461,9 @@ impl Entry {
     }
 }
 
+/// How long a `notify` webhook may take to answer.
+const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The first wait before a publish that failed is tried again, ms; it doubles up to
 /// [`RETRY_MAX_MS`].
 const RETRY_FIRST_MS: u64 = 500;
@@ -472,7 +475,11 @@ const FLUSH_WAIT: Duration = Duration::from_secs(10);
 
 /// Every rollout and the loop that drives them.
 pub struct Controller {
+    /// For the proxies' admin APIs (with their token, when `serve --proxy-token-file` gives
+    /// one), and nothing else.
     http: Http,
+    /// For the spec's `notify` webhook.
+    webhooks: Http,
     /// For the analyses' metric providers, each call bounded by its provider's own limit.
     providers: Http,
     store: Store,
@@ -571,6 +578,7 @@ impl Controller {
     ) -> Arc<Self> {
         let controller = Arc::new(Self {
             http,
+            webhooks: Http::new(WEBHOOK_TIMEOUT),
             providers: Http::new(switchyard_config::rollout::PROVIDER_TIMEOUT),
             store,
             fleet,
@@ -1514,7 +1522,8 @@ impl Controller {
             "events": interesting,
             "abort": state.abort,
         });
-        let (http, url) = (self.http.clone(), url.clone());
+        // Not the proxies' client: a webhook never sees the token they may be called with.
+        let (http, url) = (self.webhooks.clone(), url.clone());
         tokio::spawn(async move {
             let mut delay = Duration::from_millis(200);
             for attempt in 1..=5 {

@@ -216,6 +216,9 @@ pub(crate) fn summary(body: &str) -> String {
 pub struct Http {
     client: Pooled<HttpsConnector<HttpConnector>, Full<Bytes>>,
     timeout: Duration,
+    /// `Authorization` sent with every call, for peers that ask a token (the proxies' admin
+    /// APIs with `admin.tokenFile`).
+    bearer: Option<http::HeaderValue>,
 }
 
 /// The roots TLS peers are checked against, read once.
@@ -259,7 +262,19 @@ impl Http {
         Self {
             client: Pooled::builder(TokioExecutor::new()).build(connector),
             timeout,
+            bearer: None,
         }
+    }
+
+    /// The same client presenting `Authorization: Bearer TOKEN` on every call. Give it only to
+    /// calls to the peers the token is for: a webhook must never see it.
+    pub fn with_bearer(mut self, token: &str) -> Result<Self, String> {
+        let mut value = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            "the token cannot be sent in an Authorization header (printable ASCII, no spaces)".to_owned()
+        })?;
+        value.set_sensitive(true);
+        self.bearer = Some(value);
+        Ok(self)
     }
 
     /// Sends a request and returns status, headers and body, whatever the status.
@@ -281,6 +296,13 @@ impl Http {
         let mut req = Request::builder().method(method).uri(target(url).map_err(invalid)?);
         for (name, value) in headers {
             req = req.header(*name, value);
+        }
+        if let Some(bearer) = &self.bearer
+            && !headers
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("authorization"))
+        {
+            req = req.header(header::AUTHORIZATION, bearer.clone());
         }
         if body.is_some()
             && !headers
@@ -306,11 +328,13 @@ impl Http {
         })
     }
 
-    /// The same client (its pooled connections shared) with calls bounded by `timeout` instead.
+    /// The same client (its pooled connections, and its token if it has one) with calls
+    /// bounded by `timeout` instead.
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
             client: self.client.clone(),
             timeout,
+            bearer: self.bearer.clone(),
         }
     }
 

@@ -38,6 +38,10 @@ enum Top {
         /// without it, anyone who reaches the API may command it.
         #[arg(long, env = "SWITCHYARD_TOKEN_FILE", value_name = "FILE")]
         token_file: Option<PathBuf>,
+        /// A file holding the bearer token of the proxies' admin APIs (their admin.tokenFile),
+        /// sent to them, and only to them, with every call.
+        #[arg(long, env = "SWITCHYARD_PROXY_TOKEN_FILE", value_name = "FILE")]
+        proxy_token_file: Option<PathBuf>,
         #[command(flatten)]
         fleet: FleetArgs,
     },
@@ -124,11 +128,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             state,
             token_file,
+            proxy_token_file,
             fleet,
         } => {
             let guard = match &token_file {
                 Some(file) => Guard::bearer(&token(file)?),
                 None => Guard::default(),
+            };
+            let proxies = match &proxy_token_file {
+                Some(file) => Http::new(Duration::from_secs(2))
+                    .with_bearer(&token(file)?)
+                    .map_err(|e| anyhow::anyhow!("--proxy-token-file: {e}"))?,
+                None => Http::new(Duration::from_secs(2)),
             };
             tracing_subscriber::fmt()
                 .with_env_filter(
@@ -142,10 +153,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .init();
             runtime.block_on(async {
                 if !fleet.etcd.is_empty() {
-                    return serve_replicated(listen, fleet, guard).await;
+                    return serve_replicated(listen, fleet, guard, proxies).await;
                 }
                 let store = Store::open(&state).with_context(|| format!("cannot open {}", state.display()))?;
-                let controller = Controller::start(store, Http::new(Duration::from_secs(2)));
+                let controller = Controller::start(store, proxies);
                 let listener = tokio::net::TcpListener::bind(listen)
                     .await
                     .with_context(|| format!("cannot bind {listen}"))?;
@@ -197,7 +208,7 @@ fn token(file: &Path) -> anyhow::Result<String> {
 
 /// `serve --etcd`: one replica among several, its state in etcd.
 #[cfg(feature = "fleet")]
-async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard) -> anyhow::Result<()> {
+async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard, proxies: Http) -> anyhow::Result<()> {
     use std::sync::Arc;
 
     use switchyard_control::fleet::Fleet;
@@ -220,12 +231,7 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard) -> 
             }
         }
     };
-    let replica = Replica::new(
-        fleet,
-        Http::new(Duration::from_secs(2)),
-        advertise.clone(),
-        args.lease_ttl,
-    );
+    let replica = Replica::new(fleet, proxies, advertise.clone(), args.lease_ttl);
     tracing::info!(listen = %bound, %advertise, etcd = %endpoints, id = %replica.me().id, "switchyard control loop serving as a replica");
     tokio::spawn(Arc::clone(&replica).run());
     let backend = Backend::Replica(Arc::clone(&replica));
@@ -240,7 +246,7 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard) -> 
 }
 
 #[cfg(not(feature = "fleet"))]
-async fn serve_replicated(_listen: SocketAddr, _args: FleetArgs, _guard: Guard) -> anyhow::Result<()> {
+async fn serve_replicated(_listen: SocketAddr, _args: FleetArgs, _guard: Guard, _proxies: Http) -> anyhow::Result<()> {
     anyhow::bail!(
         "this switchyard was built without the `fleet` feature, so it cannot use etcd (--etcd); build it with --features fleet"
     )

@@ -21,9 +21,14 @@ struct Controller {
 
 impl Controller {
     fn start(state: &Scratch, port: u16) -> Self {
+        Self::start_with(state, port, &[])
+    }
+
+    fn start_with(state: &Scratch, port: u16, args: &[&str]) -> Self {
         let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--state"])
             .arg(state.join("state"))
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -335,4 +340,67 @@ async fn repeated_kills_at_random_moments_skip_and_repeat_no_step() {
         ],
         "{history}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_with_an_admin_token_are_published_to_with_it_and_webhooks_never_see_it() {
+    let scratch = Scratch::new("control-e2e-token");
+    let token = scratch.join("proxy-token");
+    std::fs::write(&token, "s3cret-admin-token\n").unwrap();
+    let (stable, canary, hook) = (
+        MockUpstream::start("stable").await,
+        MockUpstream::start("canary").await,
+        MockUpstream::start("hook").await,
+    );
+    let yaml = Table::new()
+        .setting("listen: 127.0.0.1:0")
+        .setting(&format!(
+            "admin: {{ listen: 127.0.0.1:0, tokenFile: {} }}",
+            token.display()
+        ))
+        .route("checkout")
+        .track("stable", &[stable.addr()], 100.0)
+        .track("canary", &[canary.addr()], 0.0)
+        .yaml();
+    let p = start(load_config(&yaml, Format::Yaml, 1).unwrap(), Options::default())
+        .await
+        .unwrap();
+    let spec = |name: &str| {
+        format!(
+            "name: {name}\nroute: checkout\nproxies: [\"http://{}\"]\nbaseline: stable\ncandidate: canary\n\
+             canary: {{ steps: [{{ setWeight: 20 }}, {{ setWeight: 100 }}] }}\nnotify: http://{}/rollouts\n",
+            p.admin,
+            hook.addr()
+        )
+    };
+
+    // Without the token, the proxy refuses the table and says so in the status.
+    let without = Controller::start(&Scratch::new("control-e2e-token-none"), free_port());
+    assert_eventually!(without.up().await);
+    let (status, body) = without.post("/rollouts", &spec("untold")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eventually!(
+        without.get("/rollouts/untold").await["proxies"][0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")),
+        Duration::from_secs(30)
+    );
+    assert_eq!(canary_weight(&p).await, 0.0);
+    without.kill();
+
+    // With it, the rollout completes; the webhook gets its notifications without the token.
+    let token_arg = token.to_str().unwrap();
+    let with = Controller::start_with(&scratch, free_port(), &["--proxy-token-file", token_arg]);
+    assert_eventually!(with.up().await);
+    let (status, body) = with.post("/rollouts", &spec("told")).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eventually!(
+        with.get("/rollouts/told").await["phase"] == "Completed",
+        Duration::from_secs(30)
+    );
+    assert_eventually!(canary_weight(&p).await == 100.0);
+    assert_eventually!(!hook.seen().is_empty());
+    for seen in hook.seen() {
+        assert!(seen.headers.get("authorization").is_none(), "{:?}", seen.headers);
+    }
 }
