@@ -200,7 +200,7 @@ mkdir -p loadtest/results
   [ -n "$SY_PID" ] && echo "switchyard: the profile-guided release build (scripts/build-release), as shipped; switchyard-plain: cargo build --release, no profile."
   [ -z "$SY_PID" ] && echo "switchyard-plain: cargo build --release, no profile (the profile-guided build was skipped: SKIP_PGO=1)."
   if [ -n "$BEFORE_PID" ]; then
-    echo "switchyard-before: $BASELINE, with the same table and settings as switchyard-plain${PLAIN_EXTRA:+ but for switchyard-plain's \`$PLAIN_EXTRA\`}${BEFORE_EXTRA:+ and switchyard-before's \`$BEFORE_EXTRA\`}."
+    echo "switchyard-before: $BASELINE, with the same table and settings as switchyard-plain${PLAIN_EXTRA:+, but for \`$PLAIN_EXTRA\` in switchyard-plain}${BEFORE_EXTRA:+, but for \`$BEFORE_EXTRA\` in switchyard-before}."
     plain=$(echo "${cpu[switchyard-plain]}" | median) before=$(echo "${cpu[switchyard-before]}" | median)
     rounds=$(paste -d' ' <(echo "${cpu[switchyard-plain]}" | tr ' ' '\n' | grep -v '^$') \
       <(echo "${cpu[switchyard-before]}" | tr ' ' '\n' | grep -v '^$') | awk '{printf "%s%.3f", (NR > 1 ? ", " : ""), $1 / $2}')

@@ -20,7 +20,7 @@ use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, SystemTime};
 
 use http::{Method, Request};
@@ -441,10 +441,7 @@ impl Writer {
                     if batch.len() >= BATCH_BYTES {
                         break;
                     }
-                    next = match self.entries.try_recv() {
-                        Ok(e) => Some(e),
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                    };
+                    next = self.entries.try_recv().ok();
                 }
                 if lines == 0 {
                     break;

@@ -53,6 +53,7 @@ impl EchoUpstream {
                 };
                 let (seen, closed) = (Arc::clone(&s), Arc::clone(&c));
                 tokio::spawn(async move {
+                    #[allow(clippy::result_large_err)] // tungstenite's callback returns its own error response
                     let remember = |req: &Request, res: Response| {
                         seen.lock().unwrap().push(req.headers().clone());
                         Ok(res)
