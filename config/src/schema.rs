@@ -94,6 +94,78 @@ pub struct ProxyConfig {
     pub limits: Limits,
     /// How request paths are normalized before routing; see [`crate::path::normalize`].
     pub paths: PathOptions,
+    /// The access log: a JSON line per request, off unless given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLogSpec>,
+    /// Request ids (`x-request-id`): kept, generated or left alone.
+    pub request_id: RequestIdSpec,
+}
+
+/// `accessLog`: where the JSON lines go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessLogSpec {
+    /// `stdout`, or a file opened for appending (created if absent; its directory must exist).
+    pub path: AccessLogPath,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogPath {
+    /// The process's standard output, beside its own logs (one line per write, never torn).
+    Stdout,
+    /// A file, reopened by name on `SIGHUP` (after a rotation).
+    File(String),
+}
+
+impl Serialize for AccessLogPath {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Stdout => s.serialize_str("stdout"),
+            Self::File(path) => s.serialize_str(path),
+        }
+    }
+}
+
+/// The default name of the request id header.
+pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// `requestId`: how the proxy treats the request id header.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestIdSpec {
+    /// The header; default [`DEFAULT_REQUEST_ID_HEADER`].
+    pub header: String,
+    /// What happens to it; default [`RequestIdMode::Keep`].
+    pub mode: RequestIdMode,
+    /// Whether the response carries the id too (Envoy's `always_set_request_id_in_response`).
+    /// Default false.
+    pub response: bool,
+}
+
+impl Default for RequestIdSpec {
+    fn default() -> Self {
+        Self {
+            header: DEFAULT_REQUEST_ID_HEADER.to_owned(),
+            mode: RequestIdMode::Keep,
+            response: false,
+        }
+    }
+}
+
+/// What the proxy does with a request's id header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RequestIdMode {
+    /// Keep a valid incoming id (1 to 128 visible ASCII bytes); generate one (a UUID v4) when
+    /// there is none or it is invalid.
+    #[default]
+    Keep,
+    /// Always generate a new id, replacing any incoming one (for an edge whose clients are not
+    /// trusted to choose ids).
+    Replace,
+    /// Leave the header alone: pass on whatever came, generate nothing.
+    Off,
 }
 
 /// One downstream listener.
@@ -198,6 +270,10 @@ pub struct Timeouts {
     /// How long shutdown waits for in-flight requests. Default 30s.
     #[serde(with = "human")]
     pub drain: Duration,
+    /// An upgraded connection (a WebSocket tunnel) that carries no byte either way for this
+    /// long is closed. Default 1h.
+    #[serde(with = "human")]
+    pub upgrade_idle: Duration,
 }
 
 impl Default for Timeouts {
@@ -212,6 +288,7 @@ impl Default for Timeouts {
             request_body_grace: Duration::from_secs(5),
             response_body_idle: Duration::from_secs(60),
             drain: Duration::from_secs(30),
+            upgrade_idle: Duration::from_secs(3600),
         }
     }
 }
@@ -446,6 +523,8 @@ impl ProxyConfig {
         let timeouts = f.optional("timeouts", p).unwrap_or_default();
         let limits = f.optional("limits", p).unwrap_or_default();
         let paths = f.optional("paths", p).unwrap_or_default();
+        let access_log = f.optional("accessLog", p);
+        let request_id = f.optional("requestId", p).unwrap_or_default();
         f.finish(p);
         let config = Self {
             listen,
@@ -455,6 +534,8 @@ impl ProxyConfig {
             timeouts,
             limits,
             paths,
+            access_log,
+            request_id,
         };
         Some((config, positions))
     }
@@ -542,6 +623,7 @@ impl FromTree for Timeouts {
             request_body_grace: f.or("requestBodyGrace", d.request_body_grace, p),
             response_body_idle: f.or("responseBodyIdle", d.response_body_idle, p),
             drain: f.or("drain", d.drain, p),
+            upgrade_idle: f.or("upgradeIdle", d.upgrade_idle, p),
         };
         f.finish(p);
         Some(t)
@@ -561,6 +643,51 @@ impl FromTree for Limits {
         };
         f.finish(p);
         Some(l)
+    }
+}
+
+impl FromTree for AccessLogSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let file: Option<String> = f.required("path", p);
+        f.finish(p);
+        let path = match file?.as_str() {
+            "stdout" => AccessLogPath::Stdout,
+            file => AccessLogPath::File(file.to_owned()),
+        };
+        Some(Self { path })
+    }
+}
+
+impl FromTree for RequestIdSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let d = Self::default();
+        let mut f = Fields::of(v, path, p)?;
+        let spec = Self {
+            header: f.or("header", d.header, p),
+            mode: f.or("mode", d.mode, p),
+            response: f.or("response", d.response, p),
+        };
+        f.finish(p);
+        Some(spec)
+    }
+}
+
+impl FromTree for RequestIdMode {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        // `off` is text in YAML 1.2, but YAML 1.1 habits write `false`.
+        if let Value::Bool(false) = v {
+            return Some(Self::Off);
+        }
+        match v.as_str() {
+            Some("keep") => Some(Self::Keep),
+            Some("replace") => Some(Self::Replace),
+            Some("off") => Some(Self::Off),
+            _ => {
+                p.push(path, format!("expected keep, replace or off, found {}", describe(v)));
+                None
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::Problems;
-use crate::schema::{ProxyConfig, StateFileSpec};
+use crate::schema::{AccessLogPath, ProxyConfig, StateFileSpec};
 use crate::table::MAX_WEIGHT;
 
 /// Longest route or track name.
@@ -99,6 +99,21 @@ pub(crate) fn cookie_name(name: &str, path: &str, p: &mut Problems) -> bool {
     ok
 }
 
+/// Headers a request id must not be kept in: they frame the message or describe its connection.
+const RESERVED_HEADERS: [&str; 11] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "expect",
+    "cookie",
+];
+
 /// Checks the proxy-level settings of a whole configuration (routes are checked as they compile).
 pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
     let mut bound: HashMap<SocketAddr, String> = HashMap::new();
@@ -144,6 +159,29 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
     if let Some(h) = &c.track_header {
         let _ = crate::table::header_name(h, "trackHeader", p);
     }
+    if let Some(log) = &c.access_log
+        && log.path == AccessLogPath::File(String::new())
+    {
+        p.push(
+            "accessLog.path",
+            "file name is empty; give a file to append to, or stdout",
+        );
+    }
+    let id = &c.request_id.header;
+    if crate::table::header_name(id, "requestId.header", p).is_some() {
+        let lower = id.to_ascii_lowercase();
+        if RESERVED_HEADERS.contains(&lower.as_str()) {
+            p.push(
+                "requestId.header",
+                format!("{id} describes the message or its connection; choose another header, such as x-request-id"),
+            );
+        } else if c.track_header.as_deref().is_some_and(|t| t.eq_ignore_ascii_case(id)) {
+            p.push(
+                "requestId.header",
+                format!("{id} is the trackHeader already; choose another header, such as x-request-id"),
+            );
+        }
+    }
     let t = &c.timeouts;
     for (field, d) in [
         ("connect", t.connect),
@@ -154,6 +192,7 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
         ("requestBodyIdle", t.request_body_idle),
         ("requestBodyGrace", t.request_body_grace),
         ("responseBodyIdle", t.response_body_idle),
+        ("upgradeIdle", t.upgrade_idle),
     ] {
         if d == Duration::ZERO {
             p.push(format!("timeouts.{field}"), "timeout must be longer than 0s");

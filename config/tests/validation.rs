@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use switchyard_config::schema::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, Limits, StateFileSpec, Timeouts,
+    AccessLogPath, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, Limits, RequestIdMode, RequestIdSpec,
+    StateFileSpec, Timeouts,
 };
 use switchyard_config::{Format, load_config, load_routes};
 
@@ -210,4 +211,70 @@ fn problems_print_one_per_line_with_a_count() {
         err.to_string(),
         "3 problems:\n  routes[0].tracks: list at least one track\n  routes[1].name: duplicate route name \"a\"\n  routes[1].tracks: list at least one track"
     );
+}
+
+#[test]
+fn access_log_and_request_ids_are_read_checked_and_served_back() {
+    let config = |settings: &str| load_config(&format!("{settings}\n{MINIMAL}"), Format::Yaml, 1);
+    let c = config("").unwrap().config;
+    assert_eq!(c.access_log, None);
+    assert_eq!(c.request_id, RequestIdSpec::default());
+    assert_eq!(c.request_id.mode, RequestIdMode::Keep);
+    assert_eq!(c.timeouts.upgrade_idle, Duration::from_secs(3600));
+
+    let text = "accessLog: { path: stdout }\nrequestId: { header: x-correlation-id, mode: off, response: true }\ntimeouts: { upgradeIdle: 5m }";
+    let c = config(text).unwrap().config;
+    assert_eq!(c.access_log.as_ref().unwrap().path, AccessLogPath::Stdout);
+    assert_eq!(c.request_id.header, "x-correlation-id");
+    assert_eq!((c.request_id.mode, c.request_id.response), (RequestIdMode::Off, true));
+    assert_eq!(c.timeouts.upgrade_idle, Duration::from_secs(300));
+    let file = config("accessLog: { path: /var/log/a.log }\nrequestId: { mode: replace }")
+        .unwrap()
+        .config;
+    assert_eq!(
+        file.access_log.as_ref().unwrap().path,
+        AccessLogPath::File("/var/log/a.log".to_owned())
+    );
+    for c in [c, file] {
+        let json = serde_json::to_string(&c).unwrap();
+        assert_eq!(load_config(&json, Format::Json, 1).unwrap().config, c, "{json}");
+    }
+
+    for (settings, problem) in [
+        (
+            "accessLog: { path: '' }",
+            "accessLog.path: file name is empty; give a file to append to, or stdout",
+        ),
+        ("accessLog: {}", "accessLog.path: required field is missing"),
+        (
+            "accessLog: { path: stdout, fromat: json }",
+            "accessLog.fromat: unknown field",
+        ),
+        (
+            "requestId: { mode: sometimes }",
+            "requestId.mode: expected keep, replace or off, found",
+        ),
+        ("requestId: { header: 'x id' }", "requestId.header: invalid header name"),
+        (
+            "requestId: { header: Host }",
+            "requestId.header: Host describes the message or its connection",
+        ),
+        (
+            "requestId: { header: x-switchyard-track }",
+            "requestId.header: x-switchyard-track is the trackHeader already",
+        ),
+        (
+            "timeouts: { upgradeIdle: 0s }",
+            "timeouts.upgradeIdle: timeout must be longer than 0s",
+        ),
+    ] {
+        let got: Vec<String> = match config(settings) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.errors().iter().map(ToString::to_string).collect(),
+        };
+        assert!(
+            got.len() == 1 && got[0].starts_with(problem),
+            "{settings}: expected {problem:?}, got {got:#?}"
+        );
+    }
 }

@@ -13,7 +13,10 @@
 #
 # BASELINE=binary adds `switchyard-before`: that binary with the same table and settings as
 # `switchyard-plain`, on its own ports, interleaved in every round; the summary gives the
-# ratio plain/before (a before/after comparison of a change, in one run). SKIP_PGO=1 leaves the
+# ratio plain/before (a before/after comparison of a change, in one run). PLAIN_EXTRA and
+# BEFORE_EXTRA are YAML lines added to the two tables, to compare settings rather than
+# binaries (BASELINE=target/release/switchyard-proxy PLAIN_EXTRA='accessLog: { path: FILE }'
+# is the access log's cost). SKIP_PGO=1 leaves the
 # profile-guided build and its row out (no five-to-eight-minute build). SKIP_BUILD=1 uses
 # target/release as it is, without `cargo build`.
 #
@@ -61,6 +64,7 @@ if [ -z "${SKIP_PGO:-}" ]; then
   pids+=($SY_PID)
 fi
 bench_table "$PLAIN" "$PLAIN_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/plain.yaml"
+[ -n "${PLAIN_EXTRA:-}" ] && printf '%s\n' "$PLAIN_EXTRA" >>"$work/plain.yaml"
 RUST_LOG=warn "$BIN/switchyard-proxy" --config "$work/plain.yaml" --workers 1 &
 PLAIN_PID=$!
 pids+=($PLAIN_PID)
@@ -68,6 +72,7 @@ pids+=($PLAIN_PID)
 BEFORE_PID=
 if [ -n "$BASELINE" ]; then
   bench_table "$BEFORE" "$BEFORE_ADMIN" "$UP_STABLE" "$UP_CANARY" >"$work/before.yaml"
+  [ -n "${BEFORE_EXTRA:-}" ] && printf '%s\n' "$BEFORE_EXTRA" >>"$work/before.yaml"
   RUST_LOG=warn "$BASELINE" --config "$work/before.yaml" --workers 1 &
   BEFORE_PID=$!
   pids+=($BEFORE_PID)
@@ -195,7 +200,7 @@ mkdir -p loadtest/results
   [ -n "$SY_PID" ] && echo "switchyard: the profile-guided release build (scripts/build-release), as shipped; switchyard-plain: cargo build --release, no profile."
   [ -z "$SY_PID" ] && echo "switchyard-plain: cargo build --release, no profile (the profile-guided build was skipped: SKIP_PGO=1)."
   if [ -n "$BEFORE_PID" ]; then
-    echo "switchyard-before: $BASELINE, with the same table and settings as switchyard-plain."
+    echo "switchyard-before: $BASELINE, with the same table and settings as switchyard-plain${PLAIN_EXTRA:+, but for \`$PLAIN_EXTRA\` in switchyard-plain}${BEFORE_EXTRA:+, but for \`$BEFORE_EXTRA\` in switchyard-before}."
     plain=$(echo "${cpu[switchyard-plain]}" | median) before=$(echo "${cpu[switchyard-before]}" | median)
     rounds=$(paste -d' ' <(echo "${cpu[switchyard-plain]}" | tr ' ' '\n' | grep -v '^$') \
       <(echo "${cpu[switchyard-before]}" | tr ' ' '\n' | grep -v '^$') | awk '{printf "%s%.3f", (NR > 1 ? ", " : ""), $1 / $2}')

@@ -332,6 +332,18 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
         "Requests refused before any route took them (a bad Host or path, CONNECT, a head that does not parse); refusals of a routed request are its route's client errors.",
         state.forwarder.refused_count() as f64,
     ));
+    if let Some(log) = state.forwarder.access_log() {
+        families.push(counter(
+            "switchyard_access_log_lines_total",
+            "Access log lines written.",
+            log.written() as f64,
+        ));
+        families.push(counter(
+            "switchyard_access_log_dropped_total",
+            "Access log lines dropped: the queue to the writer was full, or their write failed. Requests are never held up by the log.",
+            log.dropped() as f64,
+        ));
+    }
     let encoder = TextEncoder::new();
     let mut out = Vec::new();
     if let Err(e) = encoder.encode(&families, &mut out) {

@@ -35,12 +35,15 @@ use switchyard_config::path::{self, PathOptions};
 use switchyard_config::schema::{Timeouts, UpstreamProtocol};
 use tokio::time::{Instant, Sleep};
 
+use crate::access_log::{self, AccessLog, Entry};
 use crate::edge::{self, Refused};
 use crate::frame_guard::Refusal;
 use crate::idle::IdleTimer;
 use crate::publish::Publisher;
 use crate::record::{ClientError, Outcome, Recorder, SlotId, UpstreamError};
 use crate::request_body::{BodyLimits, BodyState, RequestBody};
+use crate::request_id::RequestIds;
+use crate::upgrade::{Offer, Tunnel};
 use crate::upstream::{EndpointKey, Failure, Lease, Upstreams};
 
 /// What the proxy knows of a downstream connection, computed once per connection.
@@ -100,6 +103,8 @@ pub struct Forwarder {
     body_limits: BodyLimits,
     paths: PathOptions,
     track_header: Option<HeaderName>,
+    request_ids: RequestIds,
+    access_log: Option<Arc<AccessLog>>,
     no_route: AtomicU64,
     refused: AtomicU64,
 }
@@ -107,6 +112,9 @@ pub struct Forwarder {
 impl Forwarder {
     /// A forwarder deciding on `publisher`'s tables, normalizing paths as `paths` says; request
     /// bodies must come at `min_rate` bytes per second at least (`limits.requestBodyMinRate`).
+    /// Request ids are treated as `request_ids` says; with `access_log`, every request is
+    /// logged there.
+    #[allow(clippy::too_many_arguments)] // one per setting, each named at the one caller
     pub fn new(
         publisher: Arc<Publisher>,
         upstreams: Upstreams,
@@ -114,6 +122,8 @@ impl Forwarder {
         min_rate: u64,
         paths: PathOptions,
         track_header: Option<HeaderName>,
+        request_ids: RequestIds,
+        access_log: Option<Arc<AccessLog>>,
     ) -> Self {
         Self {
             publisher,
@@ -126,6 +136,8 @@ impl Forwarder {
             },
             paths,
             track_header,
+            request_ids,
+            access_log,
             no_route: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -143,6 +155,11 @@ impl Forwarder {
         self.refused.load(Ordering::Relaxed)
     }
 
+    /// The access log, when it is on.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.as_ref()
+    }
+
     /// Counts a request refused before any route saw it.
     pub fn count_refused(&self) {
         self.refused.fetch_add(1, Ordering::Relaxed);
@@ -150,15 +167,27 @@ impl Forwarder {
 
     /// Answers a request the edge refused, counting it as a client error of its route when it
     /// can still be routed (its head is as the client sent it), else as refused.
-    fn refuse(&self, req: &Request<Incoming>, refused: &Refused) -> Response<ProxyBody> {
+    fn refuse(
+        &self,
+        req: &Request<Incoming>,
+        refused: &Refused,
+        mut log: Option<&mut access_log::Pending>,
+    ) -> Response<ProxyBody> {
         let slot = refused
             .routable()
             .then(|| {
                 let snapshot = self.publisher.load();
                 let d = snapshot.table.decide(&RequestView::of_request(req, random()))?;
-                Some(snapshot.plan(d.route.index(), d.track.index()).slot)
+                let plan = snapshot.plan(d.route.index(), d.track.index());
+                if let Some(log) = log.as_deref_mut() {
+                    log.entry().decided(&plan.labels, d.endpoint.index());
+                }
+                Some(plan.slot)
             })
             .flatten();
+        if let Some(log) = log {
+            log.entry().client_failed(refused.client_error());
+        }
         match slot {
             Some(slot) => self
                 .publisher
@@ -177,9 +206,18 @@ impl Forwarder {
         let this = link.forwarder();
         let downstream = link.downstream();
         let mut req = req;
-        let answer = |response: Response<ProxyBody>| Forwarding {
-            local: Some(Box::new(response)),
-            exchange: None,
+        let mut log = this
+            .access_log
+            .as_ref()
+            .map(|l| l.pending(Entry::begin(&req, downstream.peer, start)));
+        let answer = |response: Response<ProxyBody>, log: Option<access_log::Pending>| {
+            if let Some(mut log) = log {
+                answered(log.entry(), &response);
+            }
+            Forwarding {
+                local: Some(Box::new(response)),
+                exchange: None,
+            }
         };
 
         // The edge: nothing refused here reaches an upstream or a track's numbers.
@@ -191,15 +229,18 @@ impl Forwarder {
                 .or_else(|| this.authority_conflict(&req)),
         };
         if let Some(refused) = refused {
-            return answer(this.refuse(&req, &refused));
+            return answer(this.refuse(&req, &refused, log.as_mut()), log);
         }
         match path::normalize(req.uri().path(), &this.paths) {
             Ok(Cow::Borrowed(_)) => {}
             Ok(Cow::Owned(normalized)) => match with_path(req.uri(), &normalized) {
                 Some(uri) => *req.uri_mut() = uri,
-                None => return answer(this.refuse(&req, &Refused::Path(path::PathError::InvalidPercentEncoding))),
+                None => {
+                    let refused = Refused::Path(path::PathError::InvalidPercentEncoding);
+                    return answer(this.refuse(&req, &refused, log.as_mut()), log);
+                }
             },
-            Err(e) => return answer(this.refuse(&req, &Refused::Path(e))),
+            Err(e) => return answer(this.refuse(&req, &Refused::Path(e), log.as_mut()), log),
         }
 
         // One snapshot decides everything about this request; it is released before any await.
@@ -207,13 +248,17 @@ impl Forwarder {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
-                return answer(local(
+                let response = local(
                     StatusCode::NOT_FOUND,
                     Bytes::from_static(b"no route matches this request\n"),
                     None,
-                ));
+                );
+                return answer(response, log);
             };
             let plan = snapshot.plan(d.route.index(), d.track.index());
+            if let Some(log) = &mut log {
+                log.entry().decided(&plan.labels, d.endpoint.index());
+            }
             (
                 plan.slot,
                 plan.header.clone(),
@@ -225,9 +270,17 @@ impl Forwarder {
 
         // The upstream request: same method, path, query and body; rewritten target and headers.
         // Rewritten in place: the request is large, and taking it apart and back moves it twice.
+        let mut offer = None;
         if seen.hop_by_hop {
+            // Only an HTTP/1.1 connection to an HTTP/1.1 track can be switched to a tunnel.
+            if protocol == UpstreamProtocol::Http1 && link.upgradable() {
+                offer = Offer::of(&mut req);
+            }
             strip_hop_by_hop(req.headers_mut());
             seen = Seen::of(req.headers()); // `Connection` may have named any of them
+            if let Some(offer) = &offer {
+                offer.restore(req.headers_mut());
+            }
         }
         if seen.expect {
             // Answered here already: hyper sends 100 Continue when the body is read.
@@ -247,6 +300,12 @@ impl Forwarder {
         if let Some(name) = &this.track_header {
             headers.insert(name.clone(), track.clone());
         }
+        let ids = &this.request_ids;
+        let id = (ids.active() || log.is_some()).then(|| ids.apply(headers)).flatten();
+        if let (Some(log), Some(id)) = (&mut log, &id) {
+            log.entry().request_id(id.as_bytes());
+        }
+        let response_id = id.filter(|_| ids.in_response());
         let path_and_query = |uri: &Uri| {
             uri.path_and_query()
                 .cloned()
@@ -259,6 +318,9 @@ impl Forwarder {
             body = state;
             wrapped
         });
+        if let Some(log) = &mut log {
+            log.entry().request_body(body.clone());
+        }
         let step = match protocol {
             UpstreamProtocol::Http1 => {
                 // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`, which
@@ -267,7 +329,16 @@ impl Forwarder {
                     *req.uri_mut() = Uri::from(path_and_query(req.uri()));
                 }
                 *req.version_mut() = Version::HTTP_11;
-                Step::Unsent { request: Some(req) }
+                if offer.is_some() {
+                    let (upstreams, authority) = (this.upstreams.clone(), authority.clone());
+                    Step::Elsewhere {
+                        exchange: Box::pin(
+                            async move { upstreams.send_upgrade(authority, req).await.map(|r| (r, None)) },
+                        ),
+                    }
+                } else {
+                    Step::Unsent { request: Some(req) }
+                }
             }
             UpstreamProtocol::H2c => {
                 let mut uri = http::uri::Parts::default();
@@ -282,10 +353,18 @@ impl Forwarder {
                 }
             }
         };
+        let extras = (log.is_some() || response_id.is_some() || offer.is_some()).then(|| {
+            Box::new(Extras {
+                log,
+                response_id,
+                offer,
+            })
+        });
         Forwarding {
             local: None,
             exchange: Some(Exchange {
                 link,
+                extras,
                 start,
                 deadline: start + timeout,
                 body,
@@ -337,6 +416,30 @@ pub trait Link {
     fn refusal(&self) -> Option<Refusal> {
         None
     }
+    /// Whether the connection can be switched to another protocol (HTTP/1.1).
+    fn upgradable(&self) -> bool {
+        false
+    }
+    /// Takes an accepted upgrade, to run once the connection has written its `101`. Only a
+    /// link that is [`Link::upgradable`] is given one.
+    fn tunnel(&self, tunnel: Tunnel) {
+        drop(tunnel);
+    }
+}
+
+/// What only some requests carry, boxed so that the others carry one word for it: the access
+/// log's entry, the id to answer with, the upgrade offered upstream.
+#[derive(Debug)]
+struct Extras {
+    log: Option<access_log::Pending>,
+    response_id: Option<HeaderValue>,
+    offer: Option<Offer>,
+}
+
+/// Finishes `entry` with the proxy's own `response`.
+fn answered(entry: &mut Entry, response: &Response<ProxyBody>) {
+    entry.answered(response.status().as_u16());
+    entry.bytes_out = response.body().size_hint().exact().unwrap_or(0);
 }
 
 /// What an exchange with an upstream ends in: its response and, over HTTP/1.1, the connection
@@ -372,6 +475,7 @@ pin_project! {
     /// or over h2c. Dropped before it ends, it counts the client as gone.
     pub struct Exchange<L: Link, F> {
         link: L,
+        extras: Option<Box<Extras>>,
         start: Instant,
         // `start` + the request timeout: when the answer is overdue, unless the request body
         // ended later (the timeout counts from when the upstream has the whole request).
@@ -402,6 +506,9 @@ pin_project! {
                 // hyper gave up on the request: its client left before the answer.
                 let recorder = this.link.forwarder().publisher.recorder();
                 recorder.record_client_error(*this.slot, ClientError::Aborted, Instant::now());
+                if let Some(mut log) = this.extras.as_mut().and_then(|e| e.log.take()) {
+                    log.entry().client_failed(ClientError::Aborted);
+                }
             }
         }
     }
@@ -470,19 +577,38 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
         let forwarder = this.link.forwarder();
         let track = forwarder.track_header.as_ref().map(|name| (name, &*this.track));
         let recorder = forwarder.publisher.recorder();
-        let failure = match exchanged.and_then(|(response, lease)| Ok((checked(response)?, lease))) {
-            Ok((response, lease)) => {
+        let (log, response_id, offer) = match this.extras.take() {
+            Some(extras) => (extras.log, extras.response_id, extras.offer),
+            None => (None, None, None),
+        };
+        let answer = exchanged.and_then(|(response, lease)| match offer {
+            Some(offer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                offer.accept(response).map(|(head, ends)| Answer::Switched(head, ends))
+            }
+            _ => Ok(Answer::Forward(checked(response)?, lease)),
+        });
+        let id = response_id.map(|id| (forwarder.request_ids.header(), id));
+        let failure = match answer {
+            Ok(Answer::Forward(response, lease)) => {
                 let (mut parts, body) = response.into_parts();
                 if let Some((name, value)) = track {
                     parts.headers.insert(name.clone(), value.clone());
                 }
+                if let Some((name, value)) = id {
+                    parts.headers.insert(name.clone(), value);
+                }
+                let status = parts.status.as_u16();
                 let pending = Pending {
                     recorder: Arc::clone(recorder),
                     slot: *this.slot,
-                    status: parts.status.as_u16(),
+                    status,
                     start: *this.start,
                     end: None,
                     error: None,
+                    log: log.map(|mut log| {
+                        log.entry().responded(status, Instant::now());
+                        log
+                    }),
                 };
                 let body = ProxyBody::Upstream {
                     body,
@@ -494,13 +620,53 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                 };
                 return Poll::Ready(Response::from_parts(parts, body));
             }
+            Ok(Answer::Switched(head, ends)) => {
+                let (mut parts, ()) = head.into_parts();
+                if let Some((name, value)) = track {
+                    parts.headers.insert(name.clone(), value.clone());
+                }
+                if let Some((name, value)) = id {
+                    parts.headers.insert(name.clone(), value);
+                }
+                // One request of the track, measured to its `101`; the tunnel is not.
+                let now = Instant::now();
+                let outcome = Outcome {
+                    status: 101,
+                    latency: now.saturating_duration_since(*this.start),
+                    upstream_error: None,
+                };
+                recorder.record(*this.slot, &outcome, now);
+                let log = log.map(|mut log| {
+                    log.entry().responded(101, now);
+                    log
+                });
+                this.link.tunnel(Tunnel {
+                    ends,
+                    idle: forwarder.timeouts.upgrade_idle,
+                    log,
+                });
+                return Poll::Ready(Response::from_parts(parts, ProxyBody::Local(Full::new(Bytes::new()))));
+            }
             Err(failure) => failure,
+        };
+        let finish = |mut response: Response<ProxyBody>, log: Option<access_log::Pending>| {
+            if let Some((name, value)) = id {
+                response.headers_mut().insert(name.clone(), value);
+            }
+            if let Some(mut log) = log {
+                answered(log.entry(), &response);
+            }
+            Poll::Ready(response)
         };
         // The upstream request failed because its body did: the client's fault, not the track's.
         if let Some(fault) = this.body.as_ref().and_then(|b| b.fault()) {
             recorder.record_client_error(*this.slot, fault, Instant::now());
             let refused = Refused::Body(fault);
-            return Poll::Ready(closing(local(refused.status(), refused.message(), track)));
+            let log = log.map(|mut log| {
+                log.entry().client_failed(fault);
+                log
+            });
+            return finish(closing(local(refused.status(), refused.message(), track)), log);
         }
         let status = failure.status();
         let outcome = Outcome {
@@ -509,8 +675,23 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
             upstream_error: Some(failure.kind()),
         };
         recorder.record(*this.slot, &outcome, Instant::now());
-        Poll::Ready(local(status, Bytes::from_static(failure.message().as_bytes()), track))
+        let log = log.map(|mut log| {
+            log.entry().upstream_failed(failure.kind());
+            log
+        });
+        finish(
+            local(status, Bytes::from_static(failure.message().as_bytes()), track),
+            log,
+        )
     }
+}
+
+/// What the upstream's answer became.
+enum Answer {
+    /// A response to pass on, with the connection it came over.
+    Forward(Response<Incoming>, Option<Lease>),
+    /// An upgrade it accepted: the `101` to send and the tunnel's ends.
+    Switched(Response<()>, crate::upgrade::Ends),
 }
 
 /// The upstream's response head, checked for framing a proxy must not pass on (RFC 9112 §6.1,
@@ -635,7 +816,7 @@ pub fn local(status: StatusCode, message: Bytes, track: Option<(&HeaderName, &He
 /// `Connection` and every header it names, and the well-known hop-by-hop ones. One pass over
 /// the names finds whether there is anything to remove; most messages have nothing, and then
 /// nothing is hashed or looked up.
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if !headers.keys().any(maybe_hop_by_hop) {
         return;
     }
@@ -742,7 +923,7 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 
 /// Fresh 64 bits for a request's weighted pick: a per-thread wyrand stream seeded from the
 /// process's random hasher keys. Not cryptographic; it only has to be uniform.
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()));
     }
@@ -788,6 +969,8 @@ pub struct Pending {
     /// When the body ended, if it was seen to end.
     end: Option<Instant>,
     error: Option<UpstreamError>,
+    /// The access log's entry, when the log is on.
+    log: Option<access_log::Pending>,
 }
 
 impl Drop for Pending {
@@ -799,6 +982,12 @@ impl Drop for Pending {
             upstream_error: self.error,
         };
         self.recorder.record(self.slot, &outcome, now);
+        if let Some(mut log) = self.log.take() {
+            if let Some(error) = self.error {
+                log.entry().upstream_failed(error);
+            }
+            log.finish_at(now);
+        }
     }
 }
 
@@ -909,6 +1098,9 @@ impl Body for ProxyBody {
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         waiting.progressed();
+                        if let Some(log) = pending.as_mut().and_then(|p| p.log.as_mut()) {
+                            log.entry().bytes_out += frame.data_ref().map_or(0, |d| d.len() as u64);
+                        }
                         if body.is_end_stream() {
                             finish(pending, lease, request.as_ref());
                         }

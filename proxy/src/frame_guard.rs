@@ -45,7 +45,7 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -66,11 +66,15 @@ pub enum Refusal {
 
 /// What a connection's guard refused, for the service to answer: written by the guard, read by
 /// the connection's requests. A connection refuses at most one head: nothing after it is read.
+/// And the other way: whether the service switched the connection to another protocol.
 #[derive(Debug, Default)]
 pub struct Verdicts {
     /// The refused head's number (1 for the connection's first) times 4, plus the refusal's
     /// code; 0 while none is refused.
     refused: AtomicU64,
+    /// The service answers `101 Switching Protocols`: from the next read on, the bytes are the
+    /// tunnel's, not HTTP, and pass unread.
+    upgraded: AtomicBool,
 }
 
 impl Verdicts {
@@ -86,6 +90,14 @@ impl Verdicts {
         } else {
             Refusal::TransferCoding
         })
+    }
+
+    /// The service switches the connection to another protocol (it answers `101`): the guard
+    /// stands aside for good. Bytes read before then were followed as HTTP, and only a client
+    /// that sent its tunnel's bytes before the `101` (which RFC 6455 forbids) can see them
+    /// altered.
+    pub fn upgrade(&self) {
+        self.upgraded.store(true, Ordering::Release);
     }
 
     fn refuse(&self, head: u64, refusal: Refusal) {
@@ -136,6 +148,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for FrameGuard<I> {
             buf.put_slice(&this.owed[..n]);
             this.owed = &this.owed[n..];
             return Poll::Ready(Ok(()));
+        }
+        if this.framing.follows() && this.verdicts.upgraded.load(Ordering::Acquire) {
+            this.framing.stand_aside();
         }
         if this.framing.state == State::Refused {
             // The service answers the refused head and closes; nothing after it is hyper's.
@@ -473,8 +488,8 @@ impl Head {
 
     fn request_line(&mut self, line: &[u8]) {
         // A line that is not `METHOD TARGET HTTP/1.1` or `HTTP/1.0` is hyper's error. CONNECT
-        // and `Upgrade` are followed like any request: the proxy refuses CONNECT and never
-        // answers 101, so the connection stays HTTP/1.
+        // and `Upgrade` are followed like any request: the proxy refuses CONNECT, and until it
+        // answers an upgrade with 101 (`Verdicts::upgrade`) the connection is HTTP/1.
         self.untracked |= !(line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0"));
     }
 

@@ -6,14 +6,16 @@
 //! complete configuration. [`start`] runs the same proxy inside a process (tests do).
 //!
 //! The request path, by module: [`listen`] (with [`frame_guard`] on HTTP/1 connections) →
-//! [`forward`] (the [`edge`]'s checks, decide on the [`publish`]ed snapshot, forward through
-//! [`upstream`] with the [`request_body`]) → [`record`].
+//! [`forward`] (the [`edge`]'s checks, decide on the [`publish`]ed snapshot, give it its
+//! [`request_id`], forward through [`upstream`] with the [`request_body`], or switch it to a
+//! tunnel when it [`upgrade`]s) → [`record`] and the [`access_log`].
 //! Around it: [`admin`], [`watch`], [`tls`], and with the `fleet` feature, `fleet` (a group's
 //! table kept in etcd). The binary allocates with [`allocator`].
 
 // Denied rather than forbidden: the global allocator (`allocator`) is the one place allowed.
 #![deny(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod allocator;
 pub mod edge;
@@ -27,7 +29,9 @@ pub mod open_files;
 pub mod publish;
 pub mod record;
 pub mod request_body;
+pub mod request_id;
 pub mod tls;
+pub mod upgrade;
 pub mod upstream;
 pub mod watch;
 
@@ -43,11 +47,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch as signal};
 use tokio::task::JoinHandle;
 
+use crate::access_log::AccessLog;
 use crate::admin::{AdminState, Health};
 use crate::forward::Forwarder;
 use crate::listen::ConnSettings;
 use crate::publish::{Publisher, state_file};
 use crate::record::Recorder;
+use crate::request_id::RequestIds;
 use crate::tls::CertStore;
 use crate::upstream::Upstreams;
 
@@ -80,6 +86,7 @@ pub struct Running {
     pub health: Arc<Health>,
     /// This process's identity in `/routes` and `/stats`.
     pub instance: InstanceId,
+    access_log: Option<Arc<AccessLog>>,
     stop: signal::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     connections: Arc<Semaphore>,
@@ -116,6 +123,12 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         .map(|h| HeaderName::from_bytes(h.as_bytes()))
         .transpose()
         .context("trackHeader")?;
+    let request_ids = RequestIds::new(&config.request_id).context("requestId.header is not a header name")?;
+    let access_log = config
+        .access_log
+        .as_ref()
+        .map(|l| AccessLog::start(&l.path))
+        .transpose()?;
     let forwarder = Arc::new(Forwarder::new(
         Arc::clone(&publisher),
         Upstreams::new(&config.timeouts, &config.limits),
@@ -123,6 +136,8 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         config.limits.request_body_min_rate,
         config.paths,
         track_header,
+        request_ids,
+        access_log,
     ));
     let token = match &config.admin.token_file {
         Some(file) => {
@@ -185,6 +200,7 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         .with_context(|| format!("admin.listen: cannot bind {}", config.admin.listen))?;
     let admin = admin_listener.local_addr()?;
     let instance = admin::new_instance();
+    let access_log = forwarder.access_log().cloned();
     let state = Arc::new(AdminState {
         publisher: Arc::clone(&publisher),
         forwarder,
@@ -227,6 +243,7 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         publisher,
         health,
         instance,
+        access_log,
         stop,
         tasks,
         connections,
@@ -237,6 +254,19 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
 }
 
 impl Running {
+    /// Reopens the access log's file by its name before its next line, as `SIGHUP` does (after
+    /// a rotation moved it away); nothing without an access log or on standard output.
+    pub fn reopen_access_log(&self) {
+        if let Some(log) = &self.access_log {
+            log.reopen();
+        }
+    }
+
+    /// The access log's lines written and entries dropped so far; `None` without one.
+    pub fn access_log_counts(&self) -> Option<(u64, u64)> {
+        self.access_log.as_ref().map(|l| (l.written(), l.dropped()))
+    }
+
     /// Stops accepting, lets in-flight requests finish within the drain bound, and returns
     /// whether every connection closed in time.
     pub async fn shutdown(self) -> bool {

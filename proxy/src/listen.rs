@@ -4,8 +4,8 @@
 
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -13,15 +13,16 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulConnection;
 use switchyard_config::schema::{Limits, Timeouts};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
+use crate::access_log::Entry;
 use crate::forward::{Downstream, Forwarder, Link};
 use crate::frame_guard::{FrameGuard, Refusal, Verdicts};
+use crate::upgrade::Tunnel;
 
 /// How every downstream connection is served.
 #[derive(Debug, Clone)]
@@ -131,6 +132,9 @@ struct Shared {
     activity: Activity,
     /// What the frame guard refused (HTTP/1 only).
     verdicts: Option<Arc<Verdicts>>,
+    /// An upgrade accepted by the connection's last request, run once hyper lets go of the
+    /// connection (HTTP/1 only).
+    tunnel: Mutex<Option<Tunnel>>,
 }
 
 /// A request's hold on its connection, counted in flight from its start until it is
@@ -174,6 +178,20 @@ impl Link for InFlight {
     fn refusal(&self) -> Option<Refusal> {
         self.shared.verdicts.as_ref()?.of_head(self.number)
     }
+
+    fn upgradable(&self) -> bool {
+        self.shared.verdicts.is_some()
+    }
+
+    fn tunnel(&self, tunnel: Tunnel) {
+        if let Some(verdicts) = &self.shared.verdicts {
+            // What comes after the `101` is the tunnel's, not HTTP.
+            verdicts.upgrade();
+            if let Ok(mut slot) = self.shared.tunnel.lock() {
+                *slot = Some(tunnel);
+            }
+        }
+    }
 }
 
 /// Per-connection activity, read by the watchdog of [`supervise`].
@@ -204,6 +222,7 @@ async fn connection<I>(
         downstream,
         activity: Activity::default(),
         verdicts: (!h2).then(Arc::default),
+        tunnel: Mutex::new(None),
     });
     let service = {
         let shared = Arc::clone(&shared);
@@ -249,7 +268,7 @@ async fn connection<I>(
             .max_header_size(settings.limits.max_header_bytes)
             .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
         Box::pin(supervise(
-            builder.serve_connection(io, service),
+            builder.serve_connection(io, service).with_upgrades(),
             activity,
             settings.timeouts.idle,
             Some(settings.timeouts.header_read),
@@ -257,12 +276,59 @@ async fn connection<I>(
         ))
         .await
     };
+    // hyper let go of an upgraded connection after its `101`: the tunnel keeps the
+    // connection's permit until it ends.
+    let tunnel = shared.tunnel.lock().ok().and_then(|mut t| t.take());
+    if let Some(tunnel) = tunnel {
+        Box::pin(tunnel.run()).await;
+    }
     if let Some(Err(e)) = served {
         if e.is_parse() || e.is_parse_too_large() {
             // hyper answered a head it could not parse (400, 431) itself: no route saw it.
             shared.forwarder.count_refused();
+            if let Some(log) = shared.forwarder.access_log() {
+                let status = if e.is_parse_too_large() { 431 } else { 400 };
+                log.send(
+                    Entry::unparsed(shared.downstream.peer, status),
+                    tokio::time::Instant::now(),
+                );
+            }
         }
         tracing::debug!(peer = %shared.downstream.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A connection [`supervise`] can ask to finish gracefully: hyper's HTTP/2 connection, and its
+/// HTTP/1 connection that hands itself over after a `101` (hyper-util's sealed
+/// `GracefulConnection` does not cover the second).
+trait Graceful: Future<Output = hyper::Result<()>> {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, B, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::UpgradeableConnection::graceful_shutdown(self);
+    }
+}
+
+impl<I, B, S, E> Graceful for http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    B: hyper::body::Body + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
     }
 }
 
@@ -289,7 +355,7 @@ async fn supervise<C>(
     stop: watch::Receiver<bool>,
 ) -> Option<C::Output>
 where
-    C: GracefulConnection,
+    C: Graceful,
 {
     let period = (header_read.map_or(idle, |h| h.min(idle)) / 2).max(Duration::from_millis(1));
     let mut conn = pin!(conn);

@@ -1,7 +1,8 @@
 //! `switchyard-proxy`: the data plane binary.
 //!
 //! `switchyard-proxy --config FILE [--state-file FILE] [--workers N]` serves the configuration
-//! until SIGTERM or SIGINT, then drains in-flight requests and exits 0. With `--etcd URL[,URL…]
+//! until SIGTERM or SIGINT, then drains in-flight requests and exits 0; SIGHUP reopens the
+//! access log's file. With `--etcd URL[,URL…]
 //! --group NAME` (a build with the `fleet` feature) it joins a group of proxies that serve one
 //! table kept in etcd. `switchyard-proxy
 //! validate FILE...` checks configuration files: it prints every problem with its field path and
@@ -170,7 +171,16 @@ fn serve(file: PathBuf, state_file: Option<PathBuf>, workers: usize, fleet: Flee
             workers,
             "switchyard-proxy serving"
         );
-        shutdown_signal().await?;
+        // SIGHUP reopens the access log's file (logrotate's `postrotate`), nothing else.
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => running.reopen_access_log(),
+                stopped = &mut stop => break stopped?,
+            }
+        }
         tracing::info!("shutting down: draining in-flight requests");
         if running.shutdown().await {
             tracing::info!("drained");

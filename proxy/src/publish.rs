@@ -20,6 +20,7 @@ use tokio::sync::Mutex;
 
 use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, TableSource};
 
+use crate::access_log::Labels;
 use crate::record::{Recorder, SlotId};
 use crate::upstream::EndpointKey;
 
@@ -41,6 +42,8 @@ pub struct TrackPlan {
     pub header: HeaderValue,
     /// `endpoints[endpoint]`: the upstream address of each endpoint and its pool key.
     pub endpoints: Box<[(Authority, EndpointKey)]>,
+    /// The route's, track's and endpoints' names for the access log.
+    pub labels: Arc<Labels>,
 }
 
 impl Snapshot {
@@ -66,6 +69,11 @@ impl Snapshot {
                                 (authority, key)
                             })
                             .collect(),
+                        labels: Arc::new(Labels::new(
+                            route.name().as_str(),
+                            track.name().as_str(),
+                            track.endpoints().iter().map(|e| e.address().to_owned()),
+                        )),
                     })
                     .collect()
             })

@@ -125,6 +125,8 @@ pub struct BodyState {
     fault: AtomicU8,
     /// 0 while the body is still coming, else µs from `start` to its end, plus 1.
     ended: AtomicU64,
+    /// Bytes received so far.
+    received: AtomicU64,
     /// The response is whole while the body still comes: the body is to fail, so that the
     /// upstream connection it holds is closed.
     abandoned: AtomicBool,
@@ -141,6 +143,11 @@ impl BodyState {
             3 => Some(ClientError::Aborted),
             _ => None,
         }
+    }
+
+    /// Bytes of the body received from the client so far.
+    pub fn received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
     }
 
     /// When the body ended, if it did.
@@ -197,6 +204,7 @@ impl RequestBody {
                 start,
                 fault: AtomicU8::new(0),
                 ended: AtomicU64::new(0),
+                received: AtomicU64::new(0),
                 abandoned: AtomicBool::new(false),
                 sender: AtomicWaker::new(),
             })
@@ -239,6 +247,9 @@ impl Body for RequestBody {
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.pace.received(frame.data_ref().map_or(0, Bytes::len));
+                if let Some(state) = &this.state {
+                    state.received.store(this.pace.bytes, Ordering::Relaxed);
+                }
                 if this.inner.is_end_stream() {
                     this.end();
                 }

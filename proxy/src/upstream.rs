@@ -173,6 +173,42 @@ impl Upstreams {
     }
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<RequestBody>, Failure> {
+        let (sender, connection) = self.handshake(authority).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `req`, an upgrade request (origin-form URI, `Host`, `Upgrade` and `Connection`
+    /// set), on a connection of its own, which is never pooled: after a `101` it becomes the
+    /// tunnel's (`hyper::upgrade::on` of the response), after any other answer it closes.
+    pub async fn send_upgrade(
+        &self,
+        authority: Authority,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, Failure> {
+        let (mut sender, connection) = self.handshake(&authority).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended with an error");
+            }
+        });
+        sender.send_request(req).await.map_err(|e| Failure::of_hyper(&e))
+    }
+
+    async fn handshake(
+        &self,
+        authority: &Authority,
+    ) -> Result<
+        (
+            SendRequest<RequestBody>,
+            http1::Connection<TokioIo<TcpStream>, RequestBody>,
+        ),
+        Failure,
+    > {
         let stream = match tokio::time::timeout(self.connect, TcpStream::connect(authority.as_str())).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
@@ -185,16 +221,10 @@ impl Upstreams {
             }
         };
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| {
+        http1::handshake(TokioIo::new(stream)).await.map_err(|e| {
             tracing::debug!(%authority, error = %e, "upstream handshake failed");
             Failure::Connect
-        })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        })
     }
 }
 

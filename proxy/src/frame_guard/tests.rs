@@ -690,3 +690,33 @@ proptest! {
         prop_assert_eq!(newline(&bytes), bytes.iter().position(|&b| b == b'\n'));
     }
 }
+
+#[tokio::test]
+async fn after_an_upgrade_the_tunnels_bytes_pass_unread_and_unchanged() {
+    // Bytes that would be a refused head, had the connection stayed HTTP.
+    let smuggled = b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n";
+    for upgraded in [false, true] {
+        let (mut client, io) = tokio::io::duplex(4096);
+        let verdicts = Arc::new(Verdicts::default());
+        let mut guard = FrameGuard::new(io, LIMIT, Arc::clone(&verdicts));
+        let upgrade = b"GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n";
+        client.write_all(upgrade).await.unwrap();
+        let mut head = vec![0u8; upgrade.len()];
+        guard.read_exact(&mut head).await.unwrap();
+        assert_eq!(head, upgrade);
+        if upgraded {
+            verdicts.upgrade();
+        }
+        client.write_all(smuggled).await.unwrap();
+        drop(client);
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), guard.read_to_end(&mut rest)).await;
+        if upgraded {
+            assert_eq!(rest, smuggled, "{}", rest.escape_ascii());
+            assert_eq!(verdicts.of_head(2), None);
+        } else {
+            // Followed as HTTP: refused (cut off, or made unparseable for hyper).
+            assert!(read.is_err() || rest != smuggled, "{}", rest.escape_ascii());
+        }
+    }
+}

@@ -122,6 +122,18 @@ pub enum UpstreamError {
     Protocol,
 }
 
+impl UpstreamError {
+    /// The kind's name in `/stats`, metric labels and the access log.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Connect => "connect",
+            Self::Timeout => "timeout",
+            Self::Reset => "reset",
+            Self::Protocol => "protocol",
+        }
+    }
+}
+
 /// What a client did wrong on a route. Counted per route, never in a track's requests, errors
 /// or latency: a track is judged only by what its upstream did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
