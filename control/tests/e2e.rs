@@ -5,14 +5,12 @@
 
 use std::net::TcpListener as StdListener;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 use switchyard_config::{Format, load_config};
 use switchyard_proxy::{Options, Running, start};
-use switchyard_testkit::{Client, MockUpstream, Scratch, Table, assert_eventually};
+use switchyard_testkit::{Client, MockUpstream, Scratch, Table, Traffic, assert_eventually};
 
 struct Controller {
     child: Child,
@@ -95,34 +93,6 @@ async fn proxy(stable: &MockUpstream, canary: &MockUpstream) -> Running {
     start(load_config(&yaml, Format::Yaml, 1).unwrap(), Options::default())
         .await
         .unwrap()
-}
-
-/// Steady traffic through the proxy until dropped (a bounded load loop, not a synchronisation).
-struct Traffic(Arc<AtomicBool>);
-
-impl Traffic {
-    fn start(url: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        for _ in 0..4 {
-            let (stop, url) = (Arc::clone(&stop), url.clone());
-            tokio::spawn(async move {
-                let client = Client::http1();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let user = format!("user-{}", i % 500);
-                    let _ = client.get(&url, &[("x-user-id", &user)]).await;
-                }
-            });
-        }
-        Self(stop)
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 fn spec(admin: &str, name: &str) -> String {

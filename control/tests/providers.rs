@@ -8,8 +8,6 @@
 
 mod rig;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rig::Rig;
@@ -20,7 +18,7 @@ use switchyard_control::http::Http;
 use switchyard_control::state::{EventKind, Phase};
 use switchyard_control::store::Store;
 use switchyard_proxy::{Options, Running, start};
-use switchyard_testkit::{Behaviour, Client, MockUpstream, Prometheus, Scratch, Table};
+use switchyard_testkit::{Behaviour, Client, MockUpstream, Prometheus, Scratch, Table, Traffic};
 
 /// The example as written, with its proxy and its Prometheus at these addresses.
 fn example(proxy: &str, prometheus: &str) -> String {
@@ -54,34 +52,6 @@ async fn proxy(stable: &MockUpstream, canary: &MockUpstream) -> Running {
     start(load_config(&yaml, Format::Yaml, 1).unwrap(), Options::default())
         .await
         .unwrap()
-}
-
-/// Steady traffic through the proxy until dropped (a bounded load loop, not a synchronisation).
-struct Traffic(Arc<AtomicBool>);
-
-impl Traffic {
-    fn start(url: String) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        for _ in 0..4 {
-            let (stop, url) = (Arc::clone(&stop), url.clone());
-            tokio::spawn(async move {
-                let client = Client::http1();
-                let mut i = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    i += 1;
-                    let user = format!("user-{}", i % 500);
-                    let _ = client.get(&url, &[("x-user-id", &user)]).await;
-                }
-            });
-        }
-        Self(stop)
-    }
-}
-
-impl Drop for Traffic {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Polls the rollout's status (real time) until `cond` holds; fails after `within`.

@@ -3,12 +3,11 @@
 //! its own free client and peer ports and its own data directory, killed when dropped. Tests
 //! kill and restart members to play an etcd outage; nothing assumes an etcd left running.
 
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{Client, Scratch};
+use crate::{Client, Scratch, free_port};
 
 /// One member: its name, ports and process (if running).
 #[derive(Debug)]
@@ -30,21 +29,9 @@ pub struct EtcdCluster {
     _scratch: Scratch,
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
 /// Whether the `etcd` binary is installed (`scripts/test` installs it as root when it is not).
 pub fn etcd_installed() -> bool {
-    Command::new("etcd")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::installed("etcd")
 }
 
 impl EtcdCluster {

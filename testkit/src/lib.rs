@@ -37,6 +37,7 @@ mod raw;
 mod rng;
 mod scratch;
 mod table;
+mod traffic;
 mod upstream;
 
 pub use browser::{Browser, Element};
@@ -48,6 +49,7 @@ pub use raw::{AfterReply, RawUpstream};
 pub use rng::Rng;
 pub use scratch::Scratch;
 pub use table::Table;
+pub use traffic::Traffic;
 pub use upstream::{Behaviour, MockUpstream, Seen};
 
 /// Polls `$cond` until it holds, failing after `$within` (default 10 s). Each poll yields to
@@ -69,4 +71,23 @@ macro_rules! assert_eventually {
             ::tokio::time::sleep(::std::time::Duration::from_millis(5)).await;
         }
     }};
+}
+
+/// A port on 127.0.0.1 that was free a moment ago, for a process that binds it itself.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Whether `program --version` runs: the real components the tests start (`scripts/test`
+/// installs them as root when they are missing).
+pub fn installed(program: &str) -> bool {
+    std::process::Command::new(program)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -23,7 +23,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener as StdListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +31,7 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Client, Scratch};
+use crate::{Client, Scratch, free_port};
 
 /// How long a wait of this module polls before it fails: generous, since Prometheus shares the
 /// machine with the build and the other tests; a condition that holds ends the wait at once.
@@ -123,22 +122,10 @@ pub struct Prometheus {
     _scratch: Scratch,
 }
 
-fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
-}
-
 /// Whether the `prometheus` binary is installed (`scripts/test` installs it as root when it is
 /// not).
 pub fn prometheus_installed() -> bool {
-    Command::new("prometheus")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::installed("prometheus")
 }
 
 impl Prometheus {
