@@ -469,6 +469,9 @@ const WEBHOOK_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY_FIRST_MS: u64 = 500;
 /// The longest wait between publish rounds to a proxy that does not confirm, ms.
 const RETRY_MAX_MS: u64 = 15_000;
+/// The longest wait between writes of a group's table that failed, ms: one etcd call, whose
+/// every retry might find the member that answers, so it is tried more often than a proxy.
+const GROUP_RETRY_MAX_MS: u64 = 2_000;
 /// The longest a command waits for its state to be stored before it is answered (etcd losing
 /// a member can hold one call for its 3 s timeout and the retry after it).
 const FLUSH_WAIT: Duration = Duration::from_secs(10);
@@ -1239,7 +1242,7 @@ impl Controller {
                 }
                 slot.error = Some(e);
                 slot.retry_at = now.saturating_add(slot.retry_delay);
-                slot.retry_delay = (slot.retry_delay * 2).min(RETRY_MAX_MS);
+                slot.retry_delay = (slot.retry_delay * 2).min(GROUP_RETRY_MAX_MS);
             }
         }
     }

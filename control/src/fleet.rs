@@ -16,9 +16,9 @@ use switchyard_config::{ConfigErrors, InstanceId, RouteSpec};
 #[cfg(feature = "fleet")]
 mod etcd;
 #[cfg(feature = "fleet")]
-pub(crate) use etcd::timed;
-#[cfg(feature = "fleet")]
 pub use etcd::{Fence, Fencing, Fleet};
+#[cfg(feature = "fleet")]
+pub(crate) use etcd::{timed, unary};
 
 /// Without the `fleet` feature there is no etcd, and so no value of this type.
 #[cfg(not(feature = "fleet"))]

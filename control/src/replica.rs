@@ -124,8 +124,13 @@ impl Replica {
 
     /// The leader as the election key says now (a follower that has not heard yet asks etcd).
     pub async fn read_leader(&self) -> Option<LeaderInfo> {
-        let mut client = self.fleet.client();
-        let answer = timed(client.get(self.fleet.keys().leader(), None)).await.ok()?;
+        let key = &self.fleet.keys().leader();
+        let answer = unary(
+            &self.fleet.client(),
+            |mut c| async move { c.get(key.as_str(), None).await },
+        )
+        .await
+        .ok()?;
         let info: LeaderInfo = serde_json::from_slice(answer.kvs().first()?.value()).ok()?;
         (info.id != self.me.id).then_some(info)
     }
@@ -169,7 +174,8 @@ impl Replica {
     async fn term(&self) -> Result<(), FleetError> {
         let mut client = self.fleet.client();
         let ttl_secs = self.ttl.as_secs();
-        let lease = timed(client.lease_grant(i64::try_from(ttl_secs).unwrap_or(i64::MAX), None))
+        let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+        let lease = unary(&client, |mut c| async move { c.lease_grant(ttl, None).await })
             .await?
             .id();
         let mut ours = Lease::keep(&mut client, lease, self.ttl).await?;
@@ -188,7 +194,8 @@ impl Replica {
                     Some(PutOptions::new().with_lease(lease)),
                 )])
                 .or_else([TxnOp::get(key.as_str(), None)]);
-            let answer = timed(client.txn(txn)).await?;
+            let txn = &txn;
+            let answer = unary(&client, |mut c| async move { c.txn(txn.clone()).await }).await?;
             let revision = answer.header().map_or(0, |h| h.revision());
             if answer.succeeded() {
                 break Fence {
@@ -209,8 +216,11 @@ impl Replica {
             self.role.send_replace(Role::Follower { leader });
             // Wait for the key to go (its holder's lease ended, or it resigned).
             let from = held.as_ref().map_or(revision, |kv| kv.mod_revision()) + 1;
-            let mut watch =
-                timed(client.watch(key.as_str(), Some(WatchOptions::new().with_start_revision(from)))).await?;
+            let (key, options) = (&key, &WatchOptions::new().with_start_revision(from));
+            let mut watch = unary(&client, |mut c| async move {
+                c.watch(key.as_str(), Some(options.clone())).await
+            })
+            .await?;
             loop {
                 tokio::select! {
                     () = asked_to_stop(&mut stopping) => {
@@ -251,10 +261,10 @@ impl Replica {
             controller: Arc::clone(&controller),
         });
         let mut lost = store.lost().expect("an etcd store reports a lost fence");
-        let mut watch = timed(client.watch(
-            key.as_str(),
-            Some(WatchOptions::new().with_start_revision(fence.revision + 1)),
-        ))
+        let (key, options) = (&key, &WatchOptions::new().with_start_revision(fence.revision + 1));
+        let mut watch = unary(&client, |mut c| async move {
+            c.watch(key.as_str(), Some(options.clone())).await
+        })
         .await;
         let why = loop {
             let key_event = async {
@@ -376,4 +386,11 @@ async fn asked_to_stop(stopping: &mut watch::Receiver<bool>) {
 
 async fn timed<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, FleetError> {
     crate::fleet::timed(call).await
+}
+
+async fn unary<T, Fut: Future<Output = Result<T, etcd_client::Error>>>(
+    client: &etcd_client::Client,
+    call: impl FnMut(etcd_client::Client) -> Fut,
+) -> Result<T, FleetError> {
+    crate::fleet::unary(client, call).await
 }

@@ -17,6 +17,8 @@ use super::{Expect, FleetError, GroupView, Member, Members, ProxyView, Table};
 
 /// How long one etcd call may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
+/// How many times [`unary`] tries a call again that reached no member.
+const UNREACHED_RETRIES: u32 = 4;
 /// The first wait before following a group's members again after etcd failed; it doubles up to
 /// [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
@@ -125,8 +127,8 @@ impl Fleet {
 
     /// A group's table, `None` when the group has none yet.
     pub async fn table(&self, group: &GroupName) -> Result<Option<Table>, FleetError> {
-        let mut client = self.client.clone();
-        let answer = timed(client.get(self.keys.table(group), None)).await?;
+        let key = &self.keys.table(group);
+        let answer = unary(&self.client, |mut c| async move { c.get(key.as_str(), None).await }).await?;
         answer.kvs().first().map(table_of).transpose()
     }
 
@@ -141,9 +143,8 @@ impl Fleet {
         expect: Expect,
         fenced: bool,
     ) -> Result<i64, FleetError> {
-        let key = self.keys.table(group);
-        let mut client = self.client.clone();
-        let now = timed(client.get(key.as_str(), None)).await?;
+        let key = &self.keys.table(group);
+        let now = unary(&self.client, |mut c| async move { c.get(key.as_str(), None).await }).await?;
         let current = now.kvs().first().map(table_of).transpose()?;
         let (mut compares, fence) = if fenced { self.fenced()? } else { (Vec::new(), None) };
         let mod_revision = match expect {
@@ -166,7 +167,8 @@ impl Fleet {
             .when(compares)
             .and_then([TxnOp::put(key.as_str(), text, None)])
             .or_else(otherwise);
-        let answer = timed(client.txn(txn)).await?;
+        let txn = &txn;
+        let answer = unary(&self.client, |mut c| async move { c.txn(txn.clone()).await }).await?;
         if answer.succeeded() {
             return Ok(answer.header().map_or(0, |h| h.revision()));
         }
@@ -216,12 +218,21 @@ impl Fleet {
     /// renewal.
     pub async fn group_view(&self, group: &GroupName, now_ms: u64) -> Result<GroupView, FleetError> {
         let table = self.table(group).await?;
-        let mut client = self.client.clone();
-        let answer = timed(client.get(self.keys.proxies(group), Some(GetOptions::new().with_prefix()))).await?;
+        let prefix = &self.keys.proxies(group);
+        let answer = unary(&self.client, |mut c| async move {
+            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await
+        })
+        .await?;
         let mut proxies = Vec::new();
         for kv in answer.kvs() {
             let Some(member) = member_of(kv) else { continue };
-            let heartbeat = match timed(client.lease_time_to_live(member.lease, None)).await {
+            let lease = member.lease;
+            let heartbeat = match unary(
+                &self.client,
+                |mut c| async move { c.lease_time_to_live(lease, None).await },
+            )
+            .await
+            {
                 Ok(ttl) if ttl.ttl() >= 0 => {
                     let since = u64::try_from(ttl.granted_ttl().saturating_sub(ttl.ttl())).unwrap_or(0);
                     Some(now_ms.saturating_sub(since * 1000))
@@ -269,12 +280,15 @@ impl Fleet {
     async fn fenced_op(&self, op: TxnOp) -> Result<(), FleetError> {
         let (compares, _) = self.fenced()?;
         if compares.is_empty() {
-            let mut client = self.client.clone();
-            timed(client.txn(Txn::new().and_then([op]))).await?;
+            let op = &op;
+            unary(&self.client, |mut c| async move {
+                c.txn(Txn::new().and_then([op.clone()])).await
+            })
+            .await?;
             return Ok(());
         }
-        let mut client = self.client.clone();
-        let answer = timed(client.txn(Txn::new().when(compares).and_then([op]))).await?;
+        let txn = &Txn::new().when(compares).and_then([op]);
+        let answer = unary(&self.client, |mut c| async move { c.txn(txn.clone()).await }).await?;
         if answer.succeeded() {
             Ok(())
         } else {
@@ -284,9 +298,11 @@ impl Fleet {
 
     /// Every stored rollout: (name, bytes).
     pub async fn rollouts(&self) -> Result<Vec<(String, Vec<u8>)>, FleetError> {
-        let prefix = self.keys.rollouts();
-        let mut client = self.client.clone();
-        let answer = timed(client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+        let prefix = &self.keys.rollouts();
+        let answer = unary(&self.client, |mut c| async move {
+            c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await
+        })
+        .await?;
         Ok(answer
             .kvs()
             .iter()
@@ -300,13 +316,16 @@ impl Fleet {
 
 /// Follows `group`'s registrations until etcd fails: one read, then a watch from its revision.
 async fn follow(
-    mut client: Client,
+    client: Client,
     keys: &FleetKeys,
     group: &GroupName,
     tx: &watch::Sender<Members>,
 ) -> Result<std::convert::Infallible, FleetError> {
-    let prefix = keys.proxies(group);
-    let answer = timed(client.get(prefix.as_str(), Some(GetOptions::new().with_prefix()))).await?;
+    let prefix = &keys.proxies(group);
+    let answer = unary(&client, |mut c| async move {
+        c.get(prefix.as_str(), Some(GetOptions::new().with_prefix())).await
+    })
+    .await?;
     let revision = answer.header().map_or(0, |h| h.revision());
     let by_id = answer
         .kvs()
@@ -319,8 +338,11 @@ async fn follow(
         revision,
         error: None,
     });
-    let options = WatchOptions::new().with_prefix().with_start_revision(revision + 1);
-    let mut stream = timed(client.watch(prefix.as_str(), Some(options))).await?;
+    let options = &WatchOptions::new().with_prefix().with_start_revision(revision + 1);
+    let mut stream = unary(&client, |mut c| async move {
+        c.watch(prefix.as_str(), Some(options.clone())).await
+    })
+    .await?;
     loop {
         let response = stream
             .message()
@@ -407,6 +429,39 @@ fn gets(answer: &TxnResponse) -> Vec<Option<KeyValue>> {
             _ => None,
         })
         .collect()
+}
+
+/// A unary etcd call, bounded by [`CALL_TIMEOUT`] per attempt and tried again (up to
+/// [`UNREACHED_RETRIES`] times, 25 ms apart and doubling) when it never reached a member: the
+/// client balances calls over every endpoint and keeps routing some to a member that is down,
+/// so one call in a few fails at once while the others answer. A read is safe to send again,
+/// and so is every write here (guarded transactions, or the same put again).
+pub(crate) async fn unary<T, F, Fut>(client: &Client, mut call: F) -> Result<T, FleetError>
+where
+    F: FnMut(Client) -> Fut,
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut delay = Duration::from_millis(25);
+    for _ in 0..UNREACHED_RETRIES {
+        match tokio::time::timeout(CALL_TIMEOUT, call(client.clone())).await {
+            Ok(Err(e)) if unreached(&e) => {}
+            Ok(answer) => return answer.map_err(|e| FleetError::Etcd(super::etcd_sentence(&e))),
+            Err(_) => return Err(FleetError::Etcd(format!("etcd did not answer within {CALL_TIMEOUT:?}"))),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    timed(call(client.clone())).await
+}
+
+/// Whether an etcd call failed before any member took it (a refused connection, a member
+/// without a leader): then another member may well answer it.
+fn unreached(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
 }
 
 /// An etcd call bounded by [`CALL_TIMEOUT`].
