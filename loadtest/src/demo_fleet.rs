@@ -19,8 +19,31 @@ use switchyard_control::http::Http;
 use switchyard_control::replica::Replica;
 use switchyard_testkit::EtcdCluster;
 
-use crate::demo::{ANALYSIS, Traffic};
+use crate::demo::Traffic;
 use crate::upstream::{Faults, Live, spawn};
+
+/// The fleet demo's analysis: as the single demo's, but latency is judged against the stable
+/// track's (p99 at most 3× stable's, and an absolute 500 ms ceiling). Three proxies, two
+/// replicas and a 3-member etcd share this machine's cores with the traffic, so an absolute
+/// 40 ms p99 measured how busy the machine was, not the candidate: both tracks run behind
+/// the same proxies, so the ratio cancels the machine's load and keeps the candidate's own.
+const FLEET_ANALYSIS: &str = r#"
+analysis:
+  interval: 1s
+  window: 5s
+  minRequests: 50
+  failureLimit: 3
+  metrics:
+    - name: success-rate
+      successRate: { min: 0.99 }
+    - name: latency-vs-stable
+      latencyP99VsBaseline: { maxRatio: 3 }
+    - name: latency
+      latencyP99Ms: { max: 500 }
+  emergency:
+    errorRate: { max: 0.2 }
+    latencyP99Ms: { max: 2000 }
+"#;
 
 const GROUP: &str = "demo";
 /// The replicas' and proxies' lease: a dead leader is replaced within it.
@@ -165,7 +188,7 @@ async fn demo(rate: u32) -> anyhow::Result<()> {
     // Applied through the follower: it passes the spec to the leader.
     let follower = 1 - leader;
     let spec = format!(
-        "name: shop-v2\nroute: shop\nproxies: {{ group: {GROUP} }}\nbaseline: stable\ncandidate: canary\n{STEPS}{ANALYSIS}"
+        "name: shop-v2\nroute: shop\nproxies: {{ group: {GROUP} }}\nbaseline: stable\ncandidate: canary\n{STEPS}{FLEET_ANALYSIS}"
     );
     let (code, _, body) = http
         .call(
