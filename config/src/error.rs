@@ -64,6 +64,11 @@ pub(crate) struct Problems {
 }
 
 impl Problems {
+    /// How many problems were found so far.
+    pub(crate) fn len(&self) -> usize {
+        self.list.len()
+    }
+
     pub(crate) fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.list.push(FieldError::new(path, message));
     }

@@ -29,6 +29,7 @@ mod instance;
 pub mod path;
 mod read;
 mod request;
+pub mod retry;
 pub mod rollout;
 mod routes;
 pub mod schema;

@@ -14,6 +14,7 @@ use serde_yaml_ng::Value;
 use crate::error::Problems;
 use crate::path::{EscapedSlashes, PathOptions};
 use crate::read::{Fields, FromTree, describe, lenient_list};
+use crate::retry::RetrySpec;
 
 macro_rules! name_type {
     ($(#[$doc:meta])* $name:ident) => {
@@ -343,6 +344,9 @@ pub struct RouteSpec {
     /// Overrides `timeouts.request` for this route.
     #[serde(with = "human_opt", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    /// How requests that failed are sent again; off unless written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
 }
 
 /// Request conditions; every given condition must hold.
@@ -730,6 +734,7 @@ impl FromTree for RouteSpec {
         let rules = f.or("rules", Vec::new(), p);
         let sticky = f.optional("sticky", p);
         let timeout = f.optional("timeout", p);
+        let retry = f.optional("retry", p);
         f.finish(p);
         Some(Self {
             name: name?,
@@ -738,6 +743,7 @@ impl FromTree for RouteSpec {
             rules,
             sticky,
             timeout,
+            retry,
         })
     }
 }

@@ -116,6 +116,20 @@ pub struct RouteStats {
     /// older than this field (then zeros).
     #[serde(default)]
     pub client_errors: ClientErrors,
+    /// What the route's retries came to since the proxy started, when it retries (`retry:`).
+    /// Every attempt, retried or not, is also in its track's requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<RetryCounts>,
+}
+
+/// A route's retries since the proxy started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryCounts {
+    /// Requests sent again after an attempt failed.
+    pub sent: u64,
+    /// Retries the route's budget did not allow: the client got the failed attempt's answer.
+    pub budget_exhausted: u64,
 }
 
 /// Requests of a route that failed through the client's fault, by kind: none of them is in

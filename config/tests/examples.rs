@@ -234,3 +234,22 @@ fn every_configuration_block_in_the_readme_validates() {
     }
     assert!(blocks >= 1, "the README shows at least one configuration");
 }
+
+#[test]
+fn the_retry_example_of_the_configuration_reference_validates_as_it_reads() {
+    let reference = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md")).unwrap();
+    let mut lines = reference
+        .lines()
+        .skip_while(|l| *l != "## Retries")
+        .skip_while(|l| l.trim() != "```yaml")
+        .skip(1);
+    let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+    let text = block.join("\n");
+    let loaded = load_config(&text, Format::Yaml, 1).unwrap_or_else(|e| panic!("docs/config.md block:\n{text}\n{e}"));
+    let retry = loaded.table.routes()[0].retry().expect("the example retries");
+    assert_eq!(retry.attempts(), 2);
+    assert!([502, 503, 504].iter().all(|s| retry.retries_status(*s)) && !retry.retries_status(500));
+    assert_eq!(retry.per_try_timeout(), Some(std::time::Duration::from_secs(2)));
+    // The example writes the budget's defaults out.
+    assert_eq!(retry.budget(), &switchyard_config::retry::BudgetSpec::default());
+}

@@ -28,7 +28,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use serde_json::json;
-use switchyard_config::stats::MAX_WINDOW_SECONDS;
+use switchyard_config::stats::{MAX_WINDOW_SECONDS, RetryCounts};
 use switchyard_config::{Format, InstanceId, RoutesDocument, RoutesPublished};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -37,7 +37,7 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, metric_families};
+use crate::record::{Since, metric_families, route_counters};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -294,11 +294,19 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
     let recorder = state.publisher.recorder();
     // Lifetime counts beside each window, so a controller can add up everything since a
     // moment of its choosing (a sequential test needs all observations, not windows).
-    let document = recorder.window(&slots, window, since, now).to_document(
+    let mut document = recorder.window(&slots, window, since, now).to_document(
         &recorder.totals(&slots),
         snapshot.table.version(),
         &state.instance,
     );
+    for (route, budget) in snapshot.budgets() {
+        if let Some(stats) = document.routes.get_mut(route) {
+            stats.retries = Some(RetryCounts {
+                sent: budget.sent(),
+                budget_exhausted: budget.exhausted(),
+            });
+        }
+    }
     json_response(StatusCode::OK, &document)
 }
 
@@ -332,6 +340,18 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
         "Requests refused before any route took them (a bad Host or path, CONNECT, a head that does not parse); refusals of a routed request are its route's client errors.",
         state.forwarder.refused_count() as f64,
     ));
+    if snapshot.budgets().next().is_some() {
+        families.push(route_counters(
+            "switchyard_retries_total",
+            "Requests a route sent again after an attempt failed; every attempt is also in its track's requests.",
+            snapshot.budgets().map(|(route, b)| (route.as_str(), b.sent())),
+        ));
+        families.push(route_counters(
+            "switchyard_retry_budget_exhausted_total",
+            "Retries a route's budget did not allow: the client got the failed attempt's answer.",
+            snapshot.budgets().map(|(route, b)| (route.as_str(), b.exhausted())),
+        ));
+    }
     if let Some(log) = state.forwarder.access_log() {
         families.push(counter(
             "switchyard_access_log_lines_total",

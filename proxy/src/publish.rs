@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, TableSource};
 
 use crate::access_log::Labels;
+use crate::forward::{Budget, Budgets};
 use crate::record::{Recorder, SlotId};
 use crate::upstream::EndpointKey;
 
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub table: RoutingTable,
     /// `tracks[route][track]`.
     tracks: Box<[Box<[TrackPlan]>]>,
+    /// `budgets[route]`: the retry budget of each route that retries.
+    budgets: Box<[Option<Arc<Budget>>]>,
 }
 
 /// Per-track data computed once per table, so that a request copies nothing it can share.
@@ -41,13 +44,13 @@ pub struct TrackPlan {
     /// The track's name as a header value (`x-switchyard-track: canary`).
     pub header: HeaderValue,
     /// `endpoints[endpoint]`: the upstream address of each endpoint and its pool key.
-    pub endpoints: Box<[(Authority, EndpointKey)]>,
+    pub endpoints: Arc<[(Authority, EndpointKey)]>,
     /// The route's, track's and endpoints' names for the access log.
     pub labels: Arc<Labels>,
 }
 
 impl Snapshot {
-    fn new(table: RoutingTable, recorder: &Recorder) -> Self {
+    fn new(table: RoutingTable, recorder: &Recorder, budgets: &Budgets) -> Self {
         let tracks = table
             .routes()
             .iter()
@@ -78,7 +81,27 @@ impl Snapshot {
                     .collect()
             })
             .collect();
-        Self { table, tracks }
+        let budgets = table
+            .routes()
+            .iter()
+            .map(|route| route.retry().map(|_| budgets.of(route.name())))
+            .collect();
+        Self { table, tracks, budgets }
+    }
+
+    /// Each route that retries, with its budget.
+    pub fn budgets(&self) -> impl Iterator<Item = (&RouteName, &Arc<Budget>)> {
+        self.table
+            .routes()
+            .iter()
+            .zip(self.budgets.iter())
+            .filter_map(|(route, budget)| Some((route.name(), budget.as_ref()?)))
+    }
+
+    /// The retry budget of route `route`, if it retries.
+    #[inline]
+    pub fn budget(&self, route: usize) -> Option<&Arc<Budget>> {
+        self.budgets.get(route)?.as_ref()
     }
 
     /// The plan of track `track` of route `route` (indices from a [`switchyard_config::Decision`]).
@@ -130,6 +153,8 @@ pub struct Publisher {
     /// Shared with the blocking task that swaps a table in after keeping it.
     current: Arc<ArcSwap<Snapshot>>,
     recorder: Arc<Recorder>,
+    /// The routes' retry budgets, kept across tables.
+    budgets: Arc<Budgets>,
     /// Serialises writers, so versions rise by one, `If-Match` checks hold until the swap, and
     /// the state file's tables come in the order they were published.
     writer: Arc<Mutex<Writer>>,
@@ -169,10 +194,12 @@ impl Publisher {
         state: Option<StateFile>,
         config_routes: RoutesDigest,
     ) -> Self {
-        let snapshot = Snapshot::new(table, &recorder);
+        let budgets = Arc::new(Budgets::default());
+        let snapshot = Snapshot::new(table, &recorder, &budgets);
         Self {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             recorder,
+            budgets,
             writer: Arc::new(Mutex::new(Writer {
                 state: state.map(Arc::new),
                 config_routes,
@@ -226,7 +253,8 @@ impl Publisher {
             }
         };
         let Some(state) = writer.state.clone() else {
-            self.current.store(Arc::new(Snapshot::new(table, &self.recorder)));
+            self.current
+                .store(Arc::new(Snapshot::new(table, &self.recorder, &self.budgets)));
             writer.source = source;
             return Ok(version);
         };
@@ -234,6 +262,7 @@ impl Publisher {
         let path = state.path().to_owned();
         let current = Arc::clone(&self.current);
         let recorder = Arc::clone(&self.recorder);
+        let budgets = Arc::clone(&self.budgets);
         // The write and the swap run to the end together on a blocking thread, with the writer
         // lock: an fsync never stalls a thread serving requests, and a caller that goes away
         // (a client hanging up on its PUT) cannot leave the file and the table in force apart.
@@ -243,7 +272,7 @@ impl Publisher {
                 (Err(e), TableSource::ConfigFile) => forget(&state, &e),
                 (Err(e), TableSource::AdminApi) => return Err(e),
             }
-            current.store(Arc::new(Snapshot::new(table, &recorder)));
+            current.store(Arc::new(Snapshot::new(table, &recorder, &budgets)));
             writer.source = source;
             Ok(())
         });

@@ -33,7 +33,8 @@ use crate::record::ClientError;
 /// A downstream request body, as the upstream client sends it.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for the empty body of a request sent again ([`RequestBody::empty`]).
+    inner: Option<Incoming>,
     /// Shared with the exchange; `None` for a body that was empty from the start.
     state: Option<Arc<BodyState>>,
     /// How long the client may take.
@@ -210,11 +211,21 @@ impl RequestBody {
             })
         });
         let body = Self {
-            inner,
+            inner: Some(inner),
             state: state.clone(),
             pace: Pace::new(limits),
         };
         (body, state)
+    }
+
+    /// The body of a request that had none, for sending it again: the first attempt's went
+    /// with its first upstream request.
+    pub fn empty(limits: BodyLimits) -> Self {
+        Self {
+            inner: None,
+            state: None,
+            pace: Pace::new(limits),
+        }
     }
 
     fn fail(&mut self, fault: ClientError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
@@ -244,13 +255,16 @@ impl Body for RequestBody {
         if this.abandoned() {
             return Poll::Ready(Some(Err(BodyError::Abandoned)));
         }
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(&mut *inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.pace.received(frame.data_ref().map_or(0, Bytes::len));
                 if let Some(state) = &this.state {
                     state.received.store(this.pace.bytes, Ordering::Relaxed);
                 }
-                if this.inner.is_end_stream() {
+                if inner.is_end_stream() {
                     this.end();
                 }
                 Poll::Ready(Some(Ok(frame)))
@@ -280,11 +294,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }
 

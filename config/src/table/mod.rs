@@ -10,12 +10,14 @@ mod matcher;
 mod split;
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderName;
 
 use crate::error::{ConfigErrors, Problems};
 use crate::request::RequestView;
+use crate::retry::RetryPolicy;
 use crate::schema::{RouteName, RouteSpec, StickySpec, TrackName, TrackSpec, UpstreamProtocol};
 use crate::validate;
 
@@ -50,6 +52,7 @@ pub struct Route {
     sticky: Option<StickyKey>,
     split: Split,
     timeout: Option<Duration>,
+    retry: Option<Arc<RetryPolicy>>,
 }
 
 /// One compiled track of a route.
@@ -219,6 +222,11 @@ impl Route {
         self.timeout
     }
 
+    /// How the route's failed requests are sent again, if they are.
+    pub fn retry(&self) -> Option<&Arc<RetryPolicy>> {
+        self.retry.as_ref()
+    }
+
     #[inline]
     fn decide<'t>(&'t self, req: &RequestView<'_>, host: &[u8]) -> Decision<'t> {
         let key = self.sticky.as_ref().and_then(|s| s.key(req)).map(hash);
@@ -340,6 +348,10 @@ fn compile_route(
     if spec.timeout == Some(Duration::ZERO) {
         p.push(format!("{path}.timeout"), "timeout must be longer than 0s");
     }
+    let retry = match &spec.retry {
+        Some(r) => Some(RetryPolicy::compile(r, &format!("{path}.retry"), p)?),
+        None => None,
+    };
     let split = Split::new(spec.tracks.iter().map(|t| (t.weight, hash(t.name.as_str().as_bytes()))));
     let (tracks, split) = (tracks?, split?);
     Some((
@@ -352,6 +364,7 @@ fn compile_route(
             sticky,
             split,
             timeout: spec.timeout,
+            retry: retry.map(Arc::new),
         },
         host,
     ))

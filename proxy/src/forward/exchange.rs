@@ -19,6 +19,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use pin_project_lite::pin_project;
+use switchyard_config::schema::UpstreamProtocol;
 use tokio::time::{Instant, Sleep};
 
 use super::body::{Pending, ProxyBody};
@@ -115,6 +116,8 @@ pin_project! {
         Sent { #[pin] answer: F },
         // On a new connection, or over h2c.
         Elsewhere { exchange: Elsewhere },
+        // Waiting to send a retry (boxed: only a request being retried has one).
+        Backoff { until: Pin<Box<Sleep>>, request: Option<Request<RequestBody>> },
     }
 }
 
@@ -136,12 +139,13 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Response<ProxyBody>> {
         let exchanged = loop {
-            match self.as_mut().poll_exchange(cx) {
-                Poll::Ready(exchanged) => break exchanged,
+            let exchanged = match self.as_mut().poll_exchange(cx) {
+                Poll::Ready(exchanged) => exchanged,
                 Poll::Pending => {
                     let this = self.as_mut().project();
                     let downstream = this.link.downstream();
-                    let timer = this.timer.get_or_insert_with(|| downstream.arm(*this.deadline));
+                    let deadline = attempt_deadline(this.extras, *this.deadline);
+                    let timer = this.timer.get_or_insert_with(|| downstream.arm(deadline));
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
                     }
@@ -154,11 +158,19 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                         Some(Some(ended)) => Some(ended + timeout).filter(|&due| due > now),
                     };
                     match due {
-                        Some(due) => timer.as_mut().reset(due),
-                        None => break Err(Failure::Timeout),
+                        Some(due) => {
+                            timer.as_mut().reset(due);
+                            continue;
+                        }
+                        None => Err(Failure::Timeout),
                     }
                 }
+            };
+            // The cold path: an attempt of a request that may be sent again.
+            if self.extras.as_ref().is_some_and(|e| e.retry.is_some()) && self.as_mut().retry(&exchanged) {
+                continue;
             }
+            break exchanged;
         };
         let this = self.project();
         *this.recorded = true;
@@ -168,9 +180,12 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
         let forwarder = this.link.forwarder();
         let track = forwarder.track_header.as_ref().map(|name| (name, &*this.track));
         let recorder = forwarder.publisher.recorder();
-        let (log, response_id, offer) = match this.extras.take() {
-            Some(extras) => (extras.log, extras.response_id, extras.offer),
-            None => (None, None, None),
+        let (log, response_id, offer, attempt_start) = match this.extras.take() {
+            Some(extras) => {
+                let attempt_start = extras.retry.map_or(*this.start, |r| r.attempt_start);
+                (extras.log, extras.response_id, extras.offer, attempt_start)
+            }
+            None => (None, None, None, *this.start),
         };
         let answer = exchanged.and_then(|(response, lease)| match offer {
             Some(offer) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -193,7 +208,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     recorder: Arc::clone(recorder),
                     slot: *this.slot,
                     status,
-                    start: *this.start,
+                    start: attempt_start,
                     end: None,
                     error: None,
                     log: log.map(|mut log| {
@@ -262,7 +277,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
         let status = failure.status();
         let outcome = Outcome {
             status: status.as_u16(),
-            latency: this.start.elapsed(),
+            latency: attempt_start.elapsed(),
             upstream_error: Some(failure.kind()),
         };
         recorder.record(*this.slot, &outcome, Instant::now());
@@ -305,6 +320,19 @@ impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
                     }
                 }
                 StepProj::Elsewhere { exchange } => return exchange.as_mut().poll(cx),
+                StepProj::Backoff { until, request } => {
+                    std::task::ready!(until.as_mut().poll(cx));
+                    let request = request.take().expect("a retry waits with its request");
+                    let retry = this.extras.as_ref().and_then(|e| e.retry.as_ref());
+                    match retry.map(|r| r.protocol) {
+                        Some(UpstreamProtocol::H2c) => {
+                            let sent = upstreams.send_h2c(request);
+                            let exchange: Elsewhere = Box::pin(async move { sent.await.map(|r| (r, None)) });
+                            this.step.set(Step::Elsewhere { exchange });
+                        }
+                        _ => this.step.set(Step::Unsent { request: Some(request) }),
+                    }
+                }
                 StepProj::Unsent { request } => {
                     if let Some(sender) = this.sender {
                         // Given back when its last response ended, a connection may need one
@@ -377,4 +405,57 @@ fn checked(mut response: Response<Incoming>) -> Result<Response<Incoming>, Failu
     }
     strip_hop_by_hop(headers);
     Ok(response)
+}
+
+impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
+    /// Records the attempt that ended in `exchanged` against the track and sets up the next
+    /// one, if the route's retry policy and budget send it again; `false` to answer with it.
+    fn retry(self: Pin<&mut Self>, exchanged: &Exchanged) -> bool {
+        let mut this = self.project();
+        let Some(retry) = this.extras.as_mut().and_then(|e| e.retry.as_mut()) else {
+            return false;
+        };
+        let (status, failure) = match exchanged {
+            Ok((response, _)) => (response.status().as_u16(), None),
+            Err(failure) => (failure.status().as_u16(), Some(*failure)),
+        };
+        let now = Instant::now();
+        let attempt_start = retry.attempt_start;
+        let Some((wait, request)) = retry.next(status, failure, now, *this.deadline) else {
+            return false;
+        };
+        // The attempt is the track's, whatever the next one brings.
+        let outcome = Outcome {
+            status,
+            latency: now.saturating_duration_since(attempt_start),
+            upstream_error: failure.map(Failure::kind),
+        };
+        this.link
+            .forwarder()
+            .publisher
+            .recorder()
+            .record(*this.slot, &outcome, now);
+        let (authority, key) = retry.endpoint().clone();
+        let deadline = retry.attempt_deadline(*this.deadline);
+        *this.authority = authority;
+        *this.key = key;
+        *this.sender = None;
+        if let Some(timer) = this.timer.as_mut() {
+            timer.as_mut().reset(deadline);
+        }
+        this.step.set(Step::Backoff {
+            until: Box::pin(tokio::time::sleep(wait)),
+            request: Some(request),
+        });
+        true
+    }
+}
+
+/// When the current attempt is overdue: the request's `deadline`, or sooner when the route
+/// limits each attempt.
+fn attempt_deadline(extras: &Option<Box<Extras>>, deadline: Instant) -> Instant {
+    match extras.as_ref().and_then(|e| e.retry.as_ref()) {
+        Some(retry) => retry.attempt_deadline(deadline),
+        None => deadline,
+    }
 }

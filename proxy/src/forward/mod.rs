@@ -12,6 +12,7 @@
 mod body;
 mod exchange;
 mod respond;
+mod retry;
 mod rewrite;
 #[cfg(test)]
 mod tests;
@@ -19,6 +20,7 @@ mod tests;
 pub use body::{Pending, ProxyBody, ResponseBodyError};
 pub use exchange::{Exchange, Forwarding, Sent};
 pub use respond::local;
+pub use retry::{Budget, Budgets};
 pub(crate) use rewrite::strip_hop_by_hop;
 
 use std::borrow::Cow;
@@ -32,7 +34,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -44,7 +46,8 @@ use tokio::time::{Instant, Sleep};
 
 use self::exchange::Step;
 use self::respond::closing;
-use self::rewrite::{Seen, forwarded_for, with_path};
+use self::retry::Retry;
+use self::rewrite::{Seen, forwarded_for, h2c_uri, with_path};
 use crate::access_log::{self, AccessLog, Entry};
 use crate::edge::{self, Refused};
 use crate::frame_guard::Refusal;
@@ -252,7 +255,7 @@ impl Forwarder {
         }
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track, (authority, key), protocol, timeout) = {
+        let (slot, track, (authority, key), protocol, timeout, retry) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
@@ -267,12 +270,19 @@ impl Forwarder {
             if let Some(log) = &mut log {
                 log.entry().decided(&plan.labels, d.endpoint.index());
             }
+            // A route that retries counts each of its requests in its budget.
+            let retry = d.route.retry().and_then(|policy| {
+                let budget = snapshot.budget(d.route.index())?;
+                budget.request(policy.budget(), start);
+                Some((Arc::clone(policy), Arc::clone(budget), Arc::clone(&plan.endpoints)))
+            });
             (
                 plan.slot,
                 plan.header.clone(),
                 plan.endpoints[d.endpoint.index()].clone(),
                 d.track.protocol(),
                 d.route.timeout().unwrap_or(this.timeouts.request),
+                retry.map(|r| (r, d.endpoint.index())),
             )
         };
 
@@ -329,7 +339,7 @@ impl Forwarder {
         if let Some(log) = &mut log {
             log.entry().request_body(body.clone());
         }
-        let step = match protocol {
+        match protocol {
             UpstreamProtocol::Http1 => {
                 // Origin-form on a connection to the endpoint: `GET /path?query HTTP/1.1`, which
                 // an HTTP/1.1 request has already, unless it came in absolute-form.
@@ -337,35 +347,49 @@ impl Forwarder {
                     *req.uri_mut() = Uri::from(path_and_query(req.uri()));
                 }
                 *req.version_mut() = Version::HTTP_11;
-                if offer.is_some() {
-                    let (upstreams, authority) = (this.upstreams.clone(), authority.clone());
-                    Step::Elsewhere {
-                        exchange: Box::pin(
-                            async move { upstreams.send_upgrade(authority, req).await.map(|r| (r, None)) },
-                        ),
-                    }
-                } else {
-                    Step::Unsent { request: Some(req) }
-                }
             }
             UpstreamProtocol::H2c => {
-                let mut uri = http::uri::Parts::default();
-                uri.scheme = Some(Scheme::HTTP);
-                uri.authority = Some(authority.clone());
-                uri.path_and_query = Some(path_and_query(req.uri()));
-                *req.uri_mut() = Uri::from_parts(uri).expect("scheme, authority and path make a valid URI");
+                *req.uri_mut() = h2c_uri(&authority, path_and_query(req.uri()));
                 *req.version_mut() = Version::HTTP_2;
+            }
+        }
+        // Only a request without a body can be sent again; an upgrade never is.
+        let retry = retry
+            .filter(|_| body.is_none() && offer.is_none())
+            .map(|(parts, endpoint)| {
+                let (policy, budget, endpoints) = parts;
+                Retry::new(
+                    policy,
+                    budget,
+                    &req,
+                    endpoints,
+                    endpoint,
+                    protocol,
+                    this.body_limits,
+                    start,
+                )
+            });
+        let step = match protocol {
+            UpstreamProtocol::Http1 if offer.is_some() => {
+                let (upstreams, authority) = (this.upstreams.clone(), authority.clone());
+                Step::Elsewhere {
+                    exchange: Box::pin(async move { upstreams.send_upgrade(authority, req).await.map(|r| (r, None)) }),
+                }
+            }
+            UpstreamProtocol::Http1 => Step::Unsent { request: Some(req) },
+            UpstreamProtocol::H2c => {
                 let sent = this.upstreams.send_h2c(req);
                 Step::Elsewhere {
                     exchange: Box::pin(async move { sent.await.map(|r| (r, None)) }),
                 }
             }
         };
-        let extras = (log.is_some() || response_id.is_some() || offer.is_some()).then(|| {
+        let extras = (log.is_some() || response_id.is_some() || offer.is_some() || retry.is_some()).then(|| {
             Box::new(Extras {
                 log,
                 response_id,
                 offer,
+                retry,
             })
         });
         Forwarding {
@@ -431,6 +455,7 @@ struct Extras {
     log: Option<access_log::Pending>,
     response_id: Option<HeaderValue>,
     offer: Option<Offer>,
+    retry: Option<Retry>,
 }
 
 /// Finishes `entry` with the proxy's own `response`.

@@ -4,10 +4,19 @@
 
 use http::Uri;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::PathAndQuery;
+use http::uri::{Authority, PathAndQuery, Scheme};
 
 use super::Downstream;
 use crate::edge;
+
+/// The absolute URI of an h2c request to `authority`.
+pub(super) fn h2c_uri(authority: &Authority, path_and_query: PathAndQuery) -> Uri {
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = Some(authority.clone());
+    uri.path_and_query = Some(path_and_query);
+    Uri::from_parts(uri).expect("scheme, authority and path make a valid URI")
+}
 
 /// `uri` with its path replaced by `path`, the query kept.
 pub(super) fn with_path(uri: &Uri, path: &str) -> Option<Uri> {

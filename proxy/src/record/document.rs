@@ -34,7 +34,14 @@ impl WindowStats {
                     timeout,
                     aborted,
                 };
-                (route.clone(), RouteStats { tracks, client_errors })
+                (
+                    route.clone(),
+                    RouteStats {
+                        tracks,
+                        client_errors,
+                        retries: None,
+                    },
+                )
             })
             .collect();
         StatsDocument {

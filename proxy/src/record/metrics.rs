@@ -131,6 +131,16 @@ pub fn metric_families(totals: &WindowStats) -> Vec<MetricFamily> {
     ]
 }
 
+/// A counter family with one series per route, `name{route}`, for counts that belong to a
+/// route rather than to one of its tracks.
+pub fn route_counters<'a>(name: &str, help: &str, values: impl IntoIterator<Item = (&'a str, u64)>) -> MetricFamily {
+    let metrics = values
+        .into_iter()
+        .map(|(route, value)| counter(vec![label("route", route)], value))
+        .collect();
+    family(name, help, MetricType::COUNTER, metrics)
+}
+
 fn label(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_owned());
