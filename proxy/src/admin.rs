@@ -35,9 +35,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder};
 
+use crate::dns::Names;
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, metric_families};
+use crate::record::{Since, dns_families, metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -81,6 +82,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// This proxy process, in `/routes` and `/stats`.
     pub instance: InstanceId,
+    /// How the table's host names resolve, in `/stats` and `/metrics`.
+    pub names: Arc<Names>,
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -294,11 +297,12 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
     let recorder = state.publisher.recorder();
     // Lifetime counts beside each window, so a controller can add up everything since a
     // moment of its choosing (a sequential test needs all observations, not windows).
-    let document = recorder.window(&slots, window, since, now).to_document(
+    let mut document = recorder.window(&slots, window, since, now).to_document(
         &recorder.totals(&slots),
         snapshot.table.version(),
         &state.instance,
     );
+    document.dns = state.names.report();
     json_response(StatusCode::OK, &document)
 }
 
@@ -332,6 +336,7 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
         "Requests refused before any route took them (a bad Host or path, CONNECT, a head that does not parse); refusals of a routed request are its route's client errors.",
         state.forwarder.refused_count() as f64,
     ));
+    families.extend(dns_families(&state.names.report()));
     if let Some(log) = state.forwarder.access_log() {
         families.push(counter(
             "switchyard_access_log_lines_total",

@@ -331,6 +331,7 @@ fn stats(s: &State, window: u64, since: Option<u64>) -> StatsDocument {
                 client_errors: Default::default(),
             },
         )]),
+        dns: BTreeMap::new(),
     }
 }
 
