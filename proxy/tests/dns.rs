@@ -45,7 +45,10 @@ async fn a_named_endpoint_is_reached_by_its_address_and_reported() {
     let c = Client::http1();
     for _ in 0..5 {
         let reply = c.get(&url(&p, "/"), &[]).await.unwrap();
-        assert_eq!((reply.status.as_u16(), reply.header("x-upstream")), (200, Some("stable")));
+        assert_eq!(
+            (reply.status.as_u16(), reply.header("x-upstream")),
+            (200, Some("stable"))
+        );
     }
     assert_eq!(stable.requests(), 5);
     // What decided them: the snapshot's endpoint is the address, not the name.
@@ -80,12 +83,27 @@ async fn a_named_endpoint_is_reached_by_its_address_and_reported() {
     }
 
     // Every refresh looks the failing name up again, and counts it.
-    assert_eventually!(stats(&p).await.dns["nowhere.invalid"].failures >= 2, Duration::from_secs(15));
+    assert_eventually!(
+        stats(&p).await.dns["nowhere.invalid"].failures >= 2,
+        Duration::from_secs(15)
+    );
     let text = metrics(&p).await;
-    assert!(text.contains("switchyard_dns_addresses{name=\"localhost\"} 1\n"), "{text}");
-    assert!(text.contains("switchyard_dns_addresses{name=\"nowhere.invalid\"} 0\n"), "{text}");
-    assert!(text.contains("switchyard_dns_failures_total{name=\"localhost\"} 0\n"), "{text}");
-    assert!(!text.contains("switchyard_dns_failures_total{name=\"nowhere.invalid\"} 0\n"), "{text}");
+    assert!(
+        text.contains("switchyard_dns_addresses{name=\"localhost\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchyard_dns_addresses{name=\"nowhere.invalid\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchyard_dns_failures_total{name=\"localhost\"} 0\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("switchyard_dns_failures_total{name=\"nowhere.invalid\"} 0\n"),
+        "{text}"
+    );
 
     // The table as written is what the proxy serves back, at its version.
     let routes = admin_json(&p, "/routes").await;
