@@ -100,6 +100,54 @@ pub struct ProxyConfig {
     pub access_log: Option<AccessLogSpec>,
     /// Request ids (`x-request-id`): kept, generated or left alone.
     pub request_id: RequestIdSpec,
+    /// How endpoints written with a host name are resolved.
+    pub dns: DnsSpec,
+}
+
+/// `dns`: how endpoints written `HOSTNAME:PORT` are resolved. Every address of a name (of the
+/// chosen family) becomes an endpoint of its own, as Envoy's `STRICT_DNS` clusters do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsSpec {
+    /// How long after one round of lookups the next starts. Default 5s (Envoy's
+    /// `dns_refresh_rate`); at least [`MIN_DNS_REFRESH`].
+    #[serde(with = "human")]
+    pub refresh: Duration,
+    /// How long one lookup may take before it counts as failed. Default 5s.
+    #[serde(with = "human")]
+    pub timeout: Duration,
+    /// Which of a name's addresses become endpoints. Default [`AddressFamily::V4Preferred`].
+    pub family: AddressFamily,
+}
+
+/// The shortest `dns.refresh`: below it names would be looked up all the time.
+pub const MIN_DNS_REFRESH: Duration = Duration::from_millis(100);
+
+impl Default for DnsSpec {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(5),
+            timeout: Duration::from_secs(5),
+            family: AddressFamily::V4Preferred,
+        }
+    }
+}
+
+/// `dns.family`: which addresses of a name's answer are endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AddressFamily {
+    /// The IPv4 addresses when the answer has any, else the IPv6 ones (Envoy's `V4_PREFERRED`):
+    /// a name such as `localhost` that has both never sends half the requests to an IPv6
+    /// address its service does not listen on.
+    #[default]
+    V4Preferred,
+    /// Every address, of both families.
+    All,
+    /// Only IPv4 addresses; a name with none has no endpoint.
+    V4,
+    /// Only IPv6 addresses; a name with none has no endpoint.
+    V6,
 }
 
 /// `accessLog`: where the JSON lines go.
@@ -529,6 +577,7 @@ impl ProxyConfig {
         let paths = f.optional("paths", p).unwrap_or_default();
         let access_log = f.optional("accessLog", p);
         let request_id = f.optional("requestId", p).unwrap_or_default();
+        let dns = f.optional("dns", p).unwrap_or_default();
         f.finish(p);
         let config = Self {
             listen,
@@ -540,6 +589,7 @@ impl ProxyConfig {
             paths,
             access_log,
             request_id,
+            dns,
         };
         Some((config, positions))
     }
@@ -689,6 +739,38 @@ impl FromTree for RequestIdMode {
             Some("off") => Some(Self::Off),
             _ => {
                 p.push(path, format!("expected keep, replace or off, found {}", describe(v)));
+                None
+            }
+        }
+    }
+}
+
+impl FromTree for DnsSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let d = Self::default();
+        let mut f = Fields::of(v, path, p)?;
+        let spec = Self {
+            refresh: f.or("refresh", d.refresh, p),
+            timeout: f.or("timeout", d.timeout, p),
+            family: f.or("family", d.family, p),
+        };
+        f.finish(p);
+        Some(spec)
+    }
+}
+
+impl FromTree for AddressFamily {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        match v.as_str() {
+            Some("v4Preferred") => Some(Self::V4Preferred),
+            Some("all") => Some(Self::All),
+            Some("v4") => Some(Self::V4),
+            Some("v6") => Some(Self::V6),
+            _ => {
+                p.push(
+                    path,
+                    format!("expected v4Preferred, all, v4 or v6, found {}", describe(v)),
+                );
                 None
             }
         }

@@ -104,6 +104,37 @@ pub struct StatsDocument {
     pub window_seconds: u64,
     /// Per route, by name.
     pub routes: BTreeMap<RouteName, RouteStats>,
+    /// Per host name that the table's endpoints are written with (`app.svc`), how it resolves.
+    /// Left out when no endpoint is written with a name, and absent from proxies older than
+    /// this field (then empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dns: BTreeMap<String, NameStatus>,
+}
+
+/// How one host name of the table's endpoints resolves, in `GET /stats`.
+///
+/// A name is in one of three states: resolved (`addresses` given, no `error`), stale (its last
+/// lookup failed: `error` and `failingSince` given, and its endpoints keep `addresses`, those of
+/// the last lookup that answered), or never resolved (no `addresses`: its endpoints cannot be
+/// connected to, and their requests fail with 502 against their track).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NameStatus {
+    /// The addresses its endpoints go to, in address order (`10.0.0.7`, `fd00::7`).
+    pub addresses: Vec<std::net::IpAddr>,
+    /// When the last lookup that answered finished, in ms since the Unix epoch; absent if none
+    /// has yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<u64>,
+    /// Why the last lookup failed, a sentence; absent when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the failures that go on began (the first of them), in ms since the Unix epoch;
+    /// absent when the last lookup answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<u64>,
+    /// Lookups of the name that failed since the proxy started (or began using the name).
+    pub failures: u64,
 }
 
 /// One route's stats.

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::error::Problems;
-use crate::schema::{AccessLogPath, ProxyConfig, StateFileSpec};
+use crate::schema::{AccessLogPath, MIN_DNS_REFRESH, ProxyConfig, StateFileSpec};
 use crate::table::MAX_WEIGHT;
 
 /// Longest route or track name.
@@ -197,6 +197,18 @@ pub(crate) fn proxy(c: &ProxyConfig, p: &mut Problems) {
         if d == Duration::ZERO {
             p.push(format!("timeouts.{field}"), "timeout must be longer than 0s");
         }
+    }
+    if c.dns.refresh < MIN_DNS_REFRESH {
+        p.push(
+            "dns.refresh",
+            format!(
+                "refresh must be at least {}, or names are looked up without pause",
+                humantime::format_duration(MIN_DNS_REFRESH)
+            ),
+        );
+    }
+    if c.dns.timeout == Duration::ZERO {
+        p.push("dns.timeout", "timeout must be longer than 0s");
     }
     let l = &c.limits;
     for (field, n) in [

@@ -236,6 +236,31 @@ fn every_configuration_block_in_the_readme_validates() {
 }
 
 #[test]
+fn the_dns_example_of_the_configuration_reference_validates_with_its_defaults() {
+    let reference = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md")).unwrap();
+    let mut lines = reference
+        .lines()
+        .skip_while(|l| *l != "## Endpoints by name (DNS)")
+        .skip_while(|l| l.trim() != "```yaml")
+        .skip(1);
+    let block: Vec<&str> = lines.by_ref().take_while(|l| l.trim() != "```").collect();
+    let text = block.join("\n");
+    let loaded = load_config(&text, Format::Yaml, 1).unwrap_or_else(|e| panic!("docs/config.md block:\n{text}\n{e}"));
+    assert_eq!(
+        loaded.config.dns,
+        switchyard_config::schema::DnsSpec::default(),
+        "it shows the defaults"
+    );
+    let names: Vec<&str> = switchyard_config::table::host_names(loaded.table.spec())
+        .into_iter()
+        .collect();
+    assert_eq!(
+        names,
+        ["app-canary.prod.svc.cluster.local", "app-stable.prod.svc.cluster.local"]
+    );
+}
+
+#[test]
 fn the_retry_example_of_the_configuration_reference_validates_as_it_reads() {
     let reference = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/config.md")).unwrap();
     let mut lines = reference

@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use switchyard_config::schema::{
-    AccessLogPath, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, Limits, RequestIdMode, RequestIdSpec,
-    StateFileSpec, Timeouts,
+    AccessLogPath, AddressFamily, DEFAULT_ADMIN_LISTEN, DEFAULT_LISTEN, DEFAULT_TRACK_HEADER, DnsSpec, Limits,
+    RequestIdMode, RequestIdSpec, StateFileSpec, Timeouts,
 };
 use switchyard_config::{Format, load_config, load_routes};
 
@@ -29,6 +29,42 @@ fn a_minimal_file_gets_every_default() {
     assert_eq!(c.timeouts, Timeouts::default());
     assert_eq!(c.limits, Limits::default());
     assert_eq!(c.timeouts.request, Duration::from_secs(15));
+    assert_eq!(c.dns, DnsSpec::default());
+    assert_eq!(c.dns.refresh, Duration::from_secs(5));
+    assert_eq!(c.dns.family, AddressFamily::V4Preferred);
+}
+
+#[test]
+fn dns_settings_are_read_checked_and_served_back() {
+    let config = |settings: &str| load_config(&format!("{settings}\n{MINIMAL}"), Format::Yaml, 1);
+    let c = config("dns: { refresh: 30s, family: all }").unwrap().config;
+    assert_eq!(c.dns.refresh, Duration::from_secs(30));
+    assert_eq!(c.dns.timeout, DnsSpec::default().timeout);
+    assert_eq!(c.dns.family, AddressFamily::All);
+    for family in ["v4", "v6", "v4Preferred"] {
+        assert!(config(&format!("dns: {{ family: {family} }}")).is_ok(), "{family}");
+    }
+    let json = serde_json::to_string(&c).unwrap();
+    assert_eq!(load_config(&json, Format::Json, 1).unwrap().config, c, "{json}");
+
+    let got = problems(
+        &format!("dns: {{ refresh: 10ms, timeout: 0s, family: ipv4, every: 1s }}\n{MINIMAL}"),
+        Format::Yaml,
+    );
+    let want = [
+        "dns.refresh: refresh must be at least 100ms",
+        "dns.timeout: timeout must be longer than 0s",
+        "dns.family: expected v4Preferred, all, v4 or v6, found \"ipv4\"",
+        "dns.every: unknown field `every`",
+    ];
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    for w in want {
+        assert!(got.iter().any(|g| g.starts_with(w)), "missing {w:?} in {got:#?}");
+    }
+    assert_eq!(
+        problems(&format!("dns: {{ refresh: soon }}\n{MINIMAL}"), Format::Yaml),
+        ["dns.refresh: invalid duration \"soon\" (expected number at 0); write e.g. 500ms, 5s, 2m"]
+    );
 }
 
 #[test]

@@ -35,9 +35,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder};
 
+use crate::dns::Names;
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, metric_families, route_counters};
+use crate::record::{Since, dns_families, metric_families, route_counters};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -81,6 +82,8 @@ pub struct AdminState {
     pub token: Option<String>,
     /// This proxy process, in `/routes` and `/stats`.
     pub instance: InstanceId,
+    /// How the table's host names resolve, in `/stats` and `/metrics`.
+    pub names: Arc<Names>,
 }
 
 /// Serves the admin API on `listener` until `stop` turns true.
@@ -307,6 +310,7 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
             });
         }
     }
+    document.dns = state.names.report();
     json_response(StatusCode::OK, &document)
 }
 
@@ -352,6 +356,7 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
             snapshot.budgets().map(|(route, b)| (route.as_str(), b.exhausted())),
         ));
     }
+    families.extend(dns_families(&state.names.report()));
     if let Some(log) = state.forwarder.access_log() {
         families.push(counter(
             "switchyard_access_log_lines_total",

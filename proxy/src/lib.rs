@@ -9,7 +9,8 @@
 //! [`forward`] (the [`edge`]'s checks, decide on the [`publish`]ed snapshot, give it its
 //! [`request_id`], forward through [`upstream`] with the [`request_body`], or switch it to a
 //! tunnel when it [`upgrade`]s) → [`record`] and the [`access_log`].
-//! Around it: [`admin`], [`watch`], [`tls`], and with the `fleet` feature, `fleet` (a group's
+//! Around it: [`admin`], [`watch`], [`tls`], [`dns`] (the addresses of endpoints written with a
+//! host name, looked up off the request path), and with the `fleet` feature, `fleet` (a group's
 //! table kept in etcd). The binary allocates with [`allocator`].
 
 // Denied rather than forbidden: the global allocator (`allocator`) is the one place allowed.
@@ -18,6 +19,7 @@
 pub mod access_log;
 pub mod admin;
 pub mod allocator;
+pub mod dns;
 pub mod edge;
 #[cfg(feature = "fleet")]
 pub mod fleet;
@@ -49,6 +51,7 @@ use tokio::task::JoinHandle;
 
 use crate::access_log::AccessLog;
 use crate::admin::{AdminState, Health};
+use crate::dns::{Names, Resolver};
 use crate::forward::Forwarder;
 use crate::listen::ConnSettings;
 use crate::publish::{Publisher, state_file};
@@ -117,6 +120,10 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         resumed.state,
         resumed.config_routes,
     ));
+    // Names are looked up before anything is served, so that the first requests go to addresses.
+    let names = Arc::new(Names::default());
+    let resolver = Resolver::new(Arc::new(dns::System), config.dns, Arc::clone(&names));
+    resolver.first(&publisher).await;
     let track_header = config
         .track_header
         .as_deref()
@@ -207,8 +214,10 @@ pub async fn start(loaded: Loaded, options: Options) -> anyhow::Result<Running> 
         health: Arc::clone(&health),
         token,
         instance: instance.clone(),
+        names,
     });
     tasks.push(tokio::spawn(admin::serve(admin_listener, state, stopped.clone())));
+    tasks.push(resolver.spawn(Arc::clone(&publisher), stopped.clone()));
     // Joining never delays serving: until etcd answers, the file's routes are served.
     #[cfg(feature = "fleet")]
     if let Some(fleet) = options.fleet.clone() {

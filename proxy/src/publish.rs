@@ -6,6 +6,10 @@
 //! config file watch both go through it, one at a time. When the proxy keeps a [`state_file`],
 //! a table is written there before it is swapped in, so that what a caller was told is in force
 //! is also what a restarted proxy serves.
+//!
+//! The snapshot serves the table with its host names expanded to the addresses the resolver
+//! stage ([`crate::dns`]) found; [`Publisher::use_addresses`] is how that stage has the table in
+//! force served with new ones, through the same writer, at the same version.
 
 pub mod state_file;
 
@@ -15,12 +19,14 @@ use arc_swap::{ArcSwap, Guard};
 use http::HeaderValue;
 use http::uri::Authority;
 use switchyard_config::schema::RouteSpec;
+use switchyard_config::table::host_names;
 use switchyard_config::{ConfigErrors, Format, RouteName, RoutingTable, TrackName, load_routes};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 
 use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, TableSource};
 
 use crate::access_log::Labels;
+use crate::dns::Addresses;
 use crate::forward::{Budget, Budgets};
 use crate::record::{Recorder, SlotId};
 use crate::upstream::EndpointKey;
@@ -28,7 +34,8 @@ use crate::upstream::EndpointKey;
 /// A compiled table plus what the hot path needs precomputed for each of its tracks.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// The compiled routes; `table.version()` is the snapshot's version.
+    /// The compiled routes, each endpoint written with a host name expanded to its addresses;
+    /// `table.version()` is the snapshot's version and `table.spec()` the routes as written.
     pub table: RoutingTable,
     /// `tracks[route][track]`.
     tracks: Box<[Box<[TrackPlan]>]>,
@@ -50,6 +57,23 @@ pub struct TrackPlan {
 }
 
 impl Snapshot {
+    /// The snapshot that serves `table` with `addresses` for its host names.
+    fn serving(table: RoutingTable, addresses: &Addresses, recorder: &Recorder, budgets: &Budgets) -> Self {
+        if host_names(table.spec()).is_empty() {
+            return Self::new(table, recorder, budgets);
+        }
+        match table.resolve(|host| addresses.get(host)) {
+            Ok(resolved) => Self::new(resolved, recorder, budgets),
+            Err(e) => {
+                tracing::error!(
+                    "The table's endpoints could not be expanded to their names' addresses ({e}); it is \
+                     served with its names unresolved, so their requests fail with 502."
+                );
+                Self::new(table, recorder, budgets)
+            }
+        }
+    }
+
     fn new(table: RoutingTable, recorder: &Recorder, budgets: &Budgets) -> Self {
         let tracks = table
             .routes()
@@ -158,6 +182,8 @@ pub struct Publisher {
     /// Serialises writers, so versions rise by one, `If-Match` checks hold until the swap, and
     /// the state file's tables come in the order they were published.
     writer: Arc<Mutex<Writer>>,
+    /// The version of every table published, for the resolver stage to look new names up.
+    published: watch::Sender<u64>,
 }
 
 /// What only the one writer touches.
@@ -172,6 +198,8 @@ struct Writer {
     /// The state file let go of at shutdown: tables are refused from then on, since none
     /// could be kept.
     released: Option<std::path::PathBuf>,
+    /// The addresses of the names that have resolved, which every snapshot is compiled with.
+    addresses: Addresses,
 }
 
 /// What a source of new routes hands to [`Publisher::publish`].
@@ -195,6 +223,7 @@ impl Publisher {
         config_routes: RoutesDigest,
     ) -> Self {
         let budgets = Arc::new(Budgets::default());
+        let version = table.version();
         let snapshot = Snapshot::new(table, &recorder, &budgets);
         Self {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
@@ -205,7 +234,9 @@ impl Publisher {
                 config_routes,
                 source,
                 released: None,
+                addresses: Addresses::default(),
             })),
+            published: watch::Sender::new(version),
         }
     }
 
@@ -218,6 +249,37 @@ impl Publisher {
     /// The snapshot in force, owned.
     pub fn load_full(&self) -> Arc<Snapshot> {
         self.current.load_full()
+    }
+
+    /// Follows the versions of the tables published from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
+    }
+
+    /// Serves the table in force with `addresses` for its host names from now on: it is compiled
+    /// again with them and swapped in at the same version (the routes as written, what
+    /// `GET /routes` serves, do not change), and every table published later is compiled with
+    /// them too. Requests in flight keep the snapshot they hold; per-track stats go on.
+    pub async fn use_addresses(&self, addresses: Addresses) {
+        let mut writer = self.writer.lock().await;
+        if writer.addresses == addresses {
+            return;
+        }
+        writer.addresses = addresses;
+        let in_force = self.current.load_full();
+        if host_names(in_force.table.spec()).is_empty() {
+            return;
+        }
+        // `resolve` starts from the routes as written, so an expanded table expands again.
+        match in_force.table.resolve(|host| writer.addresses.get(host)) {
+            Ok(table) => self
+                .current
+                .store(Arc::new(Snapshot::new(table, &self.recorder, &self.budgets))),
+            Err(e) => tracing::error!(
+                "The table's endpoints could not be expanded to their names' new addresses ({e}); \
+                 the table in force stays."
+            ),
+        }
     }
 
     /// The recorder the snapshots' slots belong to.
@@ -253,9 +315,14 @@ impl Publisher {
             }
         };
         let Some(state) = writer.state.clone() else {
-            self.current
-                .store(Arc::new(Snapshot::new(table, &self.recorder, &self.budgets)));
+            self.current.store(Arc::new(Snapshot::serving(
+                table,
+                &writer.addresses,
+                &self.recorder,
+                &self.budgets,
+            )));
             writer.source = source;
+            self.published.send_replace(version);
             return Ok(version);
         };
         let document = StateDocument::new(&table, source, writer.config_routes.clone());
@@ -272,11 +339,17 @@ impl Publisher {
                 (Err(e), TableSource::ConfigFile) => forget(&state, &e),
                 (Err(e), TableSource::AdminApi) => return Err(e),
             }
-            current.store(Arc::new(Snapshot::new(table, &recorder, &budgets)));
+            current.store(Arc::new(Snapshot::serving(
+                table,
+                &writer.addresses,
+                &recorder,
+                &budgets,
+            )));
             writer.source = source;
             Ok(())
         });
         finished(swapped.await, path)?;
+        self.published.send_replace(version);
         Ok(version)
     }
 

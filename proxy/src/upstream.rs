@@ -24,6 +24,7 @@ use switchyard_config::schema::{Limits, Timeouts};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::dns::{self, NoLookup};
 use crate::record::UpstreamError;
 use crate::request_body::RequestBody;
 
@@ -53,7 +54,7 @@ pub struct Upstreams {
     idle: Duration,
     /// Idle HTTP/1.1 connections kept per endpoint and thread.
     max_idle: usize,
-    h2c: Client<HttpConnector, RequestBody>,
+    h2c: Client<HttpConnector<NoLookup>, RequestBody>,
 }
 
 /// An HTTP/1.1 connection lent to one request; [`Lease::give_back`] returns it to the pool.
@@ -98,7 +99,7 @@ thread_local! {
 impl Upstreams {
     /// Clients with the connect timeout, pool idle timeout and pool size of the configuration.
     pub fn new(timeouts: &Timeouts, limits: &Limits) -> Self {
-        let mut connector = HttpConnector::new();
+        let mut connector = HttpConnector::new_with_resolver(NoLookup);
         connector.set_connect_timeout(Some(timeouts.connect));
         connector.set_nodelay(true);
         connector.enforce_http(true);
@@ -209,7 +210,11 @@ impl Upstreams {
         ),
         Failure,
     > {
-        let stream = match tokio::time::timeout(self.connect, TcpStream::connect(authority.as_str())).await {
+        let Some(address) = dns::socket_address(authority) else {
+            tracing::debug!(%authority, "upstream endpoint has no address: its name has not resolved");
+            return Err(Failure::Connect);
+        };
+        let stream = match tokio::time::timeout(self.connect, TcpStream::connect(address)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
                 tracing::debug!(%authority, error = %e, "upstream connect failed");

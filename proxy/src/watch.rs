@@ -145,7 +145,7 @@ impl Reloader {
         if !unchanged_elsewhere {
             tracing::warn!(
                 file = %path,
-                "only routes are reloaded; changes to listen, admin, trackHeader, timeouts, limits and paths take a restart"
+                "only routes are reloaded; changes to listen, admin, trackHeader, timeouts, limits, paths and dns take a restart"
             );
         }
         if config.routes == self.publisher.load().table.spec() {

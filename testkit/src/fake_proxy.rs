@@ -332,6 +332,7 @@ fn stats(s: &State, window: u64, since: Option<u64>) -> StatsDocument {
                 retries: None,
             },
         )]),
+        dns: BTreeMap::new(),
     }
 }
 

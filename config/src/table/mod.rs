@@ -7,6 +7,7 @@
 
 mod index;
 mod matcher;
+mod resolve;
 mod split;
 
 use std::collections::HashSet;
@@ -26,6 +27,7 @@ pub use matcher::{MAX_REGEX_LEN, MAX_REGEX_SIZE};
 
 use index::RouteIndex;
 use matcher::{Matcher, cookies, normalize_host};
+pub use resolve::{expand, host_name, host_names};
 use split::{Split, hash, mix};
 
 /// Largest weight accepted for a track or an endpoint. Weights are relative, so this bounds

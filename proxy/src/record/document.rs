@@ -1,6 +1,8 @@
 //! The admin API's `GET /stats` body, written with the one type the controller reads it with,
 //! [`StatsDocument`] (`switchyard_config::stats`).
 
+use std::collections::BTreeMap;
+
 use switchyard_config::InstanceId;
 use switchyard_config::stats::{
     ClientErrors, LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, encode_histogram,
@@ -14,7 +16,8 @@ impl WindowStats {
     /// missing from them has none yet).
     ///
     /// `clientErrors` counts, per route, what clients did wrong (see [`super::ClientError`]) in
-    /// the window; none of it is in any track's numbers.
+    /// the window; none of it is in any track's numbers. `dns` is left empty for the caller,
+    /// who knows the names (see `crate::dns`).
     pub fn to_document(&self, totals: &WindowStats, version: u64, instance: &InstanceId) -> StatsDocument {
         let routes = self
             .routes
@@ -49,6 +52,7 @@ impl WindowStats {
             instance: Some(instance.clone()),
             window_seconds: self.window_seconds,
             routes,
+            dns: BTreeMap::new(),
         }
     }
 }

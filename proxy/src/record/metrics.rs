@@ -1,8 +1,10 @@
 //! Lifetime totals as Prometheus metric families, for `/metrics`.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
-use prometheus::proto::{Bucket, Counter, LabelPair, Metric, MetricFamily, MetricType};
-use switchyard_config::stats::HIGHEST_LATENCY_US;
+use prometheus::proto::{Bucket, Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use switchyard_config::stats::{HIGHEST_LATENCY_US, NameStatus};
 
 use super::{ClientError, WindowStats, route_client_errors};
 
@@ -139,6 +141,44 @@ pub fn route_counters<'a>(name: &str, help: &str, values: impl IntoIterator<Item
         .map(|(route, value)| counter(vec![label("route", route)], value))
         .collect();
     family(name, help, MetricType::COUNTER, metrics)
+}
+
+/// The families of the host names the table's endpoints use (`report` from
+/// [`crate::dns::Names::report`]), one series per name:
+///
+/// - `switchyard_dns_addresses{name}`, gauge: the addresses its endpoints go to (the last
+///   answer's, kept while lookups fail; 0 for a name that has never resolved);
+/// - `switchyard_dns_failures_total{name}`, counter: its lookups that failed.
+///
+/// Empty when no endpoint is written with a name.
+pub fn dns_families(report: &BTreeMap<String, NameStatus>) -> Vec<MetricFamily> {
+    if report.is_empty() {
+        return Vec::new();
+    }
+    let (addresses, failures) = report
+        .iter()
+        .map(|(name, status)| {
+            let mut gauge = Gauge::default();
+            gauge.set_value(status.addresses.len() as f64);
+            let mut metric = Metric::from_label(vec![label("name", name)]);
+            metric.set_gauge(gauge);
+            (metric, counter(vec![label("name", name)], status.failures))
+        })
+        .unzip();
+    vec![
+        family(
+            "switchyard_dns_addresses",
+            "Addresses an endpoint host name resolved to, by name: the last answer's, kept while lookups fail.",
+            MetricType::GAUGE,
+            addresses,
+        ),
+        family(
+            "switchyard_dns_failures_total",
+            "Lookups of an endpoint host name that failed (an error, no answer in time, no address of dns.family), by name.",
+            MetricType::COUNTER,
+            failures,
+        ),
+    ]
 }
 
 fn label(name: &str, value: &str) -> LabelPair {
