@@ -37,7 +37,8 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, metric_families};
+use crate::health;
+use crate::record::{Since, endpoint_families, metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -294,11 +295,12 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
     let recorder = state.publisher.recorder();
     // Lifetime counts beside each window, so a controller can add up everything since a
     // moment of its choosing (a sequential test needs all observations, not windows).
-    let document = recorder.window(&slots, window, since, now).to_document(
+    let mut document = recorder.window(&slots, window, since, now).to_document(
         &recorder.totals(&slots),
         snapshot.table.version(),
         &state.instance,
     );
+    health::fill_stats(&mut document, &snapshot, now);
     json_response(StatusCode::OK, &document)
 }
 
@@ -306,6 +308,7 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
     let snapshot = state.publisher.load_full();
     let totals = state.publisher.recorder().totals(&snapshot.slots());
     let mut families = metric_families(&totals);
+    families.extend(health::with_metric_rows(&snapshot, Instant::now(), endpoint_families));
     let health = &state.health;
     families.push(gauge(
         "switchyard_table_version",

@@ -38,6 +38,7 @@ use tokio::time::{Instant, Sleep};
 use crate::access_log::{self, AccessLog, Entry};
 use crate::edge::{self, Refused};
 use crate::frame_guard::Refusal;
+use crate::health::{self, Passive};
 use crate::idle::IdleTimer;
 use crate::publish::Publisher;
 use crate::record::{ClientError, Outcome, Recorder, SlotId, UpstreamError};
@@ -244,7 +245,7 @@ impl Forwarder {
         }
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track, (authority, key), protocol, timeout) = {
+        let (slot, track, (authority, key), protocol, timeout, passive) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
@@ -256,15 +257,17 @@ impl Forwarder {
                 return answer(response, log);
             };
             let plan = snapshot.plan(d.route.index(), d.track.index());
+            let (endpoint, passive) = health::pick(plan.health.as_ref(), &d, start);
             if let Some(log) = &mut log {
-                log.entry().decided(&plan.labels, d.endpoint.index());
+                log.entry().decided(&plan.labels, endpoint);
             }
             (
                 plan.slot,
                 plan.header.clone(),
-                plan.endpoints[d.endpoint.index()].clone(),
+                plan.endpoints[endpoint].clone(),
                 d.track.protocol(),
                 d.route.timeout().unwrap_or(this.timeouts.request),
+                passive,
             )
         };
 
@@ -373,6 +376,7 @@ impl Forwarder {
                 track,
                 timer: None,
                 key,
+                passive,
                 authority,
                 send: SendRequest::try_send_request,
                 sender: None,
@@ -490,6 +494,8 @@ pin_project! {
         // The connection's timer, taken the first time the exchange has to wait.
         timer: Option<Pin<Box<Sleep>>>,
         key: EndpointKey,
+        // Where the endpoint's outcome goes, for a track with outlier detection.
+        passive: Option<Passive>,
         authority: Authority,
         // `SendRequest::try_send_request`, whose future has no name to write here.
         send: fn(&mut SendRequest<RequestBody>, Request<RequestBody>) -> F,
@@ -605,6 +611,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     start: *this.start,
                     end: None,
                     error: None,
+                    passive: this.passive.take(),
                     log: log.map(|mut log| {
                         log.entry().responded(status, Instant::now());
                         log
@@ -636,6 +643,9 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     upstream_error: None,
                 };
                 recorder.record(*this.slot, &outcome, now);
+                if let Some(passive) = this.passive.take() {
+                    passive.observe(101, None, now);
+                }
                 let log = log.map(|mut log| {
                     log.entry().responded(101, now);
                     log
@@ -674,7 +684,11 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
             latency: this.start.elapsed(),
             upstream_error: Some(failure.kind()),
         };
-        recorder.record(*this.slot, &outcome, Instant::now());
+        let now = Instant::now();
+        recorder.record(*this.slot, &outcome, now);
+        if let Some(passive) = this.passive.take() {
+            passive.observe(outcome.status, outcome.upstream_error, now);
+        }
         let log = log.map(|mut log| {
             log.entry().upstream_failed(failure.kind());
             log
@@ -969,6 +983,8 @@ pub struct Pending {
     /// When the body ended, if it was seen to end.
     end: Option<Instant>,
     error: Option<UpstreamError>,
+    /// Where the endpoint's outcome goes, for a track with outlier detection.
+    passive: Option<Passive>,
     /// The access log's entry, when the log is on.
     log: Option<access_log::Pending>,
 }
@@ -982,6 +998,9 @@ impl Drop for Pending {
             upstream_error: self.error,
         };
         self.recorder.record(self.slot, &outcome, now);
+        if let Some(passive) = self.passive.take() {
+            passive.observe(self.status, self.error, now);
+        }
         if let Some(mut log) = self.log.take() {
             if let Some(error) = self.error {
                 log.entry().upstream_failed(error);

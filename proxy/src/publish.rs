@@ -21,6 +21,7 @@ use tokio::sync::Mutex;
 use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, TableSource};
 
 use crate::access_log::Labels;
+use crate::health::{HealthRegistry, TrackHealth};
 use crate::record::{Recorder, SlotId};
 use crate::upstream::EndpointKey;
 
@@ -44,14 +45,18 @@ pub struct TrackPlan {
     pub endpoints: Box<[(Authority, EndpointKey)]>,
     /// The route's, track's and endpoints' names for the access log.
     pub labels: Arc<Labels>,
+    /// The endpoints' health, when the track has `outlierDetection` or `healthCheck`.
+    pub health: Option<Arc<TrackHealth>>,
 }
 
 impl Snapshot {
-    fn new(table: RoutingTable, recorder: &Recorder) -> Self {
+    fn new(table: RoutingTable, recorder: &Recorder, health: &HealthRegistry) -> Self {
+        let mut health = health.apply(&table).into_iter();
         let tracks = table
             .routes()
             .iter()
             .map(|route| {
+                let mut health = health.next().unwrap_or_default().into_iter();
                 route
                     .tracks()
                     .iter()
@@ -74,6 +79,7 @@ impl Snapshot {
                             track.name().as_str(),
                             track.endpoints().iter().map(|e| e.address().to_owned()),
                         )),
+                        health: health.next().flatten(),
                     })
                     .collect()
             })
@@ -130,6 +136,8 @@ pub struct Publisher {
     /// Shared with the blocking task that swaps a table in after keeping it.
     current: Arc<ArcSwap<Snapshot>>,
     recorder: Arc<Recorder>,
+    /// The endpoints' health across tables; each new snapshot takes its tracks' from here.
+    health: Arc<HealthRegistry>,
     /// Serialises writers, so versions rise by one, `If-Match` checks hold until the swap, and
     /// the state file's tables come in the order they were published.
     writer: Arc<Mutex<Writer>>,
@@ -162,6 +170,7 @@ pub enum NewRoutes<'a> {
 impl Publisher {
     /// Starts with `table` in force, published by `source`, with the config file's routes of
     /// digest `config_routes`; every table published from now on is kept in `state`, if given.
+    /// Within a Tokio runtime when a table has health checks (they run on it).
     pub fn new(
         table: RoutingTable,
         source: TableSource,
@@ -169,10 +178,12 @@ impl Publisher {
         state: Option<StateFile>,
         config_routes: RoutesDigest,
     ) -> Self {
-        let snapshot = Snapshot::new(table, &recorder);
+        let health = Arc::new(HealthRegistry::new(tokio::time::Instant::now()));
+        let snapshot = Snapshot::new(table, &recorder, &health);
         Self {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             recorder,
+            health,
             writer: Arc::new(Mutex::new(Writer {
                 state: state.map(Arc::new),
                 config_routes,
@@ -196,6 +207,11 @@ impl Publisher {
     /// The recorder the snapshots' slots belong to.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
+    }
+
+    /// The endpoints' health the snapshots' tracks share.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.health
     }
 
     /// Validates and compiles `routes` as the next version, keeps it in the state file (if the
@@ -226,7 +242,8 @@ impl Publisher {
             }
         };
         let Some(state) = writer.state.clone() else {
-            self.current.store(Arc::new(Snapshot::new(table, &self.recorder)));
+            self.current
+                .store(Arc::new(Snapshot::new(table, &self.recorder, &self.health)));
             writer.source = source;
             return Ok(version);
         };
@@ -234,6 +251,7 @@ impl Publisher {
         let path = state.path().to_owned();
         let current = Arc::clone(&self.current);
         let recorder = Arc::clone(&self.recorder);
+        let health = Arc::clone(&self.health);
         // The write and the swap run to the end together on a blocking thread, with the writer
         // lock: an fsync never stalls a thread serving requests, and a caller that goes away
         // (a client hanging up on its PUT) cannot leave the file and the table in force apart.
@@ -243,7 +261,7 @@ impl Publisher {
                 (Err(e), TableSource::ConfigFile) => forget(&state, &e),
                 (Err(e), TableSource::AdminApi) => return Err(e),
             }
-            current.store(Arc::new(Snapshot::new(table, &recorder)));
+            current.store(Arc::new(Snapshot::new(table, &recorder, &health)));
             writer.source = source;
             Ok(())
         });
