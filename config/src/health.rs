@@ -263,7 +263,14 @@ mod tests {
 
     #[test]
     fn checks_pass_on_200_to_399() {
-        for (status, passes) in [(199, false), (200, true), (302, true), (399, true), (400, false), (503, false)] {
+        for (status, passes) in [
+            (199, false),
+            (200, true),
+            (302, true),
+            (399, true),
+            (400, false),
+            (503, false),
+        ] {
             assert_eq!(HealthCheckSpec::passes(status), passes, "{status}");
         }
     }

@@ -283,7 +283,9 @@ fn access_log_and_request_ids_are_read_checked_and_served_back() {
 fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_is_named() {
     use switchyard_config::schema::{HealthCheckSpec, OutlierDetectionSpec};
     let track = |extra: &str| {
-        format!("routes: [{{ name: app, tracks: [{{ name: stable, endpoints: ['127.0.0.1:9001', '127.0.0.1:9002'], weight: 1{extra} }}] }}]")
+        format!(
+            "routes: [{{ name: app, tracks: [{{ name: stable, endpoints: ['127.0.0.1:9001', '127.0.0.1:9002'], weight: 1{extra} }}] }}]"
+        )
     };
     let table = load_config(MINIMAL, Format::Yaml, 1).unwrap().table;
     let stable = &table.routes()[0].tracks()[0];
@@ -299,12 +301,23 @@ fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_
     let outlier = stable.outlier_detection().unwrap();
     assert_eq!(*outlier, OutlierDetectionSpec::default());
     assert_eq!(
-        (outlier.consecutive_5xx, outlier.base_ejection_time, outlier.max_ejection_time, outlier.max_ejected_percent),
+        (
+            outlier.consecutive_5xx,
+            outlier.base_ejection_time,
+            outlier.max_ejection_time,
+            outlier.max_ejected_percent
+        ),
         (5, Duration::from_secs(30), Duration::from_secs(300), 10)
     );
     let check = stable.health_check().unwrap();
     assert_eq!(
-        (check.path.as_str(), check.interval, check.timeout, check.healthy_threshold, check.unhealthy_threshold),
+        (
+            check.path.as_str(),
+            check.interval,
+            check.timeout,
+            check.healthy_threshold,
+            check.unhealthy_threshold
+        ),
         ("/healthz", Duration::from_secs(5), Duration::from_secs(1), 2, 3)
     );
 
@@ -338,7 +351,11 @@ fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_
     );
     // What is served back (`GET /routes`, the state file) reads in again unchanged.
     let json = serde_json::to_string(&loaded.config).unwrap();
-    assert_eq!(load_config(&json, Format::Json, 1).unwrap().config, loaded.config, "{json}");
+    assert_eq!(
+        load_config(&json, Format::Json, 1).unwrap().config,
+        loaded.config,
+        "{json}"
+    );
 
     const AT: &str = "routes[0].tracks[0]";
     for (extra, expected) in [
@@ -357,13 +374,17 @@ fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_
         (
             ", outlierDetection: { baseEjectionTime: 5m, maxEjectionTime: 1m, maxEjectedPercent: 101 }",
             vec![
-                format!("{AT}.outlierDetection.maxEjectionTime: the longest ejection (1m) is shorter than the first (5m)"),
+                format!(
+                    "{AT}.outlierDetection.maxEjectionTime: the longest ejection (1m) is shorter than the first (5m)"
+                ),
                 format!("{AT}.outlierDetection.maxEjectedPercent: give a share from 1 to 100 percent, found 101"),
             ],
         ),
         (
             ", outlierDetection: { consecutive5XX: 3 }",
-            vec![format!("{AT}.outlierDetection.consecutive5XX: unknown field `consecutive5XX`; did you mean `consecutive5xx`?")],
+            vec![format!(
+                "{AT}.outlierDetection.consecutive5XX: unknown field `consecutive5XX`; did you mean `consecutive5xx`?"
+            )],
         ),
         (
             ", healthCheck: { interval: 5s }",
@@ -372,7 +393,9 @@ fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_
         (
             ", healthCheck: { path: healthz, interval: 0s, timeout: 0s, healthyThreshold: 0, unhealthyThreshold: 0 }",
             vec![
-                format!("{AT}.healthCheck.path: \"healthz\" is not a request path; write one from the root, such as /healthz"),
+                format!(
+                    "{AT}.healthCheck.path: \"healthz\" is not a request path; write one from the root, such as /healthz"
+                ),
                 format!("{AT}.healthCheck.interval: the interval must be longer than 0s"),
                 format!("{AT}.healthCheck.timeout: the timeout must be longer than 0s"),
                 format!("{AT}.healthCheck.healthyThreshold: the threshold must be at least 1"),
@@ -381,13 +404,18 @@ fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_
         ),
         (
             ", healthCheck: { path: /healthz, interval: 1s, timeout: 2s }",
-            vec![format!("{AT}.healthCheck.timeout: the timeout (2s) is longer than the interval (1s), so checks would overlap")],
+            vec![format!(
+                "{AT}.healthCheck.timeout: the timeout (2s) is longer than the interval (1s), so checks would overlap"
+            )],
         ),
     ] {
         let got = problems(&track(extra), Format::Yaml);
         assert_eq!(got.len(), expected.len(), "{extra}: {got:#?}");
         for (got, expected) in got.iter().zip(&expected) {
-            assert!(got.starts_with(expected.as_str()), "{extra}: expected {expected:?}, got {got:?}");
+            assert!(
+                got.starts_with(expected.as_str()),
+                "{extra}: expected {expected:?}, got {got:?}"
+            );
         }
     }
 }

@@ -36,8 +36,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::forward::Forwarder;
-use crate::publish::{NewRoutes, PublishError, Publisher};
 use crate::health;
+use crate::publish::{NewRoutes, PublishError, Publisher};
 use crate::record::{Since, endpoint_families, metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).

@@ -61,7 +61,11 @@ pub struct EndpointHealth {
 
 impl EndpointHealth {
     fn reset_counters(&self) {
-        for counter in [&self.consecutive_5xx, &self.consecutive_gateway, &self.consecutive_connect] {
+        for counter in [
+            &self.consecutive_5xx,
+            &self.consecutive_gateway,
+            &self.consecutive_connect,
+        ] {
             counter.store(0, Ordering::Relaxed);
         }
     }
@@ -110,7 +114,9 @@ pub fn pick(health: Option<&Arc<TrackHealth>>, d: &Decision<'_>, now: Instant) -
         decided
     } else {
         // Panic mode: with every endpoint out, the decided one serves.
-        d.track.fallback(d.draw, |i| h.usable(i, at)).map_or(decided, |e| e.index())
+        d.track
+            .fallback(d.draw, |i| h.usable(i, at))
+            .map_or(decided, |e| e.index())
     };
     let passive = h.outlier.is_some().then(|| Passive {
         track: Arc::clone(h),
@@ -163,8 +169,9 @@ impl TrackHealth {
     #[inline]
     fn usable(&self, i: usize, at: u64) -> bool {
         let e = &self.endpoints[i].1;
-        !(self.checked && e.unhealthy.load(Ordering::Relaxed))
-            && !(self.outlier.is_some() && e.ejected_until.load(Ordering::Relaxed) > at)
+        let unhealthy = self.checked && e.unhealthy.load(Ordering::Relaxed);
+        let ejected = self.outlier.is_some() && e.ejected_until.load(Ordering::Relaxed) > at;
+        !(unhealthy || ejected)
     }
 
     /// Counts an outcome of endpoint `i` (see [`Passive::observe`]), ejecting it when a counter
@@ -217,7 +224,9 @@ impl TrackHealth {
             return false;
         }
         // The multiplier falls by one for every base ejection time served since the last one.
-        let base = u64::try_from(policy.base_ejection_time.as_millis()).unwrap_or(u64::MAX).max(1);
+        let base = u64::try_from(policy.base_ejection_time.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let mut times = e.multiplier.load(Ordering::Relaxed);
         if until > 0 {
             let served = u32::try_from((at - until) / base).unwrap_or(u32::MAX);
@@ -400,11 +409,7 @@ impl HealthRegistry {
 /// Adds each endpoint's health to the `/stats` document of `snapshot`'s table, at `now`.
 pub fn fill_stats(document: &mut StatsDocument, snapshot: &Snapshot, now: Instant) {
     for (route, track, health) in snapshot.track_health() {
-        let Some(stats) = document
-            .routes
-            .get_mut(route)
-            .and_then(|r| r.tracks.get_mut(track))
-        else {
+        let Some(stats) = document.routes.get_mut(route).and_then(|r| r.tracks.get_mut(track)) else {
             continue;
         };
         stats.endpoints = health
@@ -426,14 +431,17 @@ pub fn with_metric_rows<T>(snapshot: &Snapshot, now: Instant, f: impl FnOnce(&[E
     let rows: Vec<EndpointHealthRow<'_>> = snapshot
         .track_health()
         .flat_map(|(route, track, health)| {
-            health.endpoints().enumerate().map(move |(i, (endpoint, e))| EndpointHealthRow {
-                route: route.as_str(),
-                track: track.as_str(),
-                endpoint,
-                serving: health.state(i, now) == EndpointState::Serving,
-                ejections: e.ejections(),
-                check_failures: e.check_failures(),
-            })
+            health
+                .endpoints()
+                .enumerate()
+                .map(move |(i, (endpoint, e))| EndpointHealthRow {
+                    route: route.as_str(),
+                    track: track.as_str(),
+                    endpoint,
+                    serving: health.state(i, now) == EndpointState::Serving,
+                    ejections: e.ejections(),
+                    check_failures: e.check_failures(),
+                })
         })
         .collect();
     f(&rows)

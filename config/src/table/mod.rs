@@ -15,8 +15,8 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::error::{ConfigErrors, Problems};
-use crate::request::RequestView;
 use crate::health::{HealthCheckSpec, OutlierDetectionSpec};
+use crate::request::RequestView;
 use crate::schema::{RouteName, RouteSpec, StickySpec, TrackName, TrackSpec, UpstreamProtocol};
 use crate::validate;
 

@@ -298,11 +298,19 @@ mod tests {
                 assert_eq!(s.by_key_among(k, |i| i != 1), Some(without_1), "deterministic");
             }
             // The left-out item's keys spread over the rest by weight.
-            let rest: f64 = weights.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, w)| w).sum();
+            let rest: f64 = weights
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, w)| w)
+                .sum();
             let total = f64::from(moved.iter().sum::<u32>());
             for i in [0, 2, 3] {
                 let share = f64::from(moved[i]) / total;
-                assert!((share - weights[i] / rest).abs() < 0.03, "{weights:?}: item {i} took {share}");
+                assert!(
+                    (share - weights[i] / rest).abs() < 0.03,
+                    "{weights:?}: item {i} took {share}"
+                );
             }
         }
     }

@@ -127,6 +127,27 @@ enum ProbeError {
     Closed,
 }
 
+/// The response head of `response`, driving `connection` beside it: a connection may end in
+/// the very poll that hands the response over (`Connection: close`), which is no failure.
+async fn exchange<C>(
+    response: impl Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+    connection: C,
+) -> Result<StatusCode, ProbeError>
+where
+    C: Future,
+{
+    tokio::pin!(response, connection);
+    tokio::select! {
+        biased;
+        response = &mut response => Ok(response?.status()),
+        _ = &mut connection => match response.await {
+            Ok(response) => Ok(response.status()),
+            Err(e) if e.is_canceled() => Err(ProbeError::Closed),
+            Err(e) => Err(e.into()),
+        },
+    }
+}
+
 /// One check: the status of the endpoint's answer to `GET path`.
 async fn probe(target: &Target) -> Result<StatusCode, ProbeError> {
     let stream = TcpStream::connect(target.authority.as_str()).await?;
@@ -142,12 +163,7 @@ async fn probe(target: &Target) -> Result<StatusCode, ProbeError> {
                 .header(header::CONNECTION, "close")
                 .body(Empty::<Bytes>::new())
                 .expect("a path, host and constant headers make a valid request");
-            tokio::pin!(connection);
-            tokio::select! {
-                biased;
-                response = sender.send_request(request) => Ok(response?.status()),
-                _ = &mut connection => Err(ProbeError::Closed),
-            }
+            exchange(sender.send_request(request), connection).await
         }
         UpstreamProtocol::H2c => {
             let (mut sender, connection) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
@@ -159,12 +175,7 @@ async fn probe(target: &Target) -> Result<StatusCode, ProbeError> {
                 .header(header::USER_AGENT, USER_AGENT)
                 .body(Empty::<Bytes>::new())
                 .expect("a URI and constant headers make a valid request");
-            tokio::pin!(connection);
-            tokio::select! {
-                biased;
-                response = sender.send_request(request) => Ok(response?.status()),
-                _ = &mut connection => Err(ProbeError::Closed),
-            }
+            exchange(sender.send_request(request), connection).await
         }
     }
 }
