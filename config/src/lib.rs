@@ -25,6 +25,7 @@
 
 mod error;
 pub mod fleet;
+pub mod health;
 mod instance;
 pub mod path;
 mod read;
@@ -44,7 +45,7 @@ pub use request::RequestView;
 pub use rollout::{RolloutSpec, load_rollout};
 pub use routes::{RoutesDocument, RoutesPublished, load_routes};
 pub use schema::{ProxyConfig, RouteName, RouteSpec, TrackName};
-pub use table::{DecidedBy, Decision, RoutingTable};
+pub use table::{DecidedBy, Decision, EndpointDraw, RoutingTable};
 pub use validate::MAX_NAME_LEN;
 
 use error::Problems;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_yaml_ng::Value;
 
 use crate::error::Problems;
+pub use crate::health::{HealthCheckSpec, OutlierDetectionSpec};
 use crate::path::{EscapedSlashes, PathOptions};
 use crate::read::{Fields, FromTree, describe, lenient_list};
 use crate::retry::RetrySpec;
@@ -468,6 +469,12 @@ pub struct TrackSpec {
     pub weight: f64,
     /// How the proxy speaks to this track's endpoints. Default `http1`.
     pub protocol: UpstreamProtocol,
+    /// Passive ejection of failing endpoints; off unless written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<OutlierDetectionSpec>,
+    /// Active health checks of the endpoints; off unless written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<HealthCheckSpec>,
 }
 
 /// One upstream address of a track.
@@ -879,12 +886,16 @@ impl FromTree for TrackSpec {
         let endpoints = f.required("endpoints", p);
         let weight = f.or("weight", 0.0, p);
         let protocol = f.or("protocol", UpstreamProtocol::default(), p);
+        let outlier_detection = f.optional("outlierDetection", p);
+        let health_check = f.optional("healthCheck", p);
         f.finish(p);
         Some(Self {
             name: name?,
             endpoints: endpoints?,
             weight,
             protocol,
+            outlier_detection,
+            health_check,
         })
     }
 }

@@ -202,6 +202,38 @@ pub struct TrackStatsDoc {
     pub total_requests: u64,
     /// Of those, the errors (as [`Self::errors`] counts them).
     pub total_errors: u64,
+    /// The track's endpoints, in the order written, when the track has `outlierDetection` or
+    /// `healthCheck` (else empty and absent). Absent from proxies older than this field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<EndpointStatsDoc>,
+}
+
+/// One endpoint of a track whose endpoints' health the proxy keeps. Its requests are in the
+/// track's numbers, whatever its state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointStatsDoc {
+    /// `HOST:PORT` as written.
+    pub address: String,
+    /// Whether it takes the track's requests now.
+    pub state: EndpointState,
+    /// Times outlier detection ejected it since the proxy process started, whatever the window.
+    pub ejections: u64,
+    /// Active health checks it failed since the proxy process started, whatever the window.
+    pub health_check_failures: u64,
+}
+
+/// Whether an endpoint takes its track's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointState {
+    /// It takes requests.
+    Serving,
+    /// Outlier detection ejected it; it comes back when its ejection time is over.
+    Ejected,
+    /// It failed `healthCheck.unhealthyThreshold` checks in a row; it comes back after
+    /// `healthCheck.healthyThreshold` passes in a row.
+    Unhealthy,
 }
 
 /// Requests by status class.

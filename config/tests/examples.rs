@@ -75,6 +75,7 @@ fn every_example_file_validates() {
             "blue-green.yaml",
             "canary-weight.json",
             "canary-weight.yaml",
+            "ejection-health-checks.yaml",
             "rings.yaml",
             "rollout-blue-green.yaml",
             "rollout-canary-header.yaml",
@@ -214,6 +215,40 @@ fn the_container_configuration_validates() {
         track(&loaded.table, "svc", "/", &[("x-canary", "true")], 0).as_deref(),
         Some("canary")
     );
+}
+
+#[test]
+fn ejection_and_health_checks_mean_what_their_comments_say() {
+    use std::time::Duration;
+    let t = load("ejection-health-checks.yaml");
+    let route = t.route("checkout").unwrap();
+    let stable = route.track("stable").unwrap();
+    let outlier = stable.outlier_detection().unwrap();
+    assert_eq!(outlier.consecutive_5xx, 5);
+    let lengths: Vec<u64> = (1..=12).map(|n| outlier.ejection_time(n).as_secs()).collect();
+    assert_eq!(lengths[..3], [30, 60, 90]);
+    assert_eq!(lengths[11], 300, "up to 5m");
+    assert_eq!(outlier.max_ejected(3), 1, "half of three, rounded down; never the last");
+    let check = stable.health_check().unwrap();
+    assert_eq!(
+        (
+            check.path.as_str(),
+            check.interval,
+            check.timeout,
+            check.unhealthy_threshold,
+            check.healthy_threshold
+        ),
+        ("/healthz", Duration::from_secs(5), Duration::from_secs(1), 3, 2)
+    );
+    let canary = route.track("canary").unwrap();
+    let outlier = canary.outlier_detection().unwrap();
+    assert_eq!((outlier.consecutive_5xx, outlier.consecutive_gateway_failure), (0, 3));
+    assert_eq!(
+        (outlier.ejection_time(1).as_secs(), outlier.ejection_time(9).as_secs()),
+        (10, 60)
+    );
+    assert_eq!(canary.health_check(), None);
+    assert!((share(&t, "shop.example.com", "canary") - 0.10).abs() < 0.01);
 }
 
 #[test]

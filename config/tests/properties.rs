@@ -24,6 +24,8 @@ fn route(weights: &[u64], rules: Vec<RuleSpec>, sticky: bool) -> RoutingTable {
             }],
             weight: *w as f64,
             protocol: UpstreamProtocol::Http1,
+            outlier_detection: None,
+            health_check: None,
         })
         .collect();
     let spec = RouteSpec {

@@ -314,3 +314,144 @@ fn access_log_and_request_ids_are_read_checked_and_served_back() {
         );
     }
 }
+
+#[test]
+fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_is_named() {
+    use switchyard_config::schema::{HealthCheckSpec, OutlierDetectionSpec};
+    let track = |extra: &str| {
+        format!(
+            "routes: [{{ name: app, tracks: [{{ name: stable, endpoints: ['127.0.0.1:9001', '127.0.0.1:9002'], weight: 1{extra} }}] }}]"
+        )
+    };
+    let table = load_config(MINIMAL, Format::Yaml, 1).unwrap().table;
+    let stable = &table.routes()[0].tracks()[0];
+    assert_eq!((stable.outlier_detection(), stable.health_check()), (None, None));
+
+    let loaded = load_config(
+        &track(", outlierDetection: {}, healthCheck: { path: /healthz }"),
+        Format::Yaml,
+        1,
+    )
+    .unwrap();
+    let stable = &loaded.table.routes()[0].tracks()[0];
+    let outlier = stable.outlier_detection().unwrap();
+    assert_eq!(*outlier, OutlierDetectionSpec::default());
+    assert_eq!(
+        (
+            outlier.consecutive_5xx,
+            outlier.base_ejection_time,
+            outlier.max_ejection_time,
+            outlier.max_ejected_percent
+        ),
+        (5, Duration::from_secs(30), Duration::from_secs(300), 10)
+    );
+    let check = stable.health_check().unwrap();
+    assert_eq!(
+        (
+            check.path.as_str(),
+            check.interval,
+            check.timeout,
+            check.healthy_threshold,
+            check.unhealthy_threshold
+        ),
+        ("/healthz", Duration::from_secs(5), Duration::from_secs(1), 2, 3)
+    );
+
+    let written = track(
+        ", outlierDetection: { consecutive5xx: 0, consecutiveGatewayFailure: 3, consecutiveConnectErrors: 2, \
+         baseEjectionTime: 10s, maxEjectionTime: 1m, maxEjectedPercent: 50 }, \
+         healthCheck: { path: '/ready?deep=1', interval: 2s, timeout: 500ms, healthyThreshold: 1, unhealthyThreshold: 4 }",
+    );
+    let loaded = load_config(&written, Format::Yaml, 1).unwrap();
+    let spec = &loaded.config.routes[0].tracks[0];
+    assert_eq!(
+        spec.outlier_detection,
+        Some(OutlierDetectionSpec {
+            consecutive_5xx: 0,
+            consecutive_gateway_failure: 3,
+            consecutive_connect_errors: 2,
+            base_ejection_time: Duration::from_secs(10),
+            max_ejection_time: Duration::from_secs(60),
+            max_ejected_percent: 50,
+        })
+    );
+    assert_eq!(
+        spec.health_check,
+        Some(HealthCheckSpec {
+            path: "/ready?deep=1".to_owned(),
+            interval: Duration::from_secs(2),
+            timeout: Duration::from_millis(500),
+            healthy_threshold: 1,
+            unhealthy_threshold: 4,
+        })
+    );
+    // What is served back (`GET /routes`, the state file) reads in again unchanged.
+    let json = serde_json::to_string(&loaded.config).unwrap();
+    assert_eq!(
+        load_config(&json, Format::Json, 1).unwrap().config,
+        loaded.config,
+        "{json}"
+    );
+
+    const AT: &str = "routes[0].tracks[0]";
+    for (extra, expected) in [
+        (
+            ", outlierDetection: { consecutive5xx: 0 }",
+            vec![format!("{AT}.outlierDetection.consecutive5xx: every counter is 0")],
+        ),
+        (
+            ", outlierDetection: { consecutive5xx: -1, baseEjectionTime: 0s, maxEjectedPercent: 0 }",
+            vec![
+                format!("{AT}.outlierDetection.consecutive5xx: expected a whole number from 0 to 4294967295, found -1"),
+                format!("{AT}.outlierDetection.baseEjectionTime: the ejection time must be longer than 0s"),
+                format!("{AT}.outlierDetection.maxEjectedPercent: give a share from 1 to 100 percent, found 0"),
+            ],
+        ),
+        (
+            ", outlierDetection: { baseEjectionTime: 5m, maxEjectionTime: 1m, maxEjectedPercent: 101 }",
+            vec![
+                format!(
+                    "{AT}.outlierDetection.maxEjectionTime: the longest ejection (1m) is shorter than the first (5m)"
+                ),
+                format!("{AT}.outlierDetection.maxEjectedPercent: give a share from 1 to 100 percent, found 101"),
+            ],
+        ),
+        (
+            ", outlierDetection: { consecutive5XX: 3 }",
+            vec![format!(
+                "{AT}.outlierDetection.consecutive5XX: unknown field `consecutive5XX`; did you mean `consecutive5xx`?"
+            )],
+        ),
+        (
+            ", healthCheck: { interval: 5s }",
+            vec![format!("{AT}.healthCheck.path: required field is missing")],
+        ),
+        (
+            ", healthCheck: { path: healthz, interval: 0s, timeout: 0s, healthyThreshold: 0, unhealthyThreshold: 0 }",
+            vec![
+                format!(
+                    "{AT}.healthCheck.path: \"healthz\" is not a request path; write one from the root, such as /healthz"
+                ),
+                format!("{AT}.healthCheck.interval: the interval must be longer than 0s"),
+                format!("{AT}.healthCheck.timeout: the timeout must be longer than 0s"),
+                format!("{AT}.healthCheck.healthyThreshold: the threshold must be at least 1"),
+                format!("{AT}.healthCheck.unhealthyThreshold: the threshold must be at least 1"),
+            ],
+        ),
+        (
+            ", healthCheck: { path: /healthz, interval: 1s, timeout: 2s }",
+            vec![format!(
+                "{AT}.healthCheck.timeout: the timeout (2s) is longer than the interval (1s), so checks would overlap"
+            )],
+        ),
+    ] {
+        let got = problems(&track(extra), Format::Yaml);
+        assert_eq!(got.len(), expected.len(), "{extra}: {got:#?}");
+        for (got, expected) in got.iter().zip(&expected) {
+            assert!(
+                got.starts_with(expected.as_str()),
+                "{extra}: expected {expected:?}, got {got:?}"
+            );
+        }
+    }
+}

@@ -123,11 +123,18 @@ async fn act(b: &Browser, verb: &str) -> String {
         .await
         .unwrap_or_else(|| panic!("no {verb} button"));
     assert_eq!(b.attribute(&button, "disabled").await, None, "{verb} is enabled");
-    b.click(&button).await;
+    let selector = format!("button[data-action={verb}]");
     let question = b
         .wait(WITHIN, "the confirmation", async |b| {
-            b.find("#confirm[open]").await?;
-            b.text_of("#confirm-text").await
+            if b.find("#confirm[open]").await.is_some() {
+                return b.text_of("#confirm-text").await;
+            }
+            // The page redraws its buttons as it polls: a click that reached one just replaced
+            // is lost (a stale element), so the button there now is clicked until it asks.
+            if let Some(button) = b.find(&selector).await {
+                b.click(&button).await;
+            }
+            None
         })
         .await;
     b.click(&b.find("#confirm-ok").await.expect("a confirm button")).await;

@@ -37,8 +37,9 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::dns::Names;
 use crate::forward::Forwarder;
+use crate::health;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, dns_families, metric_families, route_counters};
+use crate::record::{Since, dns_families, endpoint_families, metric_families, route_counters};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -311,6 +312,7 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
         }
     }
     document.dns = state.names.report();
+    health::fill_stats(&mut document, &snapshot, now);
     json_response(StatusCode::OK, &document)
 }
 
@@ -318,6 +320,7 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
     let snapshot = state.publisher.load_full();
     let totals = state.publisher.recorder().totals(&snapshot.slots());
     let mut families = metric_families(&totals);
+    families.extend(health::with_metric_rows(&snapshot, Instant::now(), endpoint_families));
     let health = &state.health;
     families.push(gauge(
         "switchyard_table_version",

@@ -7,8 +7,9 @@
 //!
 //! The request path, by module: [`listen`] (with [`frame_guard`] on HTTP/1 connections) →
 //! [`forward`] (the [`edge`]'s checks, decide on the [`publish`]ed snapshot, give it its
-//! [`request_id`], forward through [`upstream`] with the [`request_body`], or switch it to a
-//! tunnel when it [`upgrade`]s) → [`record`] and the [`access_log`].
+//! [`request_id`], keep it off endpoints that are out by their [`health`], forward through
+//! [`upstream`] with the [`request_body`], or switch it to a tunnel when it [`upgrade`]s) →
+//! [`record`] and the [`access_log`].
 //! Around it: [`admin`], [`watch`], [`tls`], [`dns`] (the addresses of endpoints written with a
 //! host name, looked up off the request path), and with the `fleet` feature, `fleet` (a group's
 //! table kept in etcd). The binary allocates with [`allocator`].
@@ -25,6 +26,7 @@ pub mod edge;
 pub mod fleet;
 pub mod forward;
 pub mod frame_guard;
+pub mod health;
 pub mod idle;
 pub mod listen;
 pub mod open_files;
@@ -285,6 +287,7 @@ impl Running {
             let _ = task.await;
         }
         // Every open connection holds a permit until it closes.
+        self.publisher.health().stop();
         let drained = tokio::time::timeout(self.drain, self.connections.acquire_many(self.max_connections)).await;
         self.publisher.release_state_file().await;
         matches!(drained, Ok(Ok(_)))

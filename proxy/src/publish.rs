@@ -28,8 +28,18 @@ use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, Table
 use crate::access_log::Labels;
 use crate::dns::Addresses;
 use crate::forward::{Budget, Budgets};
+use crate::health::{HealthRegistry, TrackHealth};
 use crate::record::{Recorder, SlotId};
 use crate::upstream::EndpointKey;
+
+/// What a proxy keeps from table to table, by name: each route's retry budget and each
+/// endpoint's health, so that publishing a table (a rollout's step) neither refills a budget nor
+/// brings an ejected endpoint back.
+#[derive(Debug)]
+struct Lasting {
+    budgets: Budgets,
+    health: HealthRegistry,
+}
 
 /// A compiled table plus what the hot path needs precomputed for each of its tracks.
 #[derive(Debug)]
@@ -54,31 +64,37 @@ pub struct TrackPlan {
     pub endpoints: Arc<[(Authority, EndpointKey)]>,
     /// The route's, track's and endpoints' names for the access log.
     pub labels: Arc<Labels>,
+    /// The endpoints' health, when the track has `outlierDetection` or `healthCheck`.
+    pub health: Option<Arc<TrackHealth>>,
 }
 
 impl Snapshot {
     /// The snapshot that serves `table` with `addresses` for its host names.
-    fn serving(table: RoutingTable, addresses: &Addresses, recorder: &Recorder, budgets: &Budgets) -> Self {
+    fn serving(table: RoutingTable, addresses: &Addresses, recorder: &Recorder, lasting: &Lasting) -> Self {
         if host_names(table.spec()).is_empty() {
-            return Self::new(table, recorder, budgets);
+            return Self::new(table, recorder, lasting);
         }
         match table.resolve(|host| addresses.get(host)) {
-            Ok(resolved) => Self::new(resolved, recorder, budgets),
+            Ok(resolved) => Self::new(resolved, recorder, lasting),
             Err(e) => {
                 tracing::error!(
                     "The table's endpoints could not be expanded to their names' addresses ({e}); it is \
                      served with its names unresolved, so their requests fail with 502."
                 );
-                Self::new(table, recorder, budgets)
+                Self::new(table, recorder, lasting)
             }
         }
     }
 
-    fn new(table: RoutingTable, recorder: &Recorder, budgets: &Budgets) -> Self {
+    /// The snapshot of `table` (its endpoints already expanded: health is kept by each track's
+    /// endpoint order).
+    fn new(table: RoutingTable, recorder: &Recorder, lasting: &Lasting) -> Self {
+        let mut health = lasting.health.apply(&table).into_iter();
         let tracks = table
             .routes()
             .iter()
             .map(|route| {
+                let mut health = health.next().unwrap_or_default().into_iter();
                 route
                     .tracks()
                     .iter()
@@ -101,6 +117,7 @@ impl Snapshot {
                             track.name().as_str(),
                             track.endpoints().iter().map(|e| e.address().to_owned()),
                         )),
+                        health: health.next().flatten(),
                     })
                     .collect()
             })
@@ -108,7 +125,7 @@ impl Snapshot {
         let budgets = table
             .routes()
             .iter()
-            .map(|route| route.retry().map(|_| budgets.of(route.name())))
+            .map(|route| route.retry().map(|_| lasting.budgets.of(route.name())))
             .collect();
         Self { table, tracks, budgets }
     }
@@ -177,8 +194,8 @@ pub struct Publisher {
     /// Shared with the blocking task that swaps a table in after keeping it.
     current: Arc<ArcSwap<Snapshot>>,
     recorder: Arc<Recorder>,
-    /// The routes' retry budgets, kept across tables.
-    budgets: Arc<Budgets>,
+    /// What outlives tables: the routes' retry budgets, the endpoints' health.
+    lasting: Arc<Lasting>,
     /// Serialises writers, so versions rise by one, `If-Match` checks hold until the swap, and
     /// the state file's tables come in the order they were published.
     writer: Arc<Mutex<Writer>>,
@@ -215,6 +232,7 @@ pub enum NewRoutes<'a> {
 impl Publisher {
     /// Starts with `table` in force, published by `source`, with the config file's routes of
     /// digest `config_routes`; every table published from now on is kept in `state`, if given.
+    /// Within a Tokio runtime when a table has health checks (they run on it).
     pub fn new(
         table: RoutingTable,
         source: TableSource,
@@ -222,13 +240,16 @@ impl Publisher {
         state: Option<StateFile>,
         config_routes: RoutesDigest,
     ) -> Self {
-        let budgets = Arc::new(Budgets::default());
+        let lasting = Arc::new(Lasting {
+            budgets: Budgets::default(),
+            health: HealthRegistry::new(tokio::time::Instant::now()),
+        });
         let version = table.version();
-        let snapshot = Snapshot::new(table, &recorder, &budgets);
+        let snapshot = Snapshot::new(table, &recorder, &lasting);
         Self {
             current: Arc::new(ArcSwap::from_pointee(snapshot)),
             recorder,
-            budgets,
+            lasting,
             writer: Arc::new(Mutex::new(Writer {
                 state: state.map(Arc::new),
                 config_routes,
@@ -274,7 +295,7 @@ impl Publisher {
         match in_force.table.resolve(|host| writer.addresses.get(host)) {
             Ok(table) => self
                 .current
-                .store(Arc::new(Snapshot::new(table, &self.recorder, &self.budgets))),
+                .store(Arc::new(Snapshot::new(table, &self.recorder, &self.lasting))),
             Err(e) => tracing::error!(
                 "The table's endpoints could not be expanded to their names' new addresses ({e}); \
                  the table in force stays."
@@ -285,6 +306,11 @@ impl Publisher {
     /// The recorder the snapshots' slots belong to.
     pub fn recorder(&self) -> &Arc<Recorder> {
         &self.recorder
+    }
+
+    /// The endpoints' health the snapshots' tracks share.
+    pub fn health(&self) -> &HealthRegistry {
+        &self.lasting.health
     }
 
     /// Validates and compiles `routes` as the next version, keeps it in the state file (if the
@@ -319,7 +345,7 @@ impl Publisher {
                 table,
                 &writer.addresses,
                 &self.recorder,
-                &self.budgets,
+                &self.lasting,
             )));
             writer.source = source;
             self.published.send_replace(version);
@@ -329,7 +355,7 @@ impl Publisher {
         let path = state.path().to_owned();
         let current = Arc::clone(&self.current);
         let recorder = Arc::clone(&self.recorder);
-        let budgets = Arc::clone(&self.budgets);
+        let lasting = Arc::clone(&self.lasting);
         // The write and the swap run to the end together on a blocking thread, with the writer
         // lock: an fsync never stalls a thread serving requests, and a caller that goes away
         // (a client hanging up on its PUT) cannot leave the file and the table in force apart.
@@ -343,7 +369,7 @@ impl Publisher {
                 table,
                 &writer.addresses,
                 &recorder,
-                &budgets,
+                &lasting,
             )));
             writer.source = source;
             Ok(())

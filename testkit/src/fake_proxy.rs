@@ -317,6 +317,7 @@ fn stats(s: &State, window: u64, since: Option<u64>) -> StatsDocument {
                 histogram: encode_histogram(&histogram),
                 total_requests,
                 total_errors,
+                endpoints: Vec::new(),
             },
         );
     }

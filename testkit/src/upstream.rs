@@ -57,6 +57,8 @@ struct State {
     release: Notify,
     /// The body of every answer instead of the name, when set.
     body: Mutex<Option<Bytes>>,
+    /// Statuses for requests of exactly these paths, over `status`.
+    path_status: Mutex<Vec<(String, u16)>>,
 }
 
 /// A mock upstream serving until dropped.
@@ -90,6 +92,7 @@ impl MockUpstream {
             seen: Mutex::new(Vec::new()),
             release: Notify::new(),
             body: Mutex::new(None),
+            path_status: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));
         Self { addr, state, task }
@@ -117,6 +120,20 @@ impl MockUpstream {
     /// an endpoint the control loop reads).
     pub fn set_body(&self, body: impl Into<Bytes>) {
         *self.state.body.lock().expect("not poisoned") = Some(body.into());
+    }
+
+    /// Answers requests for exactly `path` (a health check's) with `status` from now on,
+    /// whatever [`Self::set_status`] says for the others.
+    pub fn set_path_status(&self, path: &str, status: u16) {
+        let mut paths = self.state.path_status.lock().expect("not poisoned");
+        paths.retain(|(p, _)| p != path);
+        paths.push((path.to_owned(), status));
+    }
+
+    /// Requests received so far for paths other than `path` (a health check's).
+    pub fn requests_besides(&self, path: &str) -> usize {
+        let seen = self.state.seen.lock().expect("not poisoned");
+        seen.iter().filter(|s| s.uri.path() != path).count()
     }
 
     /// Makes every `n`th request (1-based count) answer 500; 0 turns it off.
@@ -182,6 +199,10 @@ async fn serve(listener: TcpListener, state: Arc<State>) {
 async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::io::Error> {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let (parts, body) = req.into_parts();
+    let for_path = {
+        let paths = state.path_status.lock().expect("not poisoned");
+        paths.iter().find(|(p, _)| p == parts.uri.path()).map(|(_, s)| *s)
+    };
     let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
     state.seen.lock().expect("not poisoned").push(Seen {
         method: parts.method,
@@ -202,7 +223,9 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Fu
         tokio::time::sleep(Duration::from_micros(latency)).await;
     }
     let every = state.fail_every.load(Ordering::Relaxed);
-    let status = if every > 0 && n.is_multiple_of(every) {
+    let status = if let Some(status) = for_path {
+        status
+    } else if every > 0 && n.is_multiple_of(every) {
         500
     } else {
         state.status.load(Ordering::Relaxed)

@@ -154,6 +154,8 @@ pub(super) fn request_match(m: &RequestMatch, path: &str, p: &mut Problems) -> b
             }],
             weight: 1.0,
             protocol: UpstreamProtocol::Http1,
+            outlier_detection: None,
+            health_check: None,
         }],
         rules: vec![RuleSpec {
             matches: m.clone(),

@@ -17,6 +17,7 @@ use std::time::Duration;
 use http::HeaderName;
 
 use crate::error::{ConfigErrors, Problems};
+use crate::health::{HealthCheckSpec, OutlierDetectionSpec};
 use crate::request::RequestView;
 use crate::retry::RetryPolicy;
 use crate::schema::{RouteName, RouteSpec, StickySpec, TrackName, TrackSpec, UpstreamProtocol};
@@ -66,6 +67,8 @@ pub struct Track {
     protocol: UpstreamProtocol,
     endpoints: Box<[Endpoint]>,
     split: Split,
+    outlier_detection: Option<OutlierDetectionSpec>,
+    health_check: Option<HealthCheckSpec>,
 }
 
 /// One upstream address of a track.
@@ -99,6 +102,16 @@ pub struct Decision<'t> {
     pub endpoint: &'t Endpoint,
     /// What chose the track.
     pub by: DecidedBy,
+    /// The draw that chose the endpoint, for [`Track::fallback`].
+    pub draw: EndpointDraw,
+}
+
+/// The draw a decision chose its endpoint with: the request's sticky key, or its random
+/// number. Opaque; [`Track::fallback`] takes it to choose again among fewer endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointDraw {
+    bits: u64,
+    keyed: bool,
 }
 
 /// What chose a request's track.
@@ -240,16 +253,28 @@ impl Route {
             },
         };
         let track = &self.tracks[track];
-        let endpoint = match key {
+        let draw = match key {
             // A different draw from the track's: mixing in a constant decorrelates the two.
-            Some(k) => track.split.by_key(mix(k ^ ENDPOINT_DRAW)),
-            None => track.split.by_random(mix(req.random)),
+            Some(k) => EndpointDraw {
+                bits: mix(k ^ ENDPOINT_DRAW),
+                keyed: true,
+            },
+            None => EndpointDraw {
+                bits: mix(req.random),
+                keyed: false,
+            },
+        };
+        let endpoint = if draw.keyed {
+            track.split.by_key(draw.bits)
+        } else {
+            track.split.by_random(draw.bits)
         };
         Decision {
             route: self,
             track,
             endpoint: &track.endpoints[endpoint],
             by,
+            draw,
         }
     }
 }
@@ -280,6 +305,30 @@ impl Track {
     /// The track's endpoints, in the order written.
     pub fn endpoints(&self) -> &[Endpoint] {
         &self.endpoints
+    }
+
+    /// The track's `outlierDetection`, if written.
+    pub fn outlier_detection(&self) -> Option<&OutlierDetectionSpec> {
+        self.outlier_detection.as_ref()
+    }
+
+    /// The track's `healthCheck`, if written.
+    pub fn health_check(&self) -> Option<&HealthCheckSpec> {
+        self.health_check.as_ref()
+    }
+
+    /// The endpoint a decision's `draw` takes among the endpoints `usable` accepts (by their
+    /// indices), for when the one it decided is out: a sticky key goes to its next choice, always
+    /// the same one while the same endpoints are usable, and a key whose endpoint is usable never
+    /// moves; a random draw spreads over the usable endpoints by their weights. `None` when no
+    /// endpoint of positive weight is usable. Pure: the caller knows which endpoints are out.
+    pub fn fallback(&self, draw: EndpointDraw, usable: impl Fn(usize) -> bool) -> Option<&Endpoint> {
+        let index = if draw.keyed {
+            self.split.by_key_among(draw.bits, usable)
+        } else {
+            self.split.by_random_among(draw.bits, usable)
+        };
+        index.map(|i| &self.endpoints[i])
     }
 }
 
@@ -441,6 +490,12 @@ fn compile_track(t: &TrackSpec, index: usize, at: &str, p: &mut Problems) -> Opt
     if !ok {
         return None;
     }
+    if let Some(o) = &t.outlier_detection {
+        o.check(&format!("{at}.outlierDetection"), p);
+    }
+    if let Some(h) = &t.health_check {
+        h.check(&format!("{at}.healthCheck"), p);
+    }
     let Some(split) = Split::new(t.endpoints.iter().map(|e| (e.weight, hash(e.address.as_bytes())))) else {
         p.push(format!("{at}.endpoints"), "no endpoint has a positive weight");
         return None;
@@ -461,6 +516,8 @@ fn compile_track(t: &TrackSpec, index: usize, at: &str, p: &mut Problems) -> Opt
             })
             .collect(),
         split,
+        outlier_detection: t.outlier_detection,
+        health_check: t.health_check.clone(),
     })
 }
 

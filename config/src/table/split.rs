@@ -133,6 +133,50 @@ impl Split {
         }
         chosen as usize
     }
+
+    /// The item a key with hash `key` takes among the items `usable` accepts: the one of
+    /// smallest score among them, so a key whose own item is usable keeps it, and the keys of an
+    /// item left out spread over the others in proportion to their weights, each always to the
+    /// same one. `None` if no item is usable.
+    pub(crate) fn by_key_among(&self, key: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let mut best = f64::INFINITY;
+        let mut chosen = None;
+        for item in self.items.iter().filter(|i| usable(i.index as usize)) {
+            // Equal weights compare as the largest draw, as `by_key` does; scores otherwise.
+            let score = if self.equal {
+                -((mix(key ^ item.seed) >> 12) as f64)
+            } else {
+                -unit_open(mix(key ^ item.seed)).ln() / item.weight
+            };
+            if chosen.is_none() || score < best {
+                best = score;
+                chosen = Some(item.index as usize);
+            }
+        }
+        chosen
+    }
+
+    /// The item a request without a key takes among the items `usable` accepts, from a uniform
+    /// random `r`: in proportion to their weights. `None` if no item is usable.
+    pub(crate) fn by_random_among(&self, r: u64, usable: impl Fn(usize) -> bool) -> Option<usize> {
+        let total: f64 = self
+            .items
+            .iter()
+            .filter(|i| usable(i.index as usize))
+            .map(|i| i.weight)
+            .sum();
+        let mut left = (r as f64 / TWO_POW_64) * total;
+        let mut last = None;
+        for item in self.items.iter().filter(|i| usable(i.index as usize)) {
+            if left < item.weight {
+                return Some(item.index as usize);
+            }
+            left -= item.weight;
+            last = Some(item.index as usize);
+        }
+        // Rounding can leave a sliver past the last bound.
+        last
+    }
 }
 
 const TWO_POW_64: f64 = 18_446_744_073_709_551_616.0;
@@ -223,5 +267,68 @@ mod tests {
     fn unit_open_never_reaches_either_end() {
         assert!(unit_open(0) > 0.0);
         assert!(unit_open(u64::MAX) < 1.0);
+    }
+
+    #[test]
+    fn among_every_item_is_the_plain_choice() {
+        for weights in [&[1.0, 1.0, 1.0][..], &[95.0, 5.0], &[3.0, 0.0, 1.0, 2.0]] {
+            let s = split(weights);
+            for key in 0..5_000u64 {
+                let k = mix(key);
+                assert_eq!(s.by_key_among(k, |_| true), Some(s.by_key(k)), "{weights:?} key {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn keys_of_a_left_out_item_move_and_no_other_key_does() {
+        for weights in [&[1.0, 1.0, 1.0, 1.0][..], &[4.0, 3.0, 2.0, 1.0]] {
+            let s = split(weights);
+            let mut moved = [0u32; 4];
+            for key in 0..20_000u64 {
+                let k = mix(key);
+                let own = s.by_key(k);
+                let without_1 = s.by_key_among(k, |i| i != 1).unwrap();
+                if own == 1 {
+                    assert_ne!(without_1, 1);
+                    moved[without_1] += 1;
+                } else {
+                    assert_eq!(without_1, own, "a key on a usable item stays");
+                }
+                assert_eq!(s.by_key_among(k, |i| i != 1), Some(without_1), "deterministic");
+            }
+            // The left-out item's keys spread over the rest by weight.
+            let rest: f64 = weights
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, w)| w)
+                .sum();
+            let total = f64::from(moved.iter().sum::<u32>());
+            for i in [0, 2, 3] {
+                let share = f64::from(moved[i]) / total;
+                assert!(
+                    (share - weights[i] / rest).abs() < 0.03,
+                    "{weights:?}: item {i} took {share}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn random_among_usable_items_keeps_their_proportions() {
+        let s = split(&[1.0, 2.0, 1.0]);
+        assert_eq!(s.by_random_among(0, |_| false), None);
+        let mut counts = [0u32; 3];
+        let n = 30_000u64;
+        for i in 0..n {
+            let r = mix(i);
+            counts[s.by_random_among(r, |i| i != 2).unwrap()] += 1;
+        }
+        assert_eq!(counts[2], 0);
+        let share = f64::from(counts[1]) / n as f64;
+        assert!((share - 2.0 / 3.0).abs() < 0.02, "{share}");
+        assert_eq!(s.by_random_among(u64::MAX, |i| i == 0), Some(0));
+        assert_eq!(s.by_random_among(u64::MAX, |i| i != 2), Some(1));
     }
 }

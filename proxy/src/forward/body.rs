@@ -15,6 +15,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::access_log;
+use crate::health::Passive;
 use crate::idle::IdleTimer;
 use crate::record::{Outcome, Recorder, SlotId, UpstreamError};
 use crate::request_body::BodyState;
@@ -54,6 +55,8 @@ pub struct Pending {
     /// When the body ended, if it was seen to end.
     pub(super) end: Option<Instant>,
     pub(super) error: Option<UpstreamError>,
+    /// Where the endpoint's outcome goes, for a track with outlier detection.
+    pub(super) passive: Option<Passive>,
     /// The access log's entry, when the log is on.
     pub(super) log: Option<access_log::Pending>,
 }
@@ -67,6 +70,9 @@ impl Drop for Pending {
             upstream_error: self.error,
         };
         self.recorder.record(self.slot, &outcome, now);
+        if let Some(passive) = self.passive.take() {
+            passive.observe(self.status, self.error, now);
+        }
         if let Some(mut log) = self.log.take() {
             if let Some(error) = self.error {
                 log.entry().upstream_failed(error);

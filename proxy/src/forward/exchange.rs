@@ -28,6 +28,7 @@ use super::rewrite::{maybe_hop_by_hop, strip_hop_by_hop};
 use super::{Extras, Link, answered};
 use crate::access_log;
 use crate::edge::Refused;
+use crate::health::Passive;
 use crate::idle::IdleTimer;
 use crate::record::{ClientError, Outcome, SlotId};
 use crate::request_body::{BodyState, RequestBody};
@@ -82,6 +83,8 @@ pin_project! {
         // The connection's timer, taken the first time the exchange has to wait.
         pub(super) timer: Option<Pin<Box<Sleep>>>,
         pub(super) key: EndpointKey,
+        // Where the endpoint's outcome goes, for a track with outlier detection.
+        pub(super) passive: Option<Passive>,
         pub(super) authority: Authority,
         // `SendRequest::try_send_request`, whose future has no name to write here.
         pub(super) send: fn(&mut SendRequest<RequestBody>, Request<RequestBody>) -> F,
@@ -211,6 +214,7 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     start: attempt_start,
                     end: None,
                     error: None,
+                    passive: this.passive.take(),
                     log: log.map(|mut log| {
                         log.entry().responded(status, Instant::now());
                         log
@@ -242,6 +246,9 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
                     upstream_error: None,
                 };
                 recorder.record(*this.slot, &outcome, now);
+                if let Some(passive) = this.passive.take() {
+                    passive.observe(101, None, now);
+                }
                 let log = log.map(|mut log| {
                     log.entry().responded(101, now);
                     log
@@ -280,7 +287,11 @@ impl<L: Link, F: Future<Output = Sent>> Future for Exchange<L, F> {
             latency: attempt_start.elapsed(),
             upstream_error: Some(failure.kind()),
         };
-        recorder.record(*this.slot, &outcome, Instant::now());
+        let now = Instant::now();
+        recorder.record(*this.slot, &outcome, now);
+        if let Some(passive) = this.passive.take() {
+            passive.observe(outcome.status, outcome.upstream_error, now);
+        }
         let log = log.map(|mut log| {
             log.entry().upstream_failed(failure.kind());
             log
@@ -435,6 +446,11 @@ impl<L: Link, F: Future<Output = Sent>> Exchange<L, F> {
             .publisher
             .recorder()
             .record(*this.slot, &outcome, now);
+        // The endpoint's outlier detection sees the attempt too; the next one reports its own.
+        if let Some(passive) = this.passive.take() {
+            *this.passive = Some(passive.moved_to(retry.endpoint_index()));
+            passive.observe(outcome.status, outcome.upstream_error, now);
+        }
         let (authority, key) = retry.endpoint().clone();
         let deadline = retry.attempt_deadline(*this.deadline);
         *this.authority = authority;

@@ -51,6 +51,7 @@ use self::rewrite::{Seen, forwarded_for, h2c_uri, with_path};
 use crate::access_log::{self, AccessLog, Entry};
 use crate::edge::{self, Refused};
 use crate::frame_guard::Refusal;
+use crate::health;
 use crate::publish::Publisher;
 use crate::request_body::{BodyLimits, RequestBody};
 use crate::request_id::RequestIds;
@@ -255,7 +256,7 @@ impl Forwarder {
         }
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track, (authority, key), protocol, timeout, retry) = {
+        let (slot, track, (authority, key), protocol, timeout, retry, passive) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
@@ -267,8 +268,11 @@ impl Forwarder {
                 return answer(response, log);
             };
             let plan = snapshot.plan(d.route.index(), d.track.index());
+            // An endpoint that is out (ejected, unhealthy) passes the request to another of its
+            // track's.
+            let (endpoint, passive) = health::pick(plan.health.as_ref(), &d, start);
             if let Some(log) = &mut log {
-                log.entry().decided(&plan.labels, d.endpoint.index());
+                log.entry().decided(&plan.labels, endpoint);
             }
             // A route that retries counts each of its requests in its budget.
             let retry = d.route.retry().and_then(|policy| {
@@ -279,10 +283,11 @@ impl Forwarder {
             (
                 plan.slot,
                 plan.header.clone(),
-                plan.endpoints[d.endpoint.index()].clone(),
+                plan.endpoints[endpoint].clone(),
                 d.track.protocol(),
                 d.route.timeout().unwrap_or(this.timeouts.request),
-                retry.map(|r| (r, d.endpoint.index())),
+                retry.map(|r| (r, endpoint)),
+                passive,
             )
         };
 
@@ -405,6 +410,7 @@ impl Forwarder {
                 track,
                 timer: None,
                 key,
+                passive,
                 authority,
                 send: SendRequest::try_send_request,
                 sender: None,

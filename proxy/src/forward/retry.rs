@@ -132,6 +132,11 @@ impl Retry {
         Some((wait, request))
     }
 
+    /// The position in its track of the endpoint the next attempt goes to.
+    pub(super) fn endpoint_index(&self) -> usize {
+        self.endpoint
+    }
+
     /// The endpoint the next attempt goes to.
     pub(super) fn endpoint(&self) -> &(Authority, EndpointKey) {
         &self.endpoints[self.endpoint]

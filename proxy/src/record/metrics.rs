@@ -181,6 +181,76 @@ pub fn dns_families(report: &BTreeMap<String, NameStatus>) -> Vec<MetricFamily> 
     ]
 }
 
+/// One endpoint of a track whose endpoints' health the proxy keeps, for [`endpoint_families`].
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointHealthRow<'a> {
+    /// Its route's name.
+    pub route: &'a str,
+    /// Its track's name.
+    pub track: &'a str,
+    /// `HOST:PORT` as written.
+    pub endpoint: &'a str,
+    /// Whether it takes the track's requests now (neither ejected nor unhealthy).
+    pub serving: bool,
+    /// Ejections since start.
+    pub ejections: u64,
+    /// Health checks failed since start.
+    pub check_failures: u64,
+}
+
+/// The endpoint health families, one series per row (labels `endpoint`, `route`, `track`):
+///
+/// - `switchyard_endpoint_ejections_total`, counter: times outlier detection ejected it;
+/// - `switchyard_endpoint_healthy`, gauge: 1 while it takes requests, 0 while ejected or
+///   unhealthy;
+/// - `switchyard_endpoint_health_check_failures_total`, counter: active checks it failed.
+///
+/// Empty without rows (tracks without `outlierDetection` or `healthCheck` have none).
+pub fn endpoint_families(rows: &[EndpointHealthRow<'_>]) -> Vec<MetricFamily> {
+    if rows.is_empty() {
+        return Vec::new();
+    }
+    let labels = |r: &EndpointHealthRow<'_>| {
+        vec![
+            label("endpoint", r.endpoint),
+            label("route", r.route),
+            label("track", r.track),
+        ]
+    };
+    let ejections = rows.iter().map(|r| counter(labels(r), r.ejections)).collect();
+    let healthy = rows
+        .iter()
+        .map(|r| {
+            let mut gauge = Gauge::default();
+            gauge.set_value(if r.serving { 1.0 } else { 0.0 });
+            let mut metric = Metric::from_label(labels(r));
+            metric.set_gauge(gauge);
+            metric
+        })
+        .collect();
+    let failures = rows.iter().map(|r| counter(labels(r), r.check_failures)).collect();
+    vec![
+        family(
+            "switchyard_endpoint_ejections_total",
+            "Times outlier detection ejected an endpoint, by route, track and endpoint; its requests still count against its track.",
+            MetricType::COUNTER,
+            ejections,
+        ),
+        family(
+            "switchyard_endpoint_healthy",
+            "1 while an endpoint takes its track's requests, 0 while it is ejected or fails its health checks.",
+            MetricType::GAUGE,
+            healthy,
+        ),
+        family(
+            "switchyard_endpoint_health_check_failures_total",
+            "Active health checks an endpoint failed, by route, track and endpoint.",
+            MetricType::COUNTER,
+            failures,
+        ),
+    ]
+}
+
 fn label(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_owned());

@@ -53,7 +53,7 @@ use switchyard_config::stats::{MAX_WINDOW_SECONDS, new_histogram};
 use switchyard_config::{RouteName, TrackName};
 use tokio::time::Instant;
 
-pub use metrics::{dns_families, metric_families, route_counters};
+pub use metrics::{EndpointHealthRow, dns_families, endpoint_families, metric_families, route_counters};
 pub use window::Since;
 
 use shard::{Shard, SlotState, SparseHistogram};
