@@ -36,6 +36,7 @@ fn route(weights: &[u64], rules: Vec<RuleSpec>, sticky: bool) -> RoutingTable {
             cookie: None,
         }),
         timeout: None,
+        mirror: None,
     };
     RoutingTable::compile(&[spec], 1).expect("valid route")
 }

@@ -7,6 +7,7 @@
 
 mod index;
 mod matcher;
+mod mirror;
 mod split;
 
 use std::collections::HashSet;
@@ -24,7 +25,10 @@ pub use matcher::{MAX_REGEX_LEN, MAX_REGEX_SIZE};
 
 use index::RouteIndex;
 use matcher::{Matcher, cookies, normalize_host};
+use mirror::Mirror;
 use split::{Split, hash, mix};
+
+pub use mirror::Shadow;
 
 /// Largest weight accepted for a track or an endpoint. Weights are relative, so this bounds
 /// nothing a user needs while keeping sums finite.
@@ -50,6 +54,7 @@ pub struct Route {
     sticky: Option<StickyKey>,
     split: Split,
     timeout: Option<Duration>,
+    mirror: Option<Mirror>,
 }
 
 /// One compiled track of a route.
@@ -94,6 +99,8 @@ pub struct Decision<'t> {
     pub endpoint: &'t Endpoint,
     /// What chose the track.
     pub by: DecidedBy,
+    /// Where a copy of the request goes, when the route mirrors it (see [`Shadow`]).
+    pub shadow: Option<Shadow<'t>>,
 }
 
 /// What chose a request's track.
@@ -219,6 +226,11 @@ impl Route {
         self.timeout
     }
 
+    /// The track the route copies requests to and the most copies in flight, when it mirrors.
+    pub fn mirror(&self) -> Option<(&Track, u32)> {
+        self.mirror.as_ref().map(|m| (&self.tracks[m.track], m.max_in_flight))
+    }
+
     #[inline]
     fn decide<'t>(&'t self, req: &RequestView<'_>, host: &[u8]) -> Decision<'t> {
         let key = self.sticky.as_ref().and_then(|s| s.key(req)).map(hash);
@@ -228,6 +240,10 @@ impl Route {
                 Some(k) => (self.split.by_key(k), DecidedBy::Sticky),
                 None => (self.split.by_random(req.random), DecidedBy::Weight),
             },
+        };
+        let shadow = match &self.mirror {
+            None => None,
+            Some(mirror) => mirror.pick(&self.tracks, track, req.method, req.random),
         };
         let track = &self.tracks[track];
         let endpoint = match key {
@@ -240,6 +256,7 @@ impl Route {
             track,
             endpoint: &track.endpoints[endpoint],
             by,
+            shadow,
         }
     }
 }
@@ -340,6 +357,10 @@ fn compile_route(
     if spec.timeout == Some(Duration::ZERO) {
         p.push(format!("{path}.timeout"), "timeout must be longer than 0s");
     }
+    let mirror = spec
+        .mirror
+        .as_ref()
+        .and_then(|m| Mirror::compile(m, spec, &format!("{path}.mirror"), p));
     let split = Split::new(spec.tracks.iter().map(|t| (t.weight, hash(t.name.as_str().as_bytes()))));
     let (tracks, split) = (tracks?, split?);
     Some((
@@ -352,6 +373,7 @@ fn compile_route(
             sticky,
             split,
             timeout: spec.timeout,
+            mirror,
         },
         host,
     ))
