@@ -29,7 +29,7 @@ use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use serde_json::json;
 use switchyard_config::stats::MAX_WINDOW_SECONDS;
-use switchyard_config::{Format, InstanceId, RoutesDocument, RoutesPublished};
+use switchyard_config::{Format, InstanceId, RouteName, RoutesDocument, RoutesPublished, TrackName};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ use tower::{Layer, Service, ServiceBuilder};
 
 use crate::forward::Forwarder;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, metric_families};
+use crate::record::{Since, metric_families, shadow_metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -294,11 +294,22 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
     let recorder = state.publisher.recorder();
     // Lifetime counts beside each window, so a controller can add up everything since a
     // moment of its choosing (a sequential test needs all observations, not windows).
-    let document = recorder.window(&slots, window, since, now).to_document(
+    let mut document = recorder.window(&slots, window, since, now).to_document(
         &recorder.totals(&slots),
         snapshot.table.version(),
         &state.instance,
     );
+    let shadows = snapshot.shadow_slots();
+    if !shadows.is_empty() {
+        let slots: Vec<_> = shadows.iter().map(|(r, t, s, _)| (r.clone(), t.clone(), *s)).collect();
+        let gauge = |route: &RouteName, track: &TrackName| {
+            let found = shadows.iter().find(|(r, t, _, _)| r == route && t == track);
+            found.map(|(_, _, _, g)| Arc::clone(g))
+        };
+        recorder
+            .window(&slots, window, since, now)
+            .add_shadow_to(&mut document, &recorder.totals(&slots), gauge);
+    }
     json_response(StatusCode::OK, &document)
 }
 
@@ -306,6 +317,18 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
     let snapshot = state.publisher.load_full();
     let totals = state.publisher.recorder().totals(&snapshot.slots());
     let mut families = metric_families(&totals);
+    let shadows = snapshot.shadow_slots();
+    if !shadows.is_empty() {
+        let slots: Vec<_> = shadows.iter().map(|(r, t, s, _)| (r.clone(), t.clone(), *s)).collect();
+        let dropped: Vec<_> = shadows
+            .iter()
+            .map(|(r, t, _, g)| (r.as_str(), t.as_str(), g.dropped()))
+            .collect();
+        families.extend(shadow_metric_families(
+            &state.publisher.recorder().totals(&slots),
+            &dropped,
+        ));
+    }
     let health = &state.health;
     families.push(gauge(
         "switchyard_table_version",

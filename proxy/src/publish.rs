@@ -21,7 +21,8 @@ use tokio::sync::Mutex;
 use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, TableSource};
 
 use crate::access_log::Labels;
-use crate::record::{Recorder, SlotId};
+use crate::forward::MirrorPlan;
+use crate::record::{Gauge, Recorder, SlotId};
 use crate::upstream::EndpointKey;
 
 /// A compiled table plus what the hot path needs precomputed for each of its tracks.
@@ -31,6 +32,8 @@ pub struct Snapshot {
     pub table: RoutingTable,
     /// `tracks[route][track]`.
     tracks: Box<[Box<[TrackPlan]>]>,
+    /// `mirrors[route]`: the route's mirror, if it has one.
+    mirrors: Box<[Option<Arc<MirrorPlan>>]>,
 }
 
 /// Per-track data computed once per table, so that a request copies nothing it can share.
@@ -78,7 +81,29 @@ impl Snapshot {
                     .collect()
             })
             .collect();
-        Self { table, tracks }
+        let mirrors = table.routes().iter().map(|route| MirrorPlan::of(route, recorder)).collect();
+        Self { table, tracks, mirrors }
+    }
+
+    /// The mirror of route `route` (an index from a [`switchyard_config::Decision`]), if any.
+    #[inline]
+    pub fn mirror(&self, route: usize) -> Option<&Arc<MirrorPlan>> {
+        self.mirrors[route].as_ref()
+    }
+
+    /// Every (route, mirror track, shadow slot) of this table, with the mirror's gauge, for
+    /// stats and metrics.
+    pub fn shadow_slots(&self) -> Vec<(RouteName, TrackName, SlotId, Arc<Gauge>)> {
+        self.table
+            .routes()
+            .iter()
+            .zip(self.mirrors.iter())
+            .filter_map(|(route, plan)| {
+                let plan = plan.as_ref()?;
+                let (track, _) = route.mirror()?;
+                Some((route.name().clone(), track.name().clone(), plan.slot(), Arc::clone(plan.gauge())))
+            })
+            .collect()
     }
 
     /// The plan of track `track` of route `route` (indices from a [`switchyard_config::Decision`]).

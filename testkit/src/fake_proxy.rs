@@ -329,6 +329,7 @@ fn stats(s: &State, window: u64, since: Option<u64>) -> StatsDocument {
             RouteStats {
                 tracks,
                 client_errors: Default::default(),
+                shadow: BTreeMap::new(),
             },
         )]),
     }

@@ -11,6 +11,7 @@
 
 mod body;
 mod exchange;
+mod mirror;
 mod respond;
 mod rewrite;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod tests;
 
 pub use body::{Pending, ProxyBody, ResponseBodyError};
 pub use exchange::{Exchange, Forwarding, Sent};
+pub use mirror::{MirrorPlan, SHADOW_HEADER};
 pub use respond::local;
 pub(crate) use rewrite::strip_hop_by_hop;
 
@@ -113,6 +115,8 @@ pub struct Forwarder {
     track_header: Option<HeaderName>,
     request_ids: RequestIds,
     access_log: Option<Arc<AccessLog>>,
+    /// The clients of shadow copies.
+    mirrors: mirror::Mirrors,
     no_route: AtomicU64,
     refused: AtomicU64,
 }
@@ -146,6 +150,7 @@ impl Forwarder {
             track_header,
             request_ids,
             access_log,
+            mirrors: mirror::Mirrors::new(&timeouts),
             no_route: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -252,7 +257,7 @@ impl Forwarder {
         }
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track, (authority, key), protocol, timeout) = {
+        let (slot, track, (authority, key), protocol, timeout, copy) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
@@ -267,12 +272,19 @@ impl Forwarder {
             if let Some(log) = &mut log {
                 log.entry().decided(&plan.labels, d.endpoint.index());
             }
+            let copy = match d.shadow {
+                None => None,
+                Some(shadow) => snapshot
+                    .mirror(d.route.index())
+                    .map(|m| mirror::Copy::new(m, shadow.endpoint.index())),
+            };
             (
                 plan.slot,
                 plan.header.clone(),
                 plan.endpoints[d.endpoint.index()].clone(),
                 d.track.protocol(),
                 d.route.timeout().unwrap_or(this.timeouts.request),
+                copy,
             )
         };
 
@@ -314,6 +326,11 @@ impl Forwarder {
             log.entry().request_id(id.as_bytes());
         }
         let response_id = id.filter(|_| ids.in_response());
+        if let Some(copy) = copy
+            && offer.is_none()
+        {
+            copy.send(&req, timeout, this);
+        }
         let path_and_query = |uri: &Uri| {
             uri.path_and_query()
                 .cloned()
