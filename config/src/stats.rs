@@ -499,7 +499,10 @@ mod tests {
             doc.track("checkout", "stable"),
             Err(StatsError::UnknownTrack { .. })
         ));
-        assert!(doc.routes["checkout"].shadow.is_empty(), "absent when nothing is mirrored");
+        assert!(
+            doc.routes["checkout"].shadow.is_empty(),
+            "absent when nothing is mirrored"
+        );
         let e = doc.shadow("checkout", "canary").unwrap_err();
         assert_eq!(
             e.to_string(),

@@ -210,7 +210,11 @@ fn rings_open_to_internal_and_beta_users_and_respect_opt_out() {
 #[test]
 fn shadow_sends_every_request_to_stable_and_copies_every_get_to_canary() {
     let t = load("shadow.yaml");
-    assert_eq!(share(&t, "shop.example.com", "stable"), 1.0, "canary takes no real request");
+    assert_eq!(
+        share(&t, "shop.example.com", "stable"),
+        1.0,
+        "canary takes no real request"
+    );
     let h = HeaderMap::new();
     let decide = |method: &Method, random: u64| {
         let view = RequestView {
@@ -221,7 +225,9 @@ fn shadow_sends_every_request_to_stable_and_copies_every_get_to_canary() {
             headers: &h,
             random,
         };
-        t.decide(&view).and_then(|d| d.shadow).map(|s| s.track.name().to_string())
+        t.decide(&view)
+            .and_then(|d| d.shadow)
+            .map(|s| s.track.name().to_string())
     };
     for random in [0, 1 << 40, u64::MAX] {
         assert_eq!(decide(&Method::GET, random).as_deref(), Some("canary"));

@@ -1076,12 +1076,18 @@ fn the_shadow_example_mirrors_judges_the_shadow_then_goes_on() {
     let rollout::Strategy::Canary(canary) = &spec.strategy else {
         panic!("a canary")
     };
-    assert_eq!(canary.steps[0], Step::SetMirrorRoute(rollout::MirrorStep { percent: 100.0 }));
+    assert_eq!(
+        canary.steps[0],
+        Step::SetMirrorRoute(rollout::MirrorStep { percent: 100.0 })
+    );
     let Step::Analysis(a) = &canary.steps[1] else {
         panic!("an analysis step")
     };
     assert_eq!((a.series, a.count), (rollout::StatsSeries::Shadow, Some(10)));
-    assert_eq!(canary.steps[2], Step::SetMirrorRoute(rollout::MirrorStep { percent: 0.0 }));
+    assert_eq!(
+        canary.steps[2],
+        Step::SetMirrorRoute(rollout::MirrorStep { percent: 0.0 })
+    );
     assert_eq!(spec.analysis.as_ref().unwrap().series, rollout::StatsSeries::Primary);
     assert_round_trip("rollout-shadow.yaml", &spec);
 }

@@ -1315,14 +1315,16 @@ impl Controller {
             };
             // The metric providers are asked beside the stats (not for the reading that only
             // takes the totals at the analysis's start).
-            let (answers, readings) =
-                tokio::join!(observe_each(&self.http, spec, urls, window, Some(d.began_at), d.spec.series), async {
+            let (answers, readings) = tokio::join!(
+                observe_each(&self.http, spec, urls, window, Some(d.began_at), d.spec.series),
+                async {
                     if d.start_only {
                         Readings::default()
                     } else {
                         providers::query_all(&self.providers, spec, &d.spec).await
                     }
-                });
+                }
+            );
             let now = self.clock.now_ms();
             let mut guard = entry.lock();
             let shared = &mut *guard;
@@ -1647,13 +1649,10 @@ fn begin_analyses(spec: &RolloutSpec, record: &mut Record, now: u64) {
     let run = &mut record.analysis;
     if let Some(analysis) = &spec.analysis
         && run.background_run.is_none()
-        && state
-            .confirmed
-            .as_ref()
-            .is_some_and(|t| match analysis.series {
-                StatsSeries::Primary => t.candidate_weight > 0.0 || !t.header_steps.is_empty(),
-                StatsSeries::Shadow => t.mirror_percent > 0.0,
-            })
+        && state.confirmed.as_ref().is_some_and(|t| match analysis.series {
+            StatsSeries::Primary => t.candidate_weight > 0.0 || !t.header_steps.is_empty(),
+            StatsSeries::Shadow => t.mirror_percent > 0.0,
+        })
     {
         run.background_run = Some(Run::new(analysis, now));
     }

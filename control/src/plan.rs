@@ -270,7 +270,11 @@ routes:
         let next = apply(&routes(), &spec(), &traffic).unwrap();
         let mirror = next[1].mirror.as_ref().unwrap();
         assert_eq!((mirror.track.as_str(), mirror.percent), ("canary", 50.0));
-        assert_eq!(candidate_weight(&next, &spec()), Some(0.0), "a shadow takes no real request");
+        assert_eq!(
+            candidate_weight(&next, &spec()),
+            Some(0.0),
+            "a shadow takes no real request"
+        );
         switchyard_config::RoutingTable::compile(&next, 2).expect("the planned table is valid");
         let back = apply(&next, &spec(), &Traffic::baseline()).unwrap();
         assert_eq!(back[1].mirror, None);

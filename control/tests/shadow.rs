@@ -118,7 +118,10 @@ async fn wait(controller: &Controller, what: &str, cond: impl Fn(&Status) -> boo
         if cond(&status) {
             return status;
         }
-        assert!(std::time::Instant::now() < deadline, "{what}: not within 60 s; {status:?}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within 60 s; {status:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -131,10 +134,16 @@ async fn a_faulty_shadowed_candidate_is_aborted_before_it_takes_a_real_request()
     canary.set_body("canary fails");
     let p = proxy(&stable, &canary).await;
     let scratch = Scratch::new("shadow-abort");
-    let controller = Controller::start(Store::open(&scratch.join("state")).unwrap(), Http::new(Duration::from_secs(5)));
+    let controller = Controller::start(
+        Store::open(&scratch.join("state")).unwrap(),
+        Http::new(Duration::from_secs(5)),
+    );
     let clients = Clients::start(format!("http://{}/", p.listen[0]));
 
-    controller.apply(&spec(&p.admin.to_string()), Format::Yaml).await.expect("the spec applies");
+    controller
+        .apply(&spec(&p.admin.to_string()), Format::Yaml)
+        .await
+        .expect("the spec applies");
     let aborted = wait(&controller, "aborted and confirmed", |s| {
         s.abort.as_ref().is_some_and(|a| a.confirmed_at.is_some())
     })
@@ -157,8 +166,16 @@ async fn a_faulty_shadowed_candidate_is_aborted_before_it_takes_a_real_request()
     assert_eventually!(clients.sent.load(Ordering::Relaxed) > before + 10);
     let (sent, not_stable) = (Arc::clone(&clients.sent), Arc::clone(&clients.not_stable));
     drop(clients);
-    assert!(sent.load(Ordering::Relaxed) > 100, "{} requests", sent.load(Ordering::Relaxed));
-    assert_eq!(not_stable.load(Ordering::Relaxed), 0, "every client got stable's answer");
+    assert!(
+        sent.load(Ordering::Relaxed) > 100,
+        "{} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        not_stable.load(Ordering::Relaxed),
+        0,
+        "every client got stable's answer"
+    );
     assert_eq!(aborted.confirmed_weight, Some(0.0));
 }
 
@@ -168,16 +185,28 @@ async fn a_sound_shadowed_candidate_passes_and_goes_on_to_real_traffic() {
     let canary = MockUpstream::start("canary").await;
     let p = proxy(&stable, &canary).await;
     let scratch = Scratch::new("shadow-pass");
-    let controller = Controller::start(Store::open(&scratch.join("state")).unwrap(), Http::new(Duration::from_secs(5)));
+    let controller = Controller::start(
+        Store::open(&scratch.join("state")).unwrap(),
+        Http::new(Duration::from_secs(5)),
+    );
     let _clients = Clients::start(format!("http://{}/", p.listen[0]));
 
-    controller.apply(&spec(&p.admin.to_string()), Format::Yaml).await.expect("the spec applies");
-    let done = wait(&controller, "completed", |s| s.phase == Phase::Completed || s.phase == Phase::Aborted).await;
+    controller
+        .apply(&spec(&p.admin.to_string()), Format::Yaml)
+        .await
+        .expect("the spec applies");
+    let done = wait(&controller, "completed", |s| {
+        s.phase == Phase::Completed || s.phase == Phase::Aborted
+    })
+    .await;
     assert_eq!(done.phase, Phase::Completed, "{done:?}");
     let stats = admin(&p, "/stats?window=300s").await;
     assert!(stats["routes"]["checkout"]["tracks"]["canary"]["totalRequests"].as_u64() > Some(0));
     let routes = admin(&p, "/routes").await;
-    assert!(routes["routes"][0].get("mirror").is_none(), "the mirror step removed it: {routes}");
+    assert!(
+        routes["routes"][0].get("mirror").is_none(),
+        "the mirror step removed it: {routes}"
+    );
     let history = controller.history("checkout-shadow").await.unwrap();
     let analysis_passed = history.iter().any(|e| e.message.contains("step 2: analysis passed"));
     assert!(analysis_passed, "{history:?}");

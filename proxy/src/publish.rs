@@ -81,7 +81,11 @@ impl Snapshot {
                     .collect()
             })
             .collect();
-        let mirrors = table.routes().iter().map(|route| MirrorPlan::of(route, recorder)).collect();
+        let mirrors = table
+            .routes()
+            .iter()
+            .map(|route| MirrorPlan::of(route, recorder))
+            .collect();
         Self { table, tracks, mirrors }
     }
 
@@ -101,7 +105,12 @@ impl Snapshot {
             .filter_map(|(route, plan)| {
                 let plan = plan.as_ref()?;
                 let (track, _) = route.mirror()?;
-                Some((route.name().clone(), track.name().clone(), plan.slot(), Arc::clone(plan.gauge())))
+                Some((
+                    route.name().clone(),
+                    track.name().clone(),
+                    plan.slot(),
+                    Arc::clone(plan.gauge()),
+                ))
             })
             .collect()
     }

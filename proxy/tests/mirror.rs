@@ -47,12 +47,24 @@ async fn the_client_gets_only_the_primarys_answers_and_the_shadow_every_copy() {
     assert_eventually!(shadow(&p).await["requests"] == 200 && shadow(&p).await["inFlight"] == 0);
     assert_eq!(canary.requests(), 200, "percent 100: every request copied, once");
     let s = shadow(&p).await;
-    assert_eq!((s["errors"].as_u64(), s["statusClasses"]["5xx"].as_u64()), (Some(200), Some(200)));
-    assert_eq!((s["totalRequests"].as_u64(), s["dropped"].as_u64()), (Some(200), Some(0)));
+    assert_eq!(
+        (s["errors"].as_u64(), s["statusClasses"]["5xx"].as_u64()),
+        (Some(200), Some(200))
+    );
+    assert_eq!(
+        (s["totalRequests"].as_u64(), s["dropped"].as_u64()),
+        (Some(200), Some(0))
+    );
     // The copies are the shadow's own series: the canary track itself took no request.
     let stats = admin_json(&p, "/stats?window=300s").await;
     let tracks = &stats["routes"]["checkout"]["tracks"];
-    assert_eq!((tracks["canary"]["requests"].as_u64(), tracks["stable"]["requests"].as_u64()), (Some(0), Some(200)));
+    assert_eq!(
+        (
+            tracks["canary"]["requests"].as_u64(),
+            tracks["stable"]["requests"].as_u64()
+        ),
+        (Some(0), Some(200))
+    );
     assert!(stats["routes"]["checkout"]["shadow"].get("stable").is_none());
 
     // The copy is the primary's head: method, target and Host kept, marked as a shadow.
@@ -99,7 +111,10 @@ async fn a_hanging_shadow_changes_nothing_for_the_client_and_copies_past_the_bou
     assert_eq!(stable.requests(), 50);
     assert_eventually!(canary.requests() == 5);
     let s = shadow(&p).await;
-    assert_eq!((s["inFlight"].as_u64(), s["dropped"].as_u64(), s["requests"].as_u64()), (Some(5), Some(45), Some(0)));
+    assert_eq!(
+        (s["inFlight"].as_u64(), s["dropped"].as_u64(), s["requests"].as_u64()),
+        (Some(5), Some(45), Some(0))
+    );
     let text = metrics(&p).await;
     let dropped = "switchyard_shadow_dropped_total{route=\"checkout\",track=\"canary\"} 45";
     assert!(text.lines().any(|l| l == dropped), "{dropped} not in\n{text}");
@@ -120,16 +135,27 @@ async fn a_failing_shadow_changes_nothing_for_the_client_and_counts_against_the_
     assert_eq!(stable.requests(), 40);
     assert_eventually!(shadow(&p).await["requests"] == 40);
     let s = shadow(&p).await;
-    assert_eq!((s["errors"].as_u64(), s["upstreamErrors"]["reset"].as_u64()), (Some(40), Some(40)));
+    assert_eq!(
+        (s["errors"].as_u64(), s["upstreamErrors"]["reset"].as_u64()),
+        (Some(40), Some(40))
+    );
     let stats = admin_json(&p, "/stats?window=300s").await;
-    assert_eq!(stats["routes"]["checkout"]["tracks"]["stable"]["errors"].as_u64(), Some(0));
+    assert_eq!(
+        stats["routes"]["checkout"]["tracks"]["stable"]["errors"].as_u64(),
+        Some(0)
+    );
 }
 
 #[tokio::test]
 async fn only_safe_methods_and_requests_without_a_body_are_copied() {
     let (stable, canary, p) = mirrored("track: canary, percent: 100").await;
     let client = Client::http1();
-    for method in [http::Method::POST, http::Method::PUT, http::Method::DELETE, http::Method::HEAD] {
+    for method in [
+        http::Method::POST,
+        http::Method::PUT,
+        http::Method::DELETE,
+        http::Method::HEAD,
+    ] {
         let r = client.send(method.clone(), &url(&p, "/"), &[], "").await.unwrap();
         assert_eq!(r.status, 200, "{method}");
     }
@@ -147,6 +173,9 @@ async fn only_safe_methods_and_requests_without_a_body_are_copied() {
     assert_eq!(stable.requests(), 3);
     assert_eventually!(shadow(&p).await["requests"] == 1 && shadow(&p).await["inFlight"] == 0);
     let seen = canary.seen();
-    assert_eq!((seen.len(), &seen[0].method, seen[0].body.len()), (1, &http::Method::POST, 0));
+    assert_eq!(
+        (seen.len(), &seen[0].method, seen[0].body.len()),
+        (1, &http::Method::POST, 0)
+    );
     assert_eq!(stable.seen()[1].body, "a body is not copied");
 }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use serde_yaml_ng::{Mapping, Value};
 
 use super::{
-    ABORT_INTERVAL, AbortSpec, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck, MirrorStep,
-    MetricSpec, PROGRESS_DEADLINE, Pause, PrometheusQuery, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec,
-    SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, StatsSeries, Step, Strategy, WEBHOOK_TIMEOUT, WebQuery, WebhookGate, check,
-    quantile_keys,
+    ABORT_INTERVAL, AbortSpec, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck,
+    MetricSpec, MirrorStep, PROGRESS_DEADLINE, Pause, PrometheusQuery, Proxies, QUANTILES, Ring, RingsSpec,
+    RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, StatsSeries, Step, Strategy, WEBHOOK_TIMEOUT,
+    WebQuery, WebhookGate, check, quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};

@@ -97,7 +97,12 @@ impl WindowStats {
     /// same window's primary series): each route's `shadow`, per mirror track, with its
     /// lifetime `totals` and its `gauge` (copies dropped and in flight). A route not in `doc`
     /// is left out.
-    pub fn add_shadow_to(&self, doc: &mut StatsDocument, totals: &WindowStats, gauge: impl Fn(&RouteName, &TrackName) -> Option<Arc<Gauge>>) {
+    pub fn add_shadow_to(
+        &self,
+        doc: &mut StatsDocument,
+        totals: &WindowStats,
+        gauge: impl Fn(&RouteName, &TrackName) -> Option<Arc<Gauge>>,
+    ) {
         for (route, tracks) in &self.routes {
             let Some(stats) = doc.routes.get_mut(route) else {
                 continue;

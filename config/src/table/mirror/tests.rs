@@ -91,7 +91,11 @@ fn the_pick_is_pure_and_spreads_over_the_mirror_tracks_endpoints() {
     let mut endpoints = std::collections::BTreeMap::<String, u32>::new();
     for r in randoms(10_000) {
         let once = shadow(&t, &Method::GET, &none, r);
-        assert_eq!(once, shadow(&t, &Method::GET, &none, r), "the same request, the same pick");
+        assert_eq!(
+            once,
+            shadow(&t, &Method::GET, &none, r),
+            "the same request, the same pick"
+        );
         if let Some((track, endpoint)) = once {
             assert_eq!(track, "canary");
             *endpoints.entry(endpoint).or_default() += 1;
@@ -144,7 +148,10 @@ fn bad_mirrors_are_named_by_field_path() {
 fn a_mirror_reads_back_as_written() {
     let t = table("{ track: canary, percent: 12.5, methods: GET }");
     let json = serde_json::json!({ "routes": t.spec() }).to_string();
-    assert!(json.contains(r#""mirror":{"maxInFlight":100,"methods":["GET"],"percent":12.5,"track":"canary"}"#), "{json}");
+    assert!(
+        json.contains(r#""mirror":{"maxInFlight":100,"methods":["GET"],"percent":12.5,"track":"canary"}"#),
+        "{json}"
+    );
     let again = load_routes(&json, Format::Json, 2).unwrap();
     assert_eq!(again.spec(), t.spec());
 }
