@@ -77,14 +77,28 @@ async fn the_client_gets_only_the_primarys_answers_and_the_shadow_every_copy() {
     assert_eq!(copy.headers["x-switchyard-shadow"], "1");
     assert_eq!(copy.headers["x-switchyard-track"], "canary");
     assert!(primary.headers.get("x-switchyard-shadow").is_none());
+    // A client cannot make a real request pass for a copy.
+    let r = Client::http1()
+        .get(&url(&p, "/spoof"), &[("x-switchyard-shadow", "1")])
+        .await
+        .unwrap();
+    assert_eq!(r.body, "stable");
+    let spoofed = stable.seen().pop().unwrap();
+    assert_eq!(spoofed.uri.path(), "/spoof");
+    assert!(
+        spoofed.headers.get("x-switchyard-shadow").is_none(),
+        "{:?}",
+        spoofed.headers
+    );
+    assert_eventually!(shadow(&p).await["requests"] == 201);
 
     let text = metrics(&p).await;
     for line in [
-        "switchyard_shadow_requests_total{class=\"5xx\",route=\"checkout\",track=\"canary\"} 200",
-        "switchyard_shadow_request_duration_seconds_count{route=\"checkout\",track=\"canary\"} 200",
+        "switchyard_shadow_requests_total{class=\"5xx\",route=\"checkout\",track=\"canary\"} 201",
+        "switchyard_shadow_request_duration_seconds_count{route=\"checkout\",track=\"canary\"} 201",
         "switchyard_shadow_dropped_total{route=\"checkout\",track=\"canary\"} 0",
         // The primary series are as they were.
-        "switchyard_requests_total{class=\"2xx\",route=\"checkout\",track=\"stable\"} 200",
+        "switchyard_requests_total{class=\"2xx\",route=\"checkout\",track=\"stable\"} 201",
         "switchyard_requests_total{class=\"5xx\",route=\"checkout\",track=\"canary\"} 0",
     ] {
         assert!(text.lines().any(|l| l == line), "{line} not in\n{text}");

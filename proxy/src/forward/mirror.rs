@@ -117,12 +117,12 @@ impl Mirrors {
 
 /// A copy decided for one request: the route's mirror plan and the endpoint picked.
 #[derive(Debug)]
-pub struct Copy {
+pub struct ShadowCopy {
     plan: Arc<MirrorPlan>,
     endpoint: usize,
 }
 
-impl Copy {
+impl ShadowCopy {
     /// A copy to endpoint `endpoint` of `plan`'s track.
     pub fn new(plan: &Arc<MirrorPlan>, endpoint: usize) -> Self {
         Self {

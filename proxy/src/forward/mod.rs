@@ -257,7 +257,7 @@ impl Forwarder {
         }
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track, (authority, key), protocol, timeout, copy) = {
+        let (slot, track, (authority, key), protocol, timeout, (mirrored, copy)) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
@@ -272,11 +272,9 @@ impl Forwarder {
             if let Some(log) = &mut log {
                 log.entry().decided(&plan.labels, d.endpoint.index());
             }
-            let copy = match d.shadow {
-                None => None,
-                Some(shadow) => snapshot
-                    .mirror(d.route.index())
-                    .map(|m| mirror::Copy::new(m, shadow.endpoint.index())),
+            let mirror = match snapshot.mirror(d.route.index()) {
+                None => (false, None),
+                Some(m) => (true, d.shadow.map(|s| mirror::ShadowCopy::new(m, s.endpoint.index()))),
             };
             (
                 plan.slot,
@@ -284,7 +282,7 @@ impl Forwarder {
                 plan.endpoints[d.endpoint.index()].clone(),
                 d.track.protocol(),
                 d.route.timeout().unwrap_or(this.timeouts.request),
-                copy,
+                mirror,
             )
         };
 
@@ -326,6 +324,10 @@ impl Forwarder {
             log.entry().request_id(id.as_bytes());
         }
         let response_id = id.filter(|_| ids.in_response());
+        if mirrored {
+            // Only copies carry the mark: a client's cannot make a real request pass for one.
+            headers.remove(SHADOW_HEADER);
+        }
         if let Some(copy) = copy
             && offer.is_none()
         {
