@@ -244,6 +244,7 @@ fn spec(metrics: Vec<MetricSpec>, min_requests: u64) -> AnalysisSpec {
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
         sequential_confidence: Some(SEQUENTIAL_CONFIDENCE),
+        series: Default::default(),
         metrics,
         emergency: EmergencySpec {
             error_rate: Some(0.05),

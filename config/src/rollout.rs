@@ -265,6 +265,18 @@ pub enum Step {
     Analysis(AnalysisSpec),
     /// Hold here until this webhook answers 2xx.
     Webhook(WebhookGate),
+    /// Copies of this share of the route's requests go to the candidate, whose answers no
+    /// client sees (the route's `mirror:`); `percent: 0` stops them, as do the end and the
+    /// abort of the rollout. Argo Rollouts' name.
+    SetMirrorRoute(MirrorStep),
+}
+
+/// `setMirrorRoute: { percent }`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorStep {
+    /// The share of the route's requests copied to the candidate, percent from 0 to 100.
+    pub percent: f64,
 }
 
 impl Step {
@@ -276,12 +288,20 @@ impl Step {
             Self::SetHeaderRoute(_) => "setHeaderRoute",
             Self::Analysis(_) => "analysis",
             Self::Webhook(_) => "webhook",
+            Self::SetMirrorRoute(_) => "setMirrorRoute",
         }
     }
 }
 
 /// The keys of [`Step`], one of which each step gives.
-const STEP_KEYS: [&str; 5] = ["setWeight", "pause", "setHeaderRoute", "analysis", "webhook"];
+const STEP_KEYS: [&str; 6] = [
+    "setWeight",
+    "pause",
+    "setHeaderRoute",
+    "analysis",
+    "webhook",
+    "setMirrorRoute",
+];
 
 /// A pause.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -388,11 +408,35 @@ pub struct AnalysisSpec {
     /// each spend their own `1 − confidence`.
     #[serde(serialize_with = "sequential_confidence")]
     pub sequential_confidence: Option<f64>,
+    /// Which of the candidate's series the checks judge: its own requests (`primary`, the
+    /// default) or the copies a `setMirrorRoute` step sends it (`shadow`), against the
+    /// baseline's own requests either way: the baseline answered the clients the very requests
+    /// the shadow got copies of. `minRequests` then counts the shadow's copies.
+    #[serde(skip_serializing_if = "StatsSeries::is_primary")]
+    pub series: StatsSeries,
     /// The checks.
     pub metrics: Vec<MetricSpec>,
     /// Limits whose first breach aborts, without waiting for `failureLimit`.
     #[serde(skip_serializing_if = "EmergencySpec::is_empty")]
     pub emergency: EmergencySpec,
+}
+
+/// Which of a track's series an analysis reads from the proxies' `/stats`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StatsSeries {
+    /// The requests the track answered for clients.
+    #[default]
+    Primary,
+    /// The copies a route's mirror sent the track, answers discarded.
+    Shadow,
+}
+
+impl StatsSeries {
+    /// Whether this is the default, [`StatsSeries::Primary`].
+    pub fn is_primary(&self) -> bool {
+        *self == Self::Primary
+    }
 }
 
 /// The default [`AnalysisSpec::sequential_confidence`]: 98%, so a candidate exactly at its

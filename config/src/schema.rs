@@ -396,6 +396,53 @@ pub struct RouteSpec {
     /// How requests that failed are sent again; off unless written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetrySpec>,
+    /// Shadow traffic: a share of the route's requests copied to a track, whose answers are
+    /// measured and thrown away. None by default.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror: Option<MirrorSpec>,
+}
+
+/// The default [`MirrorSpec::max_in_flight`].
+pub const DEFAULT_MIRROR_MAX_IN_FLIGHT: u32 = 100;
+
+/// The default [`MirrorSpec::methods`]: the safe methods of RFC 9110 §9.2.1, which change
+/// nothing on the server, so a copy does no harm twice.
+pub const DEFAULT_MIRROR_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
+
+/// `mirror: { track, percent }`: copies of a share of the route's requests sent to one of its
+/// tracks (a shadow). The client only ever gets the answer of the track its request was decided
+/// to; the copy's answer is read, measured as the track's `shadow` series and discarded, and
+/// never delays or fails the client's request.
+///
+/// A request is copied when its method is one of `methods`, it has no body (a copy of a body is
+/// not made), the track it was decided to is not the mirror track itself, and its draw falls
+/// within `percent`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorSpec {
+    /// The track that gets the copies: one of the route's tracks, often of weight 0 (a candidate
+    /// that takes no real request yet).
+    pub track: TrackName,
+    /// The share of the route's requests copied, percent from 0 to 100.
+    pub percent: f64,
+    /// Copies in flight at most, per (route, track) and proxy; a copy past it is not sent, and
+    /// is counted as dropped. Default [`DEFAULT_MIRROR_MAX_IN_FLIGHT`].
+    pub max_in_flight: u32,
+    /// Methods whose requests are copied. Default [`DEFAULT_MIRROR_METHODS`].
+    pub methods: Vec<String>,
+}
+
+impl MirrorSpec {
+    /// A mirror of `percent` of the route's requests to `track`, with the default bound and
+    /// methods.
+    pub fn new(track: TrackName, percent: f64) -> Self {
+        Self {
+            track,
+            percent,
+            max_in_flight: DEFAULT_MIRROR_MAX_IN_FLIGHT,
+            methods: DEFAULT_MIRROR_METHODS.map(str::to_owned).to_vec(),
+        }
+    }
 }
 
 /// Request conditions; every given condition must hold.
@@ -824,6 +871,7 @@ impl FromTree for RouteSpec {
         let sticky = f.optional("sticky", p);
         let timeout = f.optional("timeout", p);
         let retry = f.optional("retry", p);
+        let mirror = f.optional("mirror", p);
         f.finish(p);
         Some(Self {
             name: name?,
@@ -833,6 +881,28 @@ impl FromTree for RouteSpec {
             sticky,
             timeout,
             retry,
+            mirror,
+        })
+    }
+}
+
+impl FromTree for MirrorSpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let track = f.required("track", p);
+        let percent = f.required("percent", p);
+        let max_in_flight = f.or("maxInFlight", DEFAULT_MIRROR_MAX_IN_FLIGHT, p);
+        let methods = match f.raw("methods") {
+            None => DEFAULT_MIRROR_METHODS.map(str::to_owned).to_vec(),
+            Some(Value::Sequence(_)) => f.or("methods", Vec::new(), p),
+            Some(_) => f.optional::<String>("methods", p).into_iter().collect(),
+        };
+        f.finish(p);
+        Some(Self {
+            track: track?,
+            percent: percent?,
+            max_in_flight,
+            methods,
         })
     }
 }

@@ -151,6 +151,11 @@ pub struct RouteStats {
     /// Every attempt, retried or not, is also in its track's requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retries: Option<RetryCounts>,
+    /// The shadow series of each track the route mirrors requests to (its `mirror:`): the
+    /// copies' answers, which no client got, measured apart from the track's own requests.
+    /// Absent when the route mirrors nothing.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shadow: BTreeMap<TrackName, ShadowStatsDoc>,
 }
 
 /// A route's retries since the proxy started.
@@ -161,6 +166,21 @@ pub struct RetryCounts {
     pub sent: u64,
     /// Retries the route's budget did not allow: the client got the failed attempt's answer.
     pub budget_exhausted: u64,
+}
+
+/// One track's shadow series over the window: copies of the route's requests, counted as a
+/// track's requests are (a copy the upstream failed is a 502 or 504 here too), with what the
+/// mirror's bound did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStatsDoc {
+    /// The copies' measurements, as a track's.
+    #[serde(flatten)]
+    pub stats: TrackStatsDoc,
+    /// Copies not sent because `maxInFlight` were in flight, since the proxy process started.
+    pub dropped: u64,
+    /// Copies in flight when the proxy answered.
+    pub in_flight: u64,
 }
 
 /// Requests of a route that failed through the client's fault, by kind: none of them is in
@@ -312,6 +332,14 @@ pub enum StatsError {
         /// The missing track.
         track: String,
     },
+    /// The route mirrors no requests to the track, so the track has no shadow series.
+    #[error("the stats of route {route:?} have no shadow series of track {track:?}: the route mirrors nothing to it")]
+    NoShadow {
+        /// The route.
+        route: String,
+        /// The track without one.
+        track: String,
+    },
     /// The histogram does not decode.
     #[error(transparent)]
     Histogram(#[from] DecodeHistogramError),
@@ -355,7 +383,29 @@ impl StatsDocument {
     /// One track's window from this document, its histogram checked to have the proxies'
     /// bounds.
     pub fn track(&self, route: &str, track: &str) -> Result<TrackWindow, StatsError> {
-        let stats = self.track_stats(route, track)?;
+        self.window_of(self.track_stats(route, track)?)
+    }
+
+    /// One track's shadow series as the document has them.
+    pub fn shadow_stats(&self, route: &str, track: &str) -> Result<&ShadowStatsDoc, StatsError> {
+        self.routes
+            .get(route)
+            .ok_or_else(|| StatsError::UnknownRoute(route.to_owned()))?
+            .shadow
+            .get(track)
+            .ok_or_else(|| StatsError::NoShadow {
+                route: route.to_owned(),
+                track: track.to_owned(),
+            })
+    }
+
+    /// One track's shadow window from this document (the copies a route's mirror sent it),
+    /// checked as [`Self::track`] checks a track's.
+    pub fn shadow(&self, route: &str, track: &str) -> Result<TrackWindow, StatsError> {
+        self.window_of(&self.shadow_stats(route, track)?.stats)
+    }
+
+    fn window_of(&self, stats: &TrackStatsDoc) -> Result<TrackWindow, StatsError> {
         if stats.errors > stats.requests {
             return Err(StatsError::Inconsistent {
                 requests: stats.requests,
@@ -526,6 +576,31 @@ mod tests {
             doc.track("checkout", "stable"),
             Err(StatsError::UnknownTrack { .. })
         ));
+        assert!(
+            doc.routes["checkout"].shadow.is_empty(),
+            "absent when nothing is mirrored"
+        );
+        let e = doc.shadow("checkout", "canary").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the stats of route \"checkout\" have no shadow series of track \"canary\": the route mirrors nothing to it"
+        );
+    }
+
+    #[test]
+    fn a_shadow_series_reads_like_a_track_beside_its_bound() {
+        let mut body = serde_json::to_value(document(4, 4, encode_histogram(&histogram(&[500; 4])))).unwrap();
+        let mut shadow = body["routes"]["checkout"]["tracks"]["canary"].clone();
+        shadow["dropped"] = 3.into();
+        shadow["inFlight"] = 1.into();
+        body["routes"]["checkout"]["shadow"] = serde_json::json!({ "canary": shadow });
+        let doc: StatsDocument = serde_json::from_value(body).unwrap();
+        let stats = doc.shadow_stats("checkout", "canary").unwrap();
+        assert_eq!((stats.dropped, stats.in_flight, stats.stats.total_requests), (3, 1, 4));
+        assert_eq!(doc.shadow("checkout", "canary").unwrap(), window(&[500; 4], 4));
+        let written = serde_json::to_value(&doc).unwrap();
+        assert_eq!(written["routes"]["checkout"]["shadow"]["canary"]["inFlight"], 1);
+        assert_eq!(serde_json::from_value::<StatsDocument>(written).unwrap(), doc);
     }
 
     #[test]

@@ -84,6 +84,8 @@ fn every_example_file_validates() {
             "rollout-group.yaml",
             "rollout-prometheus.yaml",
             "rollout-rings.yaml",
+            "rollout-shadow.yaml",
+            "shadow.yaml",
             "sticky-canary.yaml"
         ],
         "a new example needs its own test below (rollout specs: in tests/rollouts.rs)"
@@ -204,6 +206,35 @@ fn rings_open_to_internal_and_beta_users_and_respect_opt_out() {
     assert_eq!(opted_out.as_deref(), Some("stable"));
     let everyone = share(&t, host, "canary");
     assert!((everyone - 0.01).abs() < 0.002, "canary share {everyone}");
+}
+
+#[test]
+fn shadow_sends_every_request_to_stable_and_copies_every_get_to_canary() {
+    let t = load("shadow.yaml");
+    assert_eq!(
+        share(&t, "shop.example.com", "stable"),
+        1.0,
+        "canary takes no real request"
+    );
+    let h = HeaderMap::new();
+    let decide = |method: &Method, random: u64| {
+        let view = RequestView {
+            method,
+            host: "shop.example.com",
+            path: "/",
+            query: "",
+            headers: &h,
+            random,
+        };
+        t.decide(&view)
+            .and_then(|d| d.shadow)
+            .map(|s| s.track.name().to_string())
+    };
+    for random in [0, 1 << 40, u64::MAX] {
+        assert_eq!(decide(&Method::GET, random).as_deref(), Some("canary"));
+        assert_eq!(decide(&Method::POST, random), None, "only safe methods");
+    }
+    assert_eq!(t.routes()[0].mirror().map(|(_, max)| max), Some(100));
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn route(weights: &[u64], rules: Vec<RuleSpec>, sticky: bool) -> RoutingTable {
         }),
         timeout: None,
         retry: None,
+        mirror: None,
     };
     RoutingTable::compile(&[spec], 1).expect("valid route")
 }

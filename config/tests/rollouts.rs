@@ -29,7 +29,7 @@ fn rollout_examples() -> Vec<(String, String)> {
         })
         .collect();
     files.sort();
-    assert_eq!(files.len(), 7, "{files:?}");
+    assert_eq!(files.len(), 8, "{files:?}");
     files
 }
 
@@ -82,6 +82,7 @@ fn default_analysis() -> AnalysisSpec {
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
         sequential_confidence: Some(rollout::SEQUENTIAL_CONFIDENCE),
+        series: Default::default(),
         metrics: vec![],
         emergency: EmergencySpec::default(),
     }
@@ -448,7 +449,7 @@ extra: 1
             "candidate: the candidate must be another track than the baseline, both are \"stable\"",
             "canary.steps[1].setWieght: unknown field `setWieght`; did you mean `setWeight`?",
             "canary.steps[2].setWeight: weight must be from 0 to 100, found 120",
-            "canary.steps[3]: a step needs one of: setWeight, pause, setHeaderRoute, analysis, webhook",
+            "canary.steps[3]: a step needs one of: setWeight, pause, setHeaderRoute, analysis, webhook, setMirrorRoute",
             "canary.steps[4]: a step takes exactly one of these keys, found setWeight and pause: make them separate steps",
             "canary.steps[5].pause.duration: invalid duration \"soon\" (expected number at 0); write e.g. 500ms, 5s, 2m",
             "canary.steps[6].setHeaderRoute: give at least one condition: an empty match takes every request",
@@ -1067,4 +1068,47 @@ proptest! {
             let _ = p.select(&serde_json::json!({"v": [n, {"w": n}]}));
         }
     }
+}
+
+#[test]
+fn the_shadow_example_mirrors_judges_the_shadow_then_goes_on() {
+    let spec = load("rollout-shadow.yaml");
+    let rollout::Strategy::Canary(canary) = &spec.strategy else {
+        panic!("a canary")
+    };
+    assert_eq!(
+        canary.steps[0],
+        Step::SetMirrorRoute(rollout::MirrorStep { percent: 100.0 })
+    );
+    let Step::Analysis(a) = &canary.steps[1] else {
+        panic!("an analysis step")
+    };
+    assert_eq!((a.series, a.count), (rollout::StatsSeries::Shadow, Some(10)));
+    assert_eq!(
+        canary.steps[2],
+        Step::SetMirrorRoute(rollout::MirrorStep { percent: 0.0 })
+    );
+    assert_eq!(spec.analysis.as_ref().unwrap().series, rollout::StatsSeries::Primary);
+    assert_round_trip("rollout-shadow.yaml", &spec);
+}
+
+#[test]
+fn mirror_steps_and_shadow_analyses_are_checked() {
+    let shadow = "{analysis: {series: shadow, count: 3}}";
+    assert_eq!(
+        errors(&format!(
+            "{HEAD}canary: {{steps: [{shadow}, {{setMirrorRoute: {{percent: 150}}}}, {{setMirrorRoute: {{}}}},\
+             {{setMirrorRoute: {{percent: 5}}}}, {shadow}, {{setMirrorRoute: {{percent: 0}}}}, {shadow},\
+             {{analysis: {{series: mirror, count: 1}}}}]}}\n\
+             analysis: {{series: shadow}}"
+        )),
+        [
+            "canary.steps[1].setMirrorRoute.percent: percent must be from 0 to 100 (the share of the route's requests copied), found 150",
+            "canary.steps[2].setMirrorRoute.percent: required field is missing",
+            "canary.steps[7].analysis.series: expected primary (the candidate's own requests) or shadow (the copies a setMirrorRoute step sends it), found \"mirror\"",
+            "canary.steps[0].analysis.series: no request is copied to the candidate at this step; put a setMirrorRoute step with a percent above 0 before it",
+            "canary.steps[6].analysis.series: no request is copied to the candidate at this step; put a setMirrorRoute step with a percent above 0 before it",
+            "analysis.series: the rollout's analysis judges the candidate's own requests; judge the shadow in an analysis step after a setMirrorRoute step",
+        ]
+    );
 }

@@ -31,6 +31,7 @@
 //!     inconclusive_limit: 0,
 //!     consecutive_error_limit: 4,
 //!     sequential_confidence: Some(0.99),
+//!     series: Default::default(),
 //!     metrics: vec![MetricSpec { name: "error-rate".into(), check: MetricCheck::ErrorRate { max: 0.01 } }],
 //!     emergency: EmergencySpec { error_rate: Some(0.05), latency_p99_ms: None },
 //! };

@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use switchyard_config::fleet::GroupName;
-use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, WebhookGate};
+use switchyard_config::rollout::{AnalysisSpec, RolloutSpec, StatsSeries, WebhookGate};
 use switchyard_config::stats::TrackWindow;
 use switchyard_config::{ConfigErrors, FieldError, Format, RouteSpec, load_rollout};
 use tokio::sync::{Notify, watch};
@@ -1315,14 +1315,16 @@ impl Controller {
             };
             // The metric providers are asked beside the stats (not for the reading that only
             // takes the totals at the analysis's start).
-            let (answers, readings) =
-                tokio::join!(observe_each(&self.http, spec, urls, window, Some(d.began_at)), async {
+            let (answers, readings) = tokio::join!(
+                observe_each(&self.http, spec, urls, window, Some(d.began_at), d.spec.series),
+                async {
                     if d.start_only {
                         Readings::default()
                     } else {
                         providers::query_all(&self.providers, spec, &d.spec).await
                     }
-                });
+                }
+            );
             let now = self.clock.now_ms();
             let mut guard = entry.lock();
             let shared = &mut *guard;
@@ -1639,17 +1641,18 @@ async fn write_group(fleet: &Fleet, spec: &RolloutSpec, group: &GroupName, traff
 }
 
 /// Starts the analyses that begin now: the background analysis once every proxy serves the
-/// candidate some traffic, a step's analysis when the rollout is on that step. Each counts
-/// only requests served from its start on.
+/// candidate some traffic (copies of it, for an analysis of the shadow series), a step's
+/// analysis when the rollout is on that step. Each counts only requests served from its start
+/// on.
 fn begin_analyses(spec: &RolloutSpec, record: &mut Record, now: u64) {
     let state = &record.state;
     let run = &mut record.analysis;
     if let Some(analysis) = &spec.analysis
         && run.background_run.is_none()
-        && state
-            .confirmed
-            .as_ref()
-            .is_some_and(|t| t.candidate_weight > 0.0 || !t.header_steps.is_empty())
+        && state.confirmed.as_ref().is_some_and(|t| match analysis.series {
+            StatsSeries::Primary => t.candidate_weight > 0.0 || !t.header_steps.is_empty(),
+            StatsSeries::Shadow => t.mirror_percent > 0.0,
+        })
     {
         run.background_run = Some(Run::new(analysis, now));
     }

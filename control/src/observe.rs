@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use switchyard_config::InstanceId;
-use switchyard_config::rollout::RolloutSpec;
+use switchyard_config::rollout::{RolloutSpec, StatsSeries};
 use switchyard_config::stats::{StatsDocument, TrackWindow};
 use tokio::task::JoinSet;
 
@@ -55,13 +55,16 @@ pub enum ObserveError {
 
 /// One proxy's stats over `window`; with `since` (ms since the Unix epoch, on the proxies'
 /// clocks: they and the controller are assumed to agree, through NTP), the window starts no
-/// earlier than the first whole second from then on.
+/// earlier than the first whole second from then on. The candidate is read from its `series`:
+/// its own requests, or its shadow series (the copies the route's mirror sent it), which a
+/// proxy that does not mirror to it lacks (an error naming it).
 pub async fn observe_one(
     http: &Http,
     spec: &RolloutSpec,
     proxy: &str,
     window: Duration,
     since: Option<u64>,
+    series: StatsSeries,
 ) -> Result<Observed, ObserveError> {
     let mut url = format!(
         "{}/stats?window={}s",
@@ -83,11 +86,19 @@ pub async fn observe_one(
             .map(|t| (t.total_requests, t.total_errors))
             .map_err(|e| bad(e.to_string()))
     };
-    let (candidate_requests, candidate_errors) = lifetime(spec.candidate.as_str())?;
+    let (route, name) = (spec.route.as_str(), spec.candidate.as_str());
+    let ((candidate_requests, candidate_errors), candidate) = match series {
+        StatsSeries::Primary => (lifetime(name)?, track(name)?),
+        StatsSeries::Shadow => {
+            let shadow = doc.shadow_stats(route, name).map_err(|e| bad(e.to_string()))?;
+            let totals = (shadow.stats.total_requests, shadow.stats.total_errors);
+            (totals, doc.shadow(route, name).map_err(|e| bad(e.to_string()))?)
+        }
+    };
     let (baseline_requests, baseline_errors) = lifetime(spec.baseline.as_str())?;
     Ok(Observed {
         baseline: track(spec.baseline.as_str())?,
-        candidate: track(spec.candidate.as_str())?,
+        candidate,
         totals: Counts {
             candidate_requests,
             candidate_errors,
@@ -99,19 +110,20 @@ pub async fn observe_one(
 }
 
 /// Every proxy's stats at once (`urls`: their admin URLs), in that order, each with its own
-/// result.
+/// result; the candidate read from its `series`, as [`observe_one`] does.
 pub async fn observe_each(
     http: &Http,
     spec: &RolloutSpec,
     urls: &[String],
     window: Duration,
     since: Option<u64>,
+    series: StatsSeries,
 ) -> Vec<(String, Result<Observed, ObserveError>)> {
     let mut set = JoinSet::new();
     for (i, url) in urls.iter().enumerate() {
         let (http, spec, url) = (http.clone(), spec.clone(), url.clone());
         set.spawn(async move {
-            let answer = observe_one(&http, &spec, &url, window, since).await;
+            let answer = observe_one(&http, &spec, &url, window, since, series).await;
             (i, url, answer)
         });
     }

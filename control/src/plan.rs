@@ -3,7 +3,7 @@
 
 use switchyard_config::RouteSpec;
 use switchyard_config::rollout::{Pause, RolloutSpec, Step, Strategy};
-use switchyard_config::schema::{RequestMatch, RuleSpec};
+use switchyard_config::schema::{MirrorSpec, RequestMatch, RuleSpec};
 
 /// Where a rollout wants its route's traffic.
 #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
@@ -14,6 +14,14 @@ pub struct Traffic {
     /// Canary steps whose `setHeaderRoute` is in force: requests matching them go to the
     /// candidate first, whatever the weights.
     pub header_steps: Vec<usize>,
+    /// The share of the route's requests copied to the candidate (a `setMirrorRoute` step),
+    /// percent; 0: none. Absent from rollouts stored before it (then 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mirror_percent: f64,
+}
+
+fn is_zero(percent: &f64) -> bool {
+    *percent == 0.0
 }
 
 impl Traffic {
@@ -27,6 +35,7 @@ impl Traffic {
         Self {
             candidate_weight: 100.0,
             header_steps: Vec::new(),
+            mirror_percent: 0.0,
         }
     }
 
@@ -104,6 +113,7 @@ pub fn describe(step: &Step) -> String {
         Step::SetHeaderRoute(_) => "header route".to_owned(),
         Step::Analysis(_) => "analysis".to_owned(),
         Step::Webhook(_) => "webhook gate".to_owned(),
+        Step::SetMirrorRoute(m) => format!("mirror {}%", m.percent),
     }
 }
 
@@ -125,7 +135,9 @@ pub enum PlanError {
 
 /// The table `routes` with the rollout's route set to `traffic`: the baseline and candidate
 /// weights split 100, every rule that sent requests to the candidate removed, and the header
-/// routes put first. Other routes and tracks are untouched.
+/// routes put first; the route mirrors `traffic.mirror_percent` of its requests to the
+/// candidate (with the default bound and methods), and a mirror to the candidate is removed
+/// when that is 0 (one to another track is left alone). Other routes and tracks are untouched.
 pub fn apply(routes: &[RouteSpec], spec: &RolloutSpec, traffic: &Traffic) -> Result<Vec<RouteSpec>, PlanError> {
     let mut routes = routes.to_vec();
     let route = routes
@@ -154,6 +166,12 @@ pub fn apply(routes: &[RouteSpec], spec: &RolloutSpec, traffic: &Traffic) -> Res
         track: spec.candidate.clone(),
     });
     route.rules = added.chain(std::mem::take(&mut route.rules)).collect();
+    let percent = traffic.mirror_percent.clamp(0.0, 100.0);
+    if percent > 0.0 {
+        route.mirror = Some(MirrorSpec::new(spec.candidate.clone(), percent));
+    } else if route.mirror.as_ref().is_some_and(|m| m.track == spec.candidate) {
+        route.mirror = None;
+    }
     Ok(routes)
 }
 
@@ -207,6 +225,7 @@ routes:
         let traffic = Traffic {
             candidate_weight: 25.0,
             header_steps: vec![0],
+            mirror_percent: 0.0,
         };
         let next = apply(&routes(), &spec(), &traffic).unwrap();
         let checkout = &next[1];
@@ -240,6 +259,30 @@ routes:
                 "analysis"
             ]
         );
+    }
+
+    #[test]
+    fn a_mirror_step_copies_to_the_candidate_and_the_baseline_plan_removes_it() {
+        let traffic = Traffic {
+            mirror_percent: 50.0,
+            ..Traffic::baseline()
+        };
+        let next = apply(&routes(), &spec(), &traffic).unwrap();
+        let mirror = next[1].mirror.as_ref().unwrap();
+        assert_eq!((mirror.track.as_str(), mirror.percent), ("canary", 50.0));
+        assert_eq!(
+            candidate_weight(&next, &spec()),
+            Some(0.0),
+            "a shadow takes no real request"
+        );
+        switchyard_config::RoutingTable::compile(&next, 2).expect("the planned table is valid");
+        let back = apply(&next, &spec(), &Traffic::baseline()).unwrap();
+        assert_eq!(back[1].mirror, None);
+        // A mirror of the route to another track is not the rollout's to remove.
+        let mut other = next.clone();
+        other[1].mirror = Some(MirrorSpec::new("debug".into(), 5.0));
+        let kept = apply(&other, &spec(), &Traffic::candidate()).unwrap();
+        assert_eq!(kept[1].mirror.as_ref().map(|m| m.track.as_str()), Some("debug"));
     }
 
     #[test]

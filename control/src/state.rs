@@ -353,6 +353,18 @@ impl RolloutState {
                     self.event(now, EventKind::Step, self.message.clone());
                     self.step += 1;
                 }
+                Step::SetMirrorRoute(m) => {
+                    let mut t = self.traffic.clone();
+                    t.mirror_percent = m.percent;
+                    self.set_traffic(t);
+                    self.message = if m.percent > 0.0 {
+                        format!("step {shown}: {}% of requests copied to the candidate", m.percent)
+                    } else {
+                        format!("step {shown}: no request copied to the candidate")
+                    };
+                    self.event(now, EventKind::Step, self.message.clone());
+                    self.step += 1;
+                }
                 Step::Pause(pause) => match (pause.duration, self.pause_until) {
                     (None, _) => {
                         self.phase = Phase::Paused;
@@ -601,6 +613,7 @@ impl RolloutState {
         let traffic = Traffic {
             candidate_weight: first,
             header_steps: Vec::new(),
+            mirror_percent: 0.0,
         };
         self.abort_to(traffic, now, reason, measurements, detected_at);
         self.rollback = Some(Rollback {
@@ -679,6 +692,7 @@ impl RolloutState {
         self.set_traffic(Traffic {
             candidate_weight: next,
             header_steps: Vec::new(),
+            mirror_percent: 0.0,
         });
         self.message = format!("aborted; rolling back: candidate weight {next}%");
         self.event(now, EventKind::Step, format!("rollback: candidate weight {next}%"));

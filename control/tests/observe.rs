@@ -3,6 +3,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use switchyard_config::rollout::StatsSeries;
 use switchyard_config::{Format, load_config, load_rollout};
 use switchyard_control::http::Http;
 use switchyard_control::observe::observe_one;
@@ -38,17 +39,31 @@ async fn since_cuts_the_windows_and_not_the_totals() {
     let window = Duration::from_secs(300);
     // Requests are recorded when their bodies end: wait until the proxy shows all three.
     assert_eventually!(
-        observe_one(&http, &spec, &spec.proxies.urls()[0], window, None)
-            .await
-            .is_ok_and(|o| (o.baseline.requests, o.candidate.requests) == (1, 2))
+        observe_one(
+            &http,
+            &spec,
+            &spec.proxies.urls()[0],
+            window,
+            None,
+            StatsSeries::Primary
+        )
+        .await
+        .is_ok_and(|o| (o.baseline.requests, o.candidate.requests) == (1, 2))
     );
 
     // An hour ahead: no whole second of the window lies after it.
     let in_an_hour = SystemTime::now() + Duration::from_secs(3600);
     let since = u64::try_from(in_an_hour.duration_since(UNIX_EPOCH).unwrap().as_millis()).unwrap();
-    let o = observe_one(&http, &spec, &spec.proxies.urls()[0], window, Some(since))
-        .await
-        .unwrap();
+    let o = observe_one(
+        &http,
+        &spec,
+        &spec.proxies.urls()[0],
+        window,
+        Some(since),
+        StatsSeries::Primary,
+    )
+    .await
+    .unwrap();
     assert_eq!((o.baseline.requests, o.candidate.requests), (0, 0));
     assert_eq!((o.baseline.window_seconds, o.candidate.window_seconds), (0, 0));
     assert_eq!((o.totals.baseline_requests, o.totals.candidate_requests), (1, 2));

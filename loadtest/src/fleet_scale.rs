@@ -291,7 +291,7 @@ async fn propagate(
             .with_context(|| format!("group {group} has no table"))?;
         let traffic = Traffic {
             candidate_weight: weight,
-            header_steps: Vec::new(),
+            ..Traffic::baseline()
         };
         let planned = plan::apply(&table.routes, spec, &traffic)?;
         let started = Instant::now();

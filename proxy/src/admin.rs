@@ -29,7 +29,7 @@ use prometheus::{Encoder, TextEncoder};
 use serde::Serialize;
 use serde_json::json;
 use switchyard_config::stats::{MAX_WINDOW_SECONDS, RetryCounts};
-use switchyard_config::{Format, InstanceId, RoutesDocument, RoutesPublished};
+use switchyard_config::{Format, InstanceId, RouteName, RoutesDocument, RoutesPublished, TrackName};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,7 +39,7 @@ use crate::dns::Names;
 use crate::forward::Forwarder;
 use crate::health;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, dns_families, endpoint_families, metric_families, route_counters};
+use crate::record::{Since, dns_families, endpoint_families, metric_families, route_counters, shadow_metric_families};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -313,6 +313,17 @@ fn get_stats(state: &AdminState, query: &str) -> AdminResponse {
     }
     document.dns = state.names.report();
     health::fill_stats(&mut document, &snapshot, now);
+    let shadows = snapshot.shadow_slots();
+    if !shadows.is_empty() {
+        let slots: Vec<_> = shadows.iter().map(|(r, t, s, _)| (r.clone(), t.clone(), *s)).collect();
+        let gauge = |route: &RouteName, track: &TrackName| {
+            let found = shadows.iter().find(|(r, t, _, _)| r == route && t == track);
+            found.map(|(_, _, _, g)| Arc::clone(g))
+        };
+        recorder
+            .window(&slots, window, since, now)
+            .add_shadow_to(&mut document, &recorder.totals(&slots), gauge);
+    }
     json_response(StatusCode::OK, &document)
 }
 
@@ -321,6 +332,18 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
     let totals = state.publisher.recorder().totals(&snapshot.slots());
     let mut families = metric_families(&totals);
     families.extend(health::with_metric_rows(&snapshot, Instant::now(), endpoint_families));
+    let shadows = snapshot.shadow_slots();
+    if !shadows.is_empty() {
+        let slots: Vec<_> = shadows.iter().map(|(r, t, s, _)| (r.clone(), t.clone(), *s)).collect();
+        let dropped: Vec<_> = shadows
+            .iter()
+            .map(|(r, t, _, g)| (r.as_str(), t.as_str(), g.dropped()))
+            .collect();
+        families.extend(shadow_metric_families(
+            &state.publisher.recorder().totals(&slots),
+            &dropped,
+        ));
+    }
     let health = &state.health;
     families.push(gauge(
         "switchyard_table_version",

@@ -27,9 +27,9 @@ use self::state_file::{RoutesDigest, StateDocument, StateError, StateFile, Table
 
 use crate::access_log::Labels;
 use crate::dns::Addresses;
-use crate::forward::{Budget, Budgets};
+use crate::forward::{Budget, Budgets, MirrorPlan};
 use crate::health::{HealthRegistry, TrackHealth};
-use crate::record::{Recorder, SlotId};
+use crate::record::{Gauge, Recorder, SlotId};
 use crate::upstream::EndpointKey;
 
 /// What a proxy keeps from table to table, by name: each route's retry budget and each
@@ -51,6 +51,8 @@ pub struct Snapshot {
     tracks: Box<[Box<[TrackPlan]>]>,
     /// `budgets[route]`: the retry budget of each route that retries.
     budgets: Box<[Option<Arc<Budget>>]>,
+    /// `mirrors[route]`: the route's mirror, if it has one.
+    mirrors: Box<[Option<Arc<MirrorPlan>>]>,
 }
 
 /// Per-track data computed once per table, so that a request copies nothing it can share.
@@ -127,7 +129,17 @@ impl Snapshot {
             .iter()
             .map(|route| route.retry().map(|_| lasting.budgets.of(route.name())))
             .collect();
-        Self { table, tracks, budgets }
+        let mirrors = table
+            .routes()
+            .iter()
+            .map(|route| MirrorPlan::of(route, recorder))
+            .collect();
+        Self {
+            table,
+            tracks,
+            budgets,
+            mirrors,
+        }
     }
 
     /// Each route that retries, with its budget.
@@ -143,6 +155,32 @@ impl Snapshot {
     #[inline]
     pub fn budget(&self, route: usize) -> Option<&Arc<Budget>> {
         self.budgets.get(route)?.as_ref()
+    }
+
+    /// The mirror of route `route` (an index from a [`switchyard_config::Decision`]), if any.
+    #[inline]
+    pub fn mirror(&self, route: usize) -> Option<&Arc<MirrorPlan>> {
+        self.mirrors[route].as_ref()
+    }
+
+    /// Every (route, mirror track, shadow slot) of this table, with the mirror's gauge, for
+    /// stats and metrics.
+    pub fn shadow_slots(&self) -> Vec<(RouteName, TrackName, SlotId, Arc<Gauge>)> {
+        self.table
+            .routes()
+            .iter()
+            .zip(self.mirrors.iter())
+            .filter_map(|(route, plan)| {
+                let plan = plan.as_ref()?;
+                let (track, _) = route.mirror()?;
+                Some((
+                    route.name().clone(),
+                    track.name().clone(),
+                    plan.slot(),
+                    Arc::clone(plan.gauge()),
+                ))
+            })
+            .collect()
     }
 
     /// The plan of track `track` of route `route` (indices from a [`switchyard_config::Decision`]).

@@ -331,6 +331,7 @@ fn stats(s: &State, window: u64, since: Option<u64>) -> StatsDocument {
                 tracks,
                 client_errors: Default::default(),
                 retries: None,
+                shadow: BTreeMap::new(),
             },
         )]),
         dns: BTreeMap::new(),

@@ -16,6 +16,7 @@ struct Route {
     tracks: Vec<String>,
     rules: Vec<String>,
     sticky: Option<String>,
+    mirror: Option<String>,
 }
 
 impl Table {
@@ -97,6 +98,12 @@ impl Table {
         self
     }
 
+    /// A mirror, the body of `mirror: { ... }` (`track: canary, percent: 50`).
+    pub fn mirror(mut self, spec: &str) -> Self {
+        self.last().mirror = Some(format!("{{ {spec} }}"));
+        self
+    }
+
     /// The whole document.
     pub fn yaml(&self) -> String {
         let mut out = self.header.clone();
@@ -118,6 +125,9 @@ impl Table {
             }
             if let Some(s) = &r.sticky {
                 let _ = writeln!(out, "    sticky: {s}");
+            }
+            if let Some(m) = &r.mirror {
+                let _ = writeln!(out, "    mirror: {m}");
             }
         }
         out

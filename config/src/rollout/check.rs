@@ -164,6 +164,7 @@ pub(super) fn request_match(m: &RequestMatch, path: &str, p: &mut Problems) -> b
         sticky: None,
         timeout: None,
         retry: None,
+        mirror: None,
     };
     match RoutingTable::compile(std::slice::from_ref(&route), 0) {
         Ok(_) => true,

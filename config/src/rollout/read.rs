@@ -12,9 +12,9 @@ use serde_yaml_ng::{Mapping, Value};
 
 use super::{
     ABORT_INTERVAL, AbortSpec, AnalysisSpec, BlueGreenSpec, CanarySpec, EmergencySpec, METRIC_KEYS, MetricCheck,
-    MetricSpec, PROGRESS_DEADLINE, Pause, PrometheusQuery, Proxies, QUANTILES, Ring, RingsSpec, RolloutSpec,
-    SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, Step, Strategy, WEBHOOK_TIMEOUT, WebQuery, WebhookGate, check,
-    quantile_keys,
+    MetricSpec, MirrorStep, PROGRESS_DEADLINE, Pause, PrometheusQuery, Proxies, QUANTILES, Ring, RingsSpec,
+    RolloutSpec, SEQUENTIAL_CONFIDENCE, STEP_KEYS, STRATEGY_KEYS, StatsSeries, Step, Strategy, WEBHOOK_TIMEOUT,
+    WebQuery, WebhookGate, check, quantile_keys,
 };
 use crate::error::Problems;
 use crate::read::{Fields, FromTree, lenient_list};
@@ -82,7 +82,13 @@ pub(super) fn rollout(v: &Value, p: &mut Problems) -> Option<RolloutSpec> {
             ),
         ),
     }
-    let analysis = f.optional("analysis", p);
+    let analysis: Option<AnalysisSpec> = f.optional("analysis", p);
+    if analysis.as_ref().is_some_and(|a| a.series == StatsSeries::Shadow) {
+        p.push(
+            "analysis.series",
+            "the rollout's analysis judges the candidate's own requests; judge the shadow in an analysis step after a setMirrorRoute step",
+        );
+    }
     let notify: Option<String> = f.optional("notify", p);
     if let Some(url) = &notify {
         check::notify_url(url, "notify", p);
@@ -249,6 +255,18 @@ impl FromTree for CanarySpec {
             }
         };
         f.finish(p);
+        // A shadow analysis needs copies to judge: a setMirrorRoute step before it still in force.
+        let mut mirrored = false;
+        for (i, step) in &steps {
+            match step {
+                Step::SetMirrorRoute(m) => mirrored = m.percent > 0.0,
+                Step::Analysis(a) if a.series == StatsSeries::Shadow && !mirrored => p.push(
+                    format!("{at}[{i}].analysis.series"),
+                    "no request is copied to the candidate at this step; put a setMirrorRoute step with a percent above 0 before it",
+                ),
+                _ => {}
+            }
+        }
         Some(Self {
             steps: steps.into_iter().map(|(_, s)| s).collect(),
         })
@@ -286,7 +304,44 @@ impl FromTree for Step {
                 Some(Self::SetHeaderRoute(m))
             }
             "webhook" => WebhookGate::from_tree(node, &at, p).map(Self::Webhook),
+            "setMirrorRoute" => MirrorStep::from_tree(node, &at, p).map(Self::SetMirrorRoute),
             _ => gating_analysis(node, &at, p).map(Self::Analysis),
+        }
+    }
+}
+
+impl FromTree for MirrorStep {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let percent: Option<f64> = f.required("percent", p);
+        if let Some(percent) = percent
+            && !(percent.is_finite() && (0.0..=100.0).contains(&percent))
+        {
+            p.push(
+                f.path_of("percent"),
+                format!("percent must be from 0 to 100 (the share of the route's requests copied), found {percent}"),
+            );
+        }
+        f.finish(p);
+        Some(Self { percent: percent? })
+    }
+}
+
+impl FromTree for StatsSeries {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        match v.as_str() {
+            Some("primary") => Some(Self::Primary),
+            Some("shadow") => Some(Self::Shadow),
+            _ => {
+                p.push(
+                    path,
+                    format!(
+                        "expected primary (the candidate's own requests) or shadow (the copies a setMirrorRoute step sends it), found {}",
+                        crate::read::describe(v)
+                    ),
+                );
+                None
+            }
         }
     }
 }
@@ -549,8 +604,10 @@ impl FromTree for AnalysisSpec {
             }
         }
         let emergency = f.optional("emergency", p).unwrap_or_default();
+        let series = f.or("series", StatsSeries::Primary, p);
         f.finish(p);
         Some(Self {
+            series,
             initial_delay,
             interval,
             window,

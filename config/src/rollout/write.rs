@@ -28,6 +28,7 @@ impl Serialize for Step {
             Self::SetHeaderRoute(m) => map.serialize_entry(self.key(), m)?,
             Self::Analysis(a) => map.serialize_entry(self.key(), a)?,
             Self::Webhook(w) => map.serialize_entry(self.key(), w)?,
+            Self::SetMirrorRoute(m) => map.serialize_entry(self.key(), m)?,
         }
         map.end()
     }

@@ -330,7 +330,7 @@ fn check_path(value: &str, path: &str, p: &mut Problems) -> bool {
     ok
 }
 
-fn method(name: &str, path: &str, p: &mut Problems) -> Option<Method> {
+pub(super) fn method(name: &str, path: &str, p: &mut Problems) -> Option<Method> {
     match Method::from_bytes(name.as_bytes()) {
         Ok(m) if name.bytes().all(|b| !b.is_ascii_lowercase()) => Some(m),
         Ok(_) => {

@@ -7,6 +7,7 @@
 
 mod index;
 mod matcher;
+mod mirror;
 mod resolve;
 mod split;
 
@@ -28,8 +29,11 @@ pub use matcher::{MAX_REGEX_LEN, MAX_REGEX_SIZE};
 
 use index::RouteIndex;
 use matcher::{Matcher, cookies, normalize_host};
+use mirror::Mirror;
 pub use resolve::{expand, host_name, host_names};
 use split::{Split, hash, mix};
+
+pub use mirror::Shadow;
 
 /// Largest weight accepted for a track or an endpoint. Weights are relative, so this bounds
 /// nothing a user needs while keeping sums finite.
@@ -56,6 +60,7 @@ pub struct Route {
     split: Split,
     timeout: Option<Duration>,
     retry: Option<Arc<RetryPolicy>>,
+    mirror: Option<Mirror>,
 }
 
 /// One compiled track of a route.
@@ -102,6 +107,8 @@ pub struct Decision<'t> {
     pub endpoint: &'t Endpoint,
     /// What chose the track.
     pub by: DecidedBy,
+    /// Where a copy of the request goes, when the route mirrors it (see [`Shadow`]).
+    pub shadow: Option<Shadow<'t>>,
     /// The draw that chose the endpoint, for [`Track::fallback`].
     pub draw: EndpointDraw,
 }
@@ -242,6 +249,11 @@ impl Route {
         self.retry.as_ref()
     }
 
+    /// The track the route copies requests to and the most copies in flight, when it mirrors.
+    pub fn mirror(&self) -> Option<(&Track, u32)> {
+        self.mirror.as_ref().map(|m| (&self.tracks[m.track], m.max_in_flight))
+    }
+
     #[inline]
     fn decide<'t>(&'t self, req: &RequestView<'_>, host: &[u8]) -> Decision<'t> {
         let key = self.sticky.as_ref().and_then(|s| s.key(req)).map(hash);
@@ -251,6 +263,10 @@ impl Route {
                 Some(k) => (self.split.by_key(k), DecidedBy::Sticky),
                 None => (self.split.by_random(req.random), DecidedBy::Weight),
             },
+        };
+        let shadow = match &self.mirror {
+            None => None,
+            Some(mirror) => mirror.pick(&self.tracks, track, req.method, req.random),
         };
         let track = &self.tracks[track];
         let draw = match key {
@@ -275,6 +291,7 @@ impl Route {
             endpoint: &track.endpoints[endpoint],
             by,
             draw,
+            shadow,
         }
     }
 }
@@ -403,6 +420,10 @@ fn compile_route(
         Some(r) => Some(RetryPolicy::compile(r, &format!("{path}.retry"), p)?),
         None => None,
     };
+    let mirror = spec
+        .mirror
+        .as_ref()
+        .and_then(|m| Mirror::compile(m, spec, &format!("{path}.mirror"), p));
     let split = Split::new(spec.tracks.iter().map(|t| (t.weight, hash(t.name.as_str().as_bytes()))));
     let (tracks, split) = (tracks?, split?);
     Some((
@@ -416,6 +437,7 @@ fn compile_route(
             split,
             timeout: spec.timeout,
             retry: retry.map(Arc::new),
+            mirror,
         },
         host,
     ))

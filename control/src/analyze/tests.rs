@@ -44,6 +44,7 @@ fn spec(metrics: Vec<MetricCheck>, emergency: EmergencySpec) -> AnalysisSpec {
         inconclusive_limit: 0,
         consecutive_error_limit: 4,
         sequential_confidence: None,
+        series: Default::default(),
         metrics: metrics
             .into_iter()
             .enumerate()

@@ -418,7 +418,8 @@ fn a_stepped_rollback_holds_each_weight_its_interval_once_confirmed_and_ends_at_
         s.traffic,
         Traffic {
             candidate_weight: 25.0,
-            header_steps: Vec::new()
+            header_steps: Vec::new(),
+            mirror_percent: 0.0,
         }
     );
     assert!(

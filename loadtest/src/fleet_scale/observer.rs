@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use switchyard_config::rollout::RolloutSpec;
+use switchyard_config::rollout::{RolloutSpec, StatsSeries};
 use switchyard_control::http::Http;
 use switchyard_control::observe::observe_each;
 use tokio::sync::oneshot;
@@ -76,7 +76,7 @@ async fn observe(spec: &RolloutSpec, urls: &[String], mut stop: oneshot::Receive
             _ = tick.tick() => {}
         }
         let started = Instant::now();
-        let answers = observe_each(&http, spec, urls, window, None).await;
+        let answers = observe_each(&http, spec, urls, window, None, StatsSeries::Primary).await;
         let elapsed = started.elapsed();
         let mut merged = None;
         let mut failed = 0;

@@ -11,6 +11,7 @@
 
 mod body;
 mod exchange;
+mod mirror;
 mod respond;
 mod retry;
 mod rewrite;
@@ -19,6 +20,7 @@ mod tests;
 
 pub use body::{Pending, ProxyBody, ResponseBodyError};
 pub use exchange::{Exchange, Forwarding, Sent};
+pub use mirror::{MirrorPlan, SHADOW_HEADER};
 pub use respond::local;
 pub use retry::{Budget, Budgets};
 pub(crate) use rewrite::strip_hop_by_hop;
@@ -117,6 +119,8 @@ pub struct Forwarder {
     track_header: Option<HeaderName>,
     request_ids: RequestIds,
     access_log: Option<Arc<AccessLog>>,
+    /// The clients of shadow copies.
+    mirrors: mirror::Mirrors,
     no_route: AtomicU64,
     refused: AtomicU64,
 }
@@ -150,6 +154,7 @@ impl Forwarder {
             track_header,
             request_ids,
             access_log,
+            mirrors: mirror::Mirrors::new(&timeouts),
             no_route: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         }
@@ -256,7 +261,7 @@ impl Forwarder {
         }
 
         // One snapshot decides everything about this request; it is released before any await.
-        let (slot, track, (authority, key), protocol, timeout, retry, passive) = {
+        let (slot, track, (authority, key), protocol, timeout, retry, passive, (mirrored, copy)) = {
             let snapshot = this.publisher.load();
             let Some(d) = snapshot.table.decide(&RequestView::of_request(&req, random())) else {
                 this.no_route.fetch_add(1, Ordering::Relaxed);
@@ -280,6 +285,10 @@ impl Forwarder {
                 budget.request(policy.budget(), start);
                 Some((Arc::clone(policy), Arc::clone(budget), Arc::clone(&plan.endpoints)))
             });
+            let mirror = match snapshot.mirror(d.route.index()) {
+                None => (false, None),
+                Some(m) => (true, d.shadow.map(|s| mirror::ShadowCopy::new(m, s.endpoint.index()))),
+            };
             (
                 plan.slot,
                 plan.header.clone(),
@@ -288,6 +297,7 @@ impl Forwarder {
                 d.route.timeout().unwrap_or(this.timeouts.request),
                 retry.map(|r| (r, endpoint)),
                 passive,
+                mirror,
             )
         };
 
@@ -329,6 +339,15 @@ impl Forwarder {
             log.entry().request_id(id.as_bytes());
         }
         let response_id = id.filter(|_| ids.in_response());
+        if mirrored {
+            // Only copies carry the mark: a client's cannot make a real request pass for one.
+            headers.remove(SHADOW_HEADER);
+        }
+        if let Some(copy) = copy
+            && offer.is_none()
+        {
+            copy.send(&req, timeout, this);
+        }
         let path_and_query = |uri: &Uri| {
             uri.path_and_query()
                 .cloned()

@@ -2,13 +2,15 @@
 //! [`StatsDocument`] (`switchyard_config::stats`).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use switchyard_config::InstanceId;
 use switchyard_config::stats::{
-    ClientErrors, LatencyMs, RouteStats, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors, encode_histogram,
+    ClientErrors, LatencyMs, RouteStats, ShadowStatsDoc, StatsDocument, StatusClasses, TrackStatsDoc, UpstreamErrors,
+    encode_histogram,
 };
+use switchyard_config::{InstanceId, RouteName, TrackName};
 
-use super::{TrackStats, WindowStats, route_client_errors};
+use super::{Gauge, TrackStats, WindowStats, route_client_errors};
 
 impl WindowStats {
     /// The `GET /stats` document of this window, `version` being the routing table's version
@@ -37,12 +39,14 @@ impl WindowStats {
                     timeout,
                     aborted,
                 };
+                let shadow = BTreeMap::new();
                 (
                     route.clone(),
                     RouteStats {
                         tracks,
                         client_errors,
                         retries: None,
+                        shadow,
                     },
                 )
             })
@@ -89,6 +93,35 @@ impl TrackStats {
             total_errors: total.map_or(0, |t| t.errors),
             // Filled in by the admin API from the endpoints' health, which is not measured here.
             endpoints: Vec::new(),
+        }
+    }
+}
+
+impl WindowStats {
+    /// Adds this window of shadow series to `doc` (written by [`Self::to_document`] from the
+    /// same window's primary series): each route's `shadow`, per mirror track, with its
+    /// lifetime `totals` and its `gauge` (copies dropped and in flight). A route not in `doc`
+    /// is left out.
+    pub fn add_shadow_to(
+        &self,
+        doc: &mut StatsDocument,
+        totals: &WindowStats,
+        gauge: impl Fn(&RouteName, &TrackName) -> Option<Arc<Gauge>>,
+    ) {
+        for (route, tracks) in &self.routes {
+            let Some(stats) = doc.routes.get_mut(route) else {
+                continue;
+            };
+            let lifetime = totals.routes.get(route);
+            for (track, window) in tracks {
+                let gauge = gauge(route, track);
+                let shadow = ShadowStatsDoc {
+                    stats: window.to_document(lifetime.and_then(|l| l.get(track))),
+                    dropped: gauge.as_ref().map_or(0, |g| g.dropped()),
+                    in_flight: gauge.as_ref().map_or(0, |g| u64::from(g.in_flight())),
+                };
+                stats.shadow.insert(track.clone(), shadow);
+            }
         }
     }
 }

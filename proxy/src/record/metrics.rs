@@ -251,6 +251,40 @@ pub fn endpoint_families(rows: &[EndpointHealthRow<'_>]) -> Vec<MetricFamily> {
     ]
 }
 
+/// The families of the shadow series in `totals` (from [`super::Recorder::totals`] of the
+/// shadow slots): the copies a route's mirror sent to a track, in families of their own so
+/// that no query on the primary ones changes, named as those with `shadow_` after
+/// `switchyard_` and with the same labels: `switchyard_shadow_requests_total`,
+/// `switchyard_shadow_request_duration_seconds`, `switchyard_shadow_upstream_errors_total`;
+/// and `switchyard_shadow_dropped_total{route, track}`, counter, the copies not sent past
+/// `maxInFlight` (`dropped`: route, track, count). Empty when `totals` has no tracks.
+pub fn shadow_metric_families(totals: &WindowStats, dropped: &[(&str, &str, u64)]) -> Vec<MetricFamily> {
+    let mut families: Vec<MetricFamily> = metric_families(totals)
+        .into_iter()
+        .filter(|f| f.name() != "switchyard_client_errors_total")
+        .map(|mut f| {
+            let name = f.name().replacen("switchyard_", "switchyard_shadow_", 1);
+            let help = format!("{} Copies sent by a route's mirror, answers discarded.", f.help());
+            f.set_name(name);
+            f.set_help(help);
+            f
+        })
+        .collect();
+    if !dropped.is_empty() {
+        let metrics = dropped
+            .iter()
+            .map(|(route, track, n)| counter(vec![label("route", route), label("track", track)], *n))
+            .collect();
+        families.push(family(
+            "switchyard_shadow_dropped_total",
+            "Copies a route's mirror did not send because maxInFlight were in flight, by route and track.",
+            MetricType::COUNTER,
+            metrics,
+        ));
+    }
+    families
+}
+
 fn label(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::default();
     pair.set_name(name.to_owned());

@@ -37,6 +37,7 @@
 
 mod document;
 mod metrics;
+mod shadow;
 mod shard;
 #[cfg(test)]
 mod tests;
@@ -45,7 +46,7 @@ mod window;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -53,7 +54,10 @@ use switchyard_config::stats::{MAX_WINDOW_SECONDS, new_histogram};
 use switchyard_config::{RouteName, TrackName};
 use tokio::time::Instant;
 
-pub use metrics::{EndpointHealthRow, dns_families, endpoint_families, metric_families, route_counters};
+pub use metrics::{
+    EndpointHealthRow, dns_families, endpoint_families, metric_families, route_counters, shadow_metric_families,
+};
+pub use shadow::{Gauge, InFlight};
 pub use window::Since;
 
 use shard::{Shard, SlotState, SparseHistogram};
@@ -75,8 +79,20 @@ pub struct Recorder {
     /// Seconds are counted from here: a one-second slice is `[start + k s, start + (k+1) s)`.
     start: Instant,
     shards: Box<[PaddedShard]>,
-    /// Cold path only.
-    slots: Mutex<HashMap<(RouteName, TrackName), SlotId>>,
+    /// Cold path only. A track's shadow series (copies of requests sent to it by a route's
+    /// mirror) has a slot of its own, beside its primary series.
+    slots: Mutex<HashMap<(RouteName, TrackName, Series), SlotId>>,
+    /// The in-flight bound and dropped count of each (route, track)'s copies.
+    gauges: shadow::Gauges,
+}
+
+/// Which of a track's series a slot measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Series {
+    /// The requests whose answers the clients got.
+    Primary,
+    /// Copies of requests sent by a route's mirror, whose answers were discarded.
+    Shadow,
 }
 
 /// A shard on its own cache lines (128 bytes covers adjacent-line prefetching), so that two
@@ -246,15 +262,31 @@ impl Recorder {
             start,
             shards: (0..shards.max(1)).map(|_| PaddedShard::default()).collect(),
             slots: Mutex::default(),
+            gauges: shadow::Gauges::default(),
         }
     }
 
     /// Cold path (at table publish): the slot for (route, track). The same names always get the
     /// same slot, for the life of the recorder.
     pub fn slot(&self, route: &RouteName, track: &TrackName) -> SlotId {
+        self.slot_of(route, track, Series::Primary)
+    }
+
+    /// Cold path (at table publish): the slot of (route, track)'s shadow series, apart from its
+    /// primary one, and the gauge that bounds and counts its copies. The same names always get
+    /// the same slot and gauge, for the life of the recorder, so a copy in flight across a
+    /// table swap still counts against the bound.
+    pub fn shadow(&self, route: &RouteName, track: &TrackName) -> (SlotId, Arc<Gauge>) {
+        (
+            self.slot_of(route, track, Series::Shadow),
+            self.gauges.get(route, track),
+        )
+    }
+
+    fn slot_of(&self, route: &RouteName, track: &TrackName, series: Series) -> SlotId {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         let next = slots.len();
-        *slots.entry((route.clone(), track.clone())).or_insert_with(|| {
+        *slots.entry((route.clone(), track.clone(), series)).or_insert_with(|| {
             SlotId(u32::try_from(next).unwrap_or_else(|_| unreachable!("more than 2^32 (route, track) pairs")))
         })
     }

@@ -16,6 +16,7 @@ fn spec(count: Option<u32>, failure_limit: u32, inconclusive_limit: u32, consecu
         inconclusive_limit,
         consecutive_error_limit,
         sequential_confidence: None,
+        series: Default::default(),
         metrics: Vec::new(),
         emergency: EmergencySpec::default(),
     }
