@@ -300,6 +300,7 @@ impl Refusal {
                     }
                     ControlError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
                     ControlError::NotStored(_) => StatusCode::SERVICE_UNAVAILABLE,
+                    ControlError::Unconfirmed(_) => StatusCode::GATEWAY_TIMEOUT,
                     ControlError::NoEtcd => StatusCode::NOT_FOUND,
                 };
                 match e {

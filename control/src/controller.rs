@@ -348,6 +348,10 @@ pub enum ControlError {
     /// The change was not stored because this replica no longer leads: it is not taken.
     #[error("{0}")]
     NotStored(String),
+    /// The change is in force on the leader, but the store had not confirmed it when the
+    /// command was answered: a new leader would not find it unless the store does.
+    #[error("{0}")]
+    Unconfirmed(String),
     /// A group was asked of a controller without etcd.
     #[error("this controller runs without etcd, so it knows no groups; start it with switchyard serve --etcd URL")]
     NoEtcd,
@@ -755,14 +759,14 @@ impl Controller {
             Ok(Err(e)) => Err(ControlError::NotStored(format!(
                 "the change was not stored: {e}; retry it"
             ))),
-            Err(_) => {
-                // In force here, and stored as soon as the store answers: answering an error
-                // would invite a retry that takes the change twice (a second promote).
-                tracing::warn!(
-                    "the store did not confirm a change within {FLUSH_WAIT:?}; it is in force and is stored when the store answers"
-                );
-                Ok(())
-            }
+            // In force here and stored as soon as the store answers, or lost with this term if
+            // it never does. Neither a success (a new leader might not find it) nor a plain
+            // "retry it" (a second promote would take two steps): the operator looks first.
+            Err(_) => Err(ControlError::Unconfirmed(format!(
+                "the store did not confirm the change within {FLUSH_WAIT:?}: it is in force on this \
+                 leader and is kept once the store answers, but a new leader would not find it \
+                 before then; check the rollout's status before sending the command again"
+            ))),
         }
     }
 

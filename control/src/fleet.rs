@@ -57,7 +57,7 @@ impl Fleet {
 /// What went wrong with an etcd call, for a person: the client's message and its root cause
 /// (`tcp connect error: Connection refused (os error 111)`), not a dump of nested errors.
 #[cfg(feature = "fleet")]
-fn etcd_sentence(e: &etcd_client::Error) -> String {
+pub(crate) fn etcd_sentence(e: &etcd_client::Error) -> String {
     let message = match e {
         etcd_client::Error::GRpcStatus(status) => status.message().to_owned(),
         other => other.to_string(),

@@ -307,6 +307,7 @@ impl Replica {
         tracing::warn!(id = %self.me.id, "stepping down: {why}");
         self.fleet.set_fencing(Fencing::Follower);
         controller.stop_all();
+        store.end_term();
         self.role.send_replace(Role::Follower { leader: None });
         let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
         Ok(())
@@ -336,6 +337,12 @@ impl Lease {
 
     /// Renews the lease; false once it lapsed, or went unrenewed for a whole TTL (the process
     /// was paused past it: whatever etcd says now, another replica may lead).
+    ///
+    /// One renewal takes at most a third of the TTL, the time between two: a keep-alive stream
+    /// on a member that went away (it fails, ends, or never answers) is replaced at once by one
+    /// the client opens to the members that remain, and the renewal sent again, for as long as
+    /// that third lasts. Losing one etcd member must not cost the lease: waiting for the next
+    /// round, or for a call's whole timeout, would let a short TTL lapse.
     async fn renew(&mut self, client: &mut etcd_client::Client) -> Result<bool, FleetError> {
         if self.renewed.elapsed() >= self.ttl {
             tracing::warn!(
@@ -344,23 +351,34 @@ impl Lease {
             );
             return Ok(false);
         }
-        let answer = match timed(self.keeper.keep_alive()).await {
-            Ok(()) => timed(self.answers.message()).await,
-            Err(e) => Err(e),
-        };
-        match answer {
-            Ok(Some(answer)) if answer.ttl() > 0 => {
-                self.renewed = Instant::now();
-                Ok(true)
-            }
-            Ok(_) => Ok(false),
-            Err(e) => {
-                // The stream was on a member that went away: open another (the client reaches
-                // the members that remain) for the next round.
-                if let Ok((keeper, answers)) = timed(client.lease_keep_alive(self.id)).await {
-                    (self.keeper, self.answers) = (keeper, answers);
+        let deadline = Instant::now() + self.ttl / 3;
+        let mut retry = Duration::from_millis(10);
+        loop {
+            let answer = tokio::time::timeout_at(deadline, async {
+                self.keeper.keep_alive().await?;
+                self.answers.message().await
+            })
+            .await;
+            let failure = match answer {
+                Ok(Ok(Some(answer))) if answer.ttl() > 0 => {
+                    self.renewed = Instant::now();
+                    return Ok(true);
                 }
-                Err(e)
+                // etcd answered: the lease is gone.
+                Ok(Ok(Some(_))) => return Ok(false),
+                Ok(Ok(None)) => "the keep-alive stream ended".to_owned(),
+                Ok(Err(e)) => crate::fleet::etcd_sentence(&e),
+                Err(_) => format!("etcd did not renew the lease within {:?}", self.ttl / 3),
+            };
+            if Instant::now() >= deadline {
+                return Err(FleetError::Etcd(failure));
+            }
+            tracing::debug!("renewing this replica's lease on another stream: {failure}");
+            tokio::time::sleep(retry.min(deadline.saturating_duration_since(Instant::now()))).await;
+            retry = (retry * 2).min(Duration::from_millis(200));
+            if let Ok(Ok((keeper, answers))) = tokio::time::timeout_at(deadline, client.lease_keep_alive(self.id)).await
+            {
+                (self.keeper, self.answers) = (keeper, answers);
             }
         }
     }

@@ -165,6 +165,15 @@ impl Store {
             Kind::Etcd(w) => Some(w.lost()),
         }
     }
+
+    /// Ends a leader's term: its store writes nothing more, and a command waiting for its
+    /// change to be stored is told it was not.
+    #[cfg(feature = "fleet")]
+    pub fn end_term(&self) {
+        if let Kind::Etcd(w) = &self.kind {
+            w.end_term();
+        }
+    }
 }
 
 fn read_only() -> std::io::Error {

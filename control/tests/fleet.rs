@@ -575,15 +575,11 @@ async fn etcd_losing_a_member_then_all_of_them_fails_no_request_and_the_rollout_
     assert_eq!(code, 201, "{body}");
     fleet.all_at(20.0).await;
 
+    // One member down: requests go on (counted below), and a promote is taken and kept.
+    fleet.etcd.kill(0);
     let (code, body) = command(&fleet, 0, "/rollouts/shop-v2/promote").await;
     assert_eq!(code, 200, "{body}\n{}", fleet.logs());
     fleet.all_at(40.0).await;
-    // One member down: requests go on (counted below), the weight stays. A command answered
-    // while a member is down is not tested here: the leader's keep-alive can go to the dead
-    // member, its 2 s lease lapse, and a promote answered across that step-down be lost (the
-    // replica resumes from the state etcd had); issue 17 stays open on it.
-    fleet.etcd.kill(0);
-    assert_eq!(fleet.weights().await, [Some(40.0); 3]);
     fleet.etcd.restart(0).await;
 
     // Every member down for 10 s: the proxies serve on.
@@ -609,6 +605,62 @@ async fn etcd_losing_a_member_then_all_of_them_fails_no_request_and_the_rollout_
     let (sent, failed) = (sent.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert!(sent > 1000, "only {sent} requests were sent");
     assert_eq!(failed, 0, "{failed} of {sent} requests failed");
+}
+
+/// The rollout's state as etcd holds it: what a new leader would resume from.
+async fn stored_step(etcd: &mut Etcd, name: &str) -> Option<u64> {
+    let key = switchyard_config::fleet::FleetKeys::default().rollout(name);
+    // The client may send the read to the member that is down: another answers it.
+    let mut tries = 0;
+    let answer = loop {
+        match etcd.get(key.as_str(), None).await {
+            Ok(answer) => break answer,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("reading the stored rollout again: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("etcd does not answer: {e}"),
+        }
+    };
+    let record: Value = serde_json::from_slice(answer.kvs().first()?.value()).ok()?;
+    record["state"]["step"].as_u64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_answered_while_an_etcd_member_is_down_is_stored_and_kept() {
+    // Each member in turn is down while a promote is sent, so whichever member the leader's
+    // lease and writes go through is lost once. A promote answered 200 is in etcd already
+    // (a new leader would find it), and the leader keeps its lease through the loss: the
+    // rollout never goes back to a step before it.
+    let mut fleet = Fleet::start("member-loss", 1, 2).await;
+    let steps =
+        "[{setWeight: 10}, {pause: {}}, {setWeight: 20}, {pause: {}}, {setWeight: 30}, {pause: {}}, {setWeight: 100}]";
+    let (code, body) = fleet.apply(0, &spec("shop-v2", steps)).await;
+    assert_eq!(code, 201, "{body}");
+    fleet.all_at(10.0).await;
+    let mut etcd = fleet.etcd().await;
+    for (member, weight) in [(0, 20.0), (1, 30.0), (2, 100.0)] {
+        assert_eventually!(phase(&fleet.status("shop-v2").await) == "Paused", WITHIN);
+        let before = stored_step(&mut etcd, "shop-v2").await.expect("the rollout is stored");
+        fleet.etcd.kill(member);
+        let (code, body) = command(&fleet, member % 2, "/rollouts/shop-v2/promote").await;
+        assert_eq!(code, 200, "{body}\n{}", fleet.logs());
+        let stored = stored_step(&mut etcd, "shop-v2").await;
+        assert!(
+            stored.is_some_and(|s| s > before),
+            "the promote was answered before etcd held it: step {stored:?}, was {before}"
+        );
+        fleet.all_at(weight).await;
+        fleet.etcd.restart(member).await;
+    }
+    assert_eventually!(phase(&fleet.status("shop-v2").await) == "Completed", WITHIN);
+    assert_eq!(
+        steps_taken(&fleet, "shop-v2").await,
+        [1, 3, 5, 7],
+        "every weight step once, in order\n{}",
+        fleet.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -691,11 +743,33 @@ async fn a_write_fenced_by_a_key_that_is_gone_is_refused() {
     }));
     let refused = fleet.write_table(&group, routes.spec(), Expect::Any, true).await;
     assert!(matches!(refused, Err(FleetError::NotLeader)), "{refused:?}");
-    let refused = fleet.put_rollout("r", b"{}".to_vec()).await;
+    let refused = fleet.put_rollout(&fleet.fencing(), "r", b"{}".to_vec()).await;
     assert!(matches!(refused, Err(FleetError::NotLeader)), "{refused:?}");
     fleet.set_fencing(Fencing::Follower);
-    let refused = fleet.delete_rollout("r").await;
+    let refused = fleet.delete_rollout(&fleet.fencing(), "r").await;
     assert!(matches!(refused, Err(FleetError::NotLeader)), "{refused:?}");
+    // A write of a term that ended is refused though the replica leads again: it carries the
+    // fence it was queued under, not the new term's.
+    let mut client = Etcd::connect(etcd.client_urls(), None).await.expect("etcd client");
+    let won = client
+        .put(FleetKeys::default().leader(), "me", None)
+        .await
+        .expect("etcd answers");
+    let fence = |revision| {
+        Fencing::Leader(Fence {
+            key: FleetKeys::default().leader(),
+            revision,
+        })
+    };
+    let now = fence(won.header().expect("a header").revision());
+    fleet.set_fencing(now.clone());
+    let refused = fleet.put_rollout(&fence(written), "r", b"{}".to_vec()).await;
+    assert!(matches!(refused, Err(FleetError::NotLeader)), "{refused:?}");
+    assert_eq!(mod_revision(&mut client, &FleetKeys::default().rollout("r")).await, 0);
+    fleet
+        .put_rollout(&now, "r", b"{}".to_vec())
+        .await
+        .expect("the term's own write lands");
     let table = fleet.table(&group).await.unwrap().expect("the table");
     assert_eq!(table.revision, written, "nothing was written after the first");
 }

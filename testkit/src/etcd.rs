@@ -1,20 +1,20 @@
 //! A real etcd cluster on loopback for the fleet's tests: `etcd` (Debian's `etcd-server`, which
 //! `scripts/test` installs when it is missing) started as separate processes, each member with
-//! its own free client and peer ports and its own data directory, killed when dropped. Tests
+//! its own held client and peer ports (a killed member's ports stay its own) and its own data directory, killed when dropped. Tests
 //! kill and restart members to play an etcd outage; nothing assumes an etcd left running.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::{Client, Scratch, free_port};
+use crate::{Client, HeldPort, Scratch, held_port};
 
 /// One member: its name, ports and process (if running).
 #[derive(Debug)]
 struct Member {
     name: String,
-    client: u16,
-    peer: u16,
+    client: HeldPort,
+    peer: HeldPort,
     data: PathBuf,
     log: PathBuf,
     process: Option<Child>,
@@ -47,8 +47,8 @@ impl EtcdCluster {
         let members: Vec<Member> = (0..members)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
+                client: held_port(),
+                peer: held_port(),
                 data: scratch.join(&format!("m{i}.etcd")),
                 log: scratch.join(&format!("m{i}.log")),
                 process: None,
@@ -56,7 +56,7 @@ impl EtcdCluster {
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer.port()))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Self {
@@ -77,8 +77,8 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         let log = std::fs::File::create(&m.log).expect("create the member's log");
-        let client = format!("http://127.0.0.1:{}", m.client);
-        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let client = format!("http://127.0.0.1:{}", m.client.port());
+        let peer = format!("http://127.0.0.1:{}", m.peer.port());
         let child = Command::new("etcd")
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data)
@@ -99,7 +99,7 @@ impl EtcdCluster {
     pub fn client_urls(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("http://127.0.0.1:{}", m.client.port()))
             .collect()
     }
 
@@ -141,7 +141,7 @@ impl EtcdCluster {
 
     /// Whether member `i` answers `GET /health` with `"health":"true"` (it has a leader).
     pub async fn healthy(&self, i: usize) -> bool {
-        let url = format!("http://127.0.0.1:{}/health", self.members[i].client);
+        let url = format!("http://127.0.0.1:{}/health", self.members[i].client.port());
         match tokio::time::timeout(Duration::from_secs(2), Client::http1().get(&url, &[])).await {
             Ok(Ok(reply)) => reply.status == 200 && reply.body.contains("\"true\""),
             _ => false,

@@ -111,7 +111,12 @@ impl Fleet {
 
     /// The compares of a fenced write: refused at once when this replica follows.
     fn fenced(&self) -> Result<(Vec<Compare>, Option<Fence>), FleetError> {
-        match self.fencing() {
+        Self::compares(self.fencing())
+    }
+
+    /// The compares of a write fenced by `fencing`.
+    fn compares(fencing: Fencing) -> Result<(Vec<Compare>, Option<Fence>), FleetError> {
+        match fencing {
             Fencing::Unfenced => Ok((Vec::new(), None)),
             Fencing::Follower => Err(FleetError::NotLeader),
             Fencing::Leader(fence) => Ok((
@@ -267,18 +272,22 @@ impl Fleet {
         })
     }
 
-    /// Stores a rollout's state, fenced.
-    pub async fn put_rollout(&self, name: &str, bytes: Vec<u8>) -> Result<(), FleetError> {
-        self.fenced_op(TxnOp::put(self.keys.rollout(name), bytes, None)).await
+    /// Stores a rollout's state, fenced by `fencing`: the fence of the term that holds the
+    /// state, not whichever term this replica is in when the write goes out, so that a write
+    /// left over from a term that ended never lands in the next.
+    pub async fn put_rollout(&self, fencing: &Fencing, name: &str, bytes: Vec<u8>) -> Result<(), FleetError> {
+        self.fenced_op(fencing, TxnOp::put(self.keys.rollout(name), bytes, None))
+            .await
     }
 
-    /// Removes a rollout's state, fenced.
-    pub async fn delete_rollout(&self, name: &str) -> Result<(), FleetError> {
-        self.fenced_op(TxnOp::delete(self.keys.rollout(name), None)).await
+    /// Removes a rollout's state, fenced by `fencing` as [`Self::put_rollout`] is.
+    pub async fn delete_rollout(&self, fencing: &Fencing, name: &str) -> Result<(), FleetError> {
+        self.fenced_op(fencing, TxnOp::delete(self.keys.rollout(name), None))
+            .await
     }
 
-    async fn fenced_op(&self, op: TxnOp) -> Result<(), FleetError> {
-        let (compares, _) = self.fenced()?;
+    async fn fenced_op(&self, fencing: &Fencing, op: TxnOp) -> Result<(), FleetError> {
+        let (compares, _) = Self::compares(fencing.clone())?;
         if compares.is_empty() {
             let op = &op;
             unary(&self.client, |mut c| async move {

@@ -1,7 +1,8 @@
 //! Records in etcd: queued by [`Writer::queue`] under the controller's lock, written in order by
 //! one task with the leader's fence, the latest record of a rollout replacing one not written
-//! yet. One writer serves one term of leadership: once a fenced write is refused it writes
-//! nothing more.
+//! yet. One writer serves one term of leadership and writes with that term's fence only: once a
+//! fenced write is refused, or the term ends ([`Writer::end_term`]), it writes nothing more, and
+//! whatever it had not stored is reported lost to those waiting on it.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::{LoadError, Record};
-use crate::fleet::{Fleet, FleetError};
+use crate::fleet::{Fencing, Fleet, FleetError};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -27,6 +28,8 @@ struct Queue {
 #[derive(Debug)]
 pub(crate) struct Writer {
     fleet: Arc<Fleet>,
+    /// The fence of the term this writer serves, taken when it starts.
+    fencing: Fencing,
     queue: Mutex<Queue>,
     wake: Notify,
     /// Every record queued up to this sequence number is stored.
@@ -37,6 +40,7 @@ pub(crate) struct Writer {
 impl Writer {
     pub(crate) fn start(fleet: Arc<Fleet>) -> Arc<Self> {
         let writer = Arc::new(Self {
+            fencing: fleet.fencing(),
             fleet,
             queue: Mutex::new(Queue::default()),
             wake: Notify::new(),
@@ -90,6 +94,13 @@ impl Writer {
         }
     }
 
+    /// Ends the writer's term: it writes nothing more, and a flush waiting for a record not
+    /// stored yet fails (the next term starts from what etcd holds, without it).
+    pub(crate) fn end_term(&self) {
+        self.lost.send_replace(true);
+        self.wake.notify_one();
+    }
+
     pub(crate) fn lost(&self) -> watch::Receiver<bool> {
         self.lost.subscribe()
     }
@@ -112,6 +123,9 @@ impl Writer {
     async fn run(self: Arc<Self>) {
         let mut failing = false;
         loop {
+            if *self.lost.borrow() {
+                return;
+            }
             let batch = std::mem::take(&mut self.lock().pending);
             let Some(high) = batch.values().map(|(seq, _)| *seq).max() else {
                 self.wake.notified().await;
@@ -120,9 +134,12 @@ impl Writer {
             for (name, (_, bytes)) in batch {
                 let mut backoff = FIRST_BACKOFF;
                 loop {
+                    if *self.lost.borrow() {
+                        return;
+                    }
                     let written = match &bytes {
-                        Some(b) => self.fleet.put_rollout(&name, b.clone()).await,
-                        None => self.fleet.delete_rollout(&name).await,
+                        Some(b) => self.fleet.put_rollout(&self.fencing, &name, b.clone()).await,
+                        None => self.fleet.delete_rollout(&self.fencing, &name).await,
                     };
                     match written {
                         Ok(()) => {
