@@ -1121,7 +1121,7 @@ fn mirror_steps_and_shadow_analyses_are_checked() {
 
 #[test]
 fn a_mirror_step_may_restrict_its_copies_with_a_match() {
-    let spec: RolloutSpec = switchyard_config::load_rollout(
+    let spec: RolloutSpec = load_rollout(
         &format!(
             "{HEAD}canary: {{steps: [{{setMirrorRoute: {{percent: 50, match: [{{pathPrefix: /api, method: [GET, POST]}}, {{headers: [{{name: x-shadow, present: true}}]}}]}}}}]}}"
         ),
@@ -1145,7 +1145,7 @@ fn a_mirror_step_may_restrict_its_copies_with_a_match() {
         text.contains(r#"{"setMirrorRoute":{"percent":50.0,"match":[{"pathPrefix":"/api""#),
         "{text}"
     );
-    assert_eq!(switchyard_config::load_rollout(&text, Format::Json).unwrap(), spec);
+    assert_eq!(load_rollout(&text, Format::Json).unwrap(), spec);
 
     assert_eq!(
         errors(&format!(

@@ -291,7 +291,7 @@ async fn a_body_over_the_bound_is_not_copied_and_is_counted_and_the_client_sees_
     let bodies: Vec<_> = stable.seen().iter().map(|s| s.body.clone()).collect();
     assert_eq!(
         bodies,
-        [&long.as_bytes()[..], b"ten bytes.and seven", b"", b"sixteen bytes!!!"]
+        [long.as_bytes(), b"ten bytes.and seven", b"", b"sixteen bytes!!!"]
     );
     let copied: Vec<_> = canary
         .seen()

@@ -245,7 +245,7 @@ routes:
     );
     let track = &t.routes()[0].tracks()[0];
     let retry = |failed, random, usable: &dyn Fn(usize) -> bool| track.retry_endpoint(failed, random, usable).index();
-    let randoms = || (0..4_000u64).map(|i| split::mix(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    let randoms = || (0..4_000u64).map(|i| mix(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
     // Every endpoint usable: never the one that failed, the others by their weights (1 and 3).
     let mut counts = [0u32; 3];
     for r in randoms() {
