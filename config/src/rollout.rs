@@ -271,12 +271,16 @@ pub enum Step {
     SetMirrorRoute(MirrorStep),
 }
 
-/// `setMirrorRoute: { percent }`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// `setMirrorRoute: { percent, match? }`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MirrorStep {
     /// The share of the route's requests copied to the candidate, percent from 0 to 100.
     pub percent: f64,
+    /// Only requests meeting one of these (each as a route's `match:`) are copied; empty (the
+    /// default): any request. Published as the route's `mirror.match`.
+    #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RequestMatch>,
 }
 
 impl Step {

@@ -414,9 +414,9 @@ pub const DEFAULT_MIRROR_METHODS: [&str; 3] = ["GET", "HEAD", "OPTIONS"];
 /// to; the copy's answer is read, measured as the track's `shadow` series and discarded, and
 /// never delays or fails the client's request.
 ///
-/// A request is copied when its method is one of `methods`, it has no body (a copy of a body is
-/// not made), the track it was decided to is not the mirror track itself, and its draw falls
-/// within `percent`.
+/// A request is copied when its method is one of `methods`, it meets one of `match` (when
+/// given), the track it was decided to is not the mirror track itself, its draw falls within
+/// `percent`, and it has no body, or `body` is given and its body fits within `body.maxBytes`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MirrorSpec {
@@ -430,6 +430,27 @@ pub struct MirrorSpec {
     pub max_in_flight: u32,
     /// Methods whose requests are copied. Default [`DEFAULT_MIRROR_METHODS`].
     pub methods: Vec<String>,
+    /// Only requests that meet one of these conditions (each as a route's `match:`, all of its
+    /// conditions holding) are copied; empty (the default): every request. Argo Rollouts'
+    /// `setMirrorRoute.match`.
+    #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RequestMatch>,
+    /// Copies of requests with a body, up to a bound; absent (the default): a request with a
+    /// body is not copied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<MirrorBodySpec>,
+}
+
+/// `mirror.body: { maxBytes }`: requests with a body are copied with it when it fits. The body
+/// streams to the primary as it comes; a copy of it is kept on the side, and the copy is sent
+/// once the body has ended within the bound. A body that is longer (by its `Content-Length`, or
+/// once it has come past the bound) is not copied, and counted in the shadow's `bodyTooLarge`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MirrorBodySpec {
+    /// The longest body copied, bytes (at least 1). A copy being buffered holds up to this
+    /// much memory, and counts under `maxInFlight` from its first byte.
+    pub max_bytes: u64,
 }
 
 impl MirrorSpec {
@@ -441,6 +462,8 @@ impl MirrorSpec {
             percent,
             max_in_flight: DEFAULT_MIRROR_MAX_IN_FLIGHT,
             methods: DEFAULT_MIRROR_METHODS.map(str::to_owned).to_vec(),
+            matches: Vec::new(),
+            body: None,
         }
     }
 }
@@ -897,13 +920,32 @@ impl FromTree for MirrorSpec {
             Some(Value::Sequence(_)) => f.or("methods", Vec::new(), p),
             Some(_) => f.optional::<String>("methods", p).into_iter().collect(),
         };
+        if matches!(f.raw("match"), Some(Value::Sequence(list)) if list.is_empty()) {
+            p.push(
+                f.path_of("match"),
+                "list at least one match, or leave match out to copy every request",
+            );
+        }
+        let matches = f.or("match", Vec::new(), p);
+        let body = f.optional("body", p);
         f.finish(p);
         Some(Self {
             track: track?,
             percent: percent?,
             max_in_flight,
             methods,
+            matches,
+            body,
         })
+    }
+}
+
+impl FromTree for MirrorBodySpec {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let mut f = Fields::of(v, path, p)?;
+        let max_bytes = f.required("maxBytes", p);
+        f.finish(p);
+        Some(Self { max_bytes: max_bytes? })
     }
 }
 

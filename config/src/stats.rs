@@ -179,6 +179,11 @@ pub struct ShadowStatsDoc {
     pub stats: TrackStatsDoc,
     /// Copies not sent because `maxInFlight` were in flight, since the proxy process started.
     pub dropped: u64,
+    /// Copies not made because the request's body was over `mirror.body.maxBytes` (by its
+    /// `Content-Length`, or once that much of it had come), since the proxy process started.
+    /// Absent from proxies older than this field (then 0).
+    #[serde(default)]
+    pub body_too_large: u64,
     /// Copies in flight when the proxy answered.
     pub in_flight: u64,
 }

@@ -344,3 +344,97 @@ fn the_retry_example_of_the_configuration_reference_validates_as_it_reads() {
     // The example writes the budget's defaults out.
     assert_eq!(retry.budget(), &switchyard_config::retry::BudgetSpec::default());
 }
+
+/// The `nth` (from 0) YAML block after `heading` in `file` (from the repository's root).
+fn block_after(file: &str, heading: &str, nth: usize) -> String {
+    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(file)).unwrap();
+    let mut lines = text.lines().skip_while(|l| *l != heading);
+    for _ in 0..nth {
+        lines
+            .by_ref()
+            .skip_while(|l| l.trim() != "```yaml")
+            .skip(1)
+            .find(|l| l.trim() == "```");
+    }
+    let block: Vec<&str> = lines
+        .skip_while(|l| l.trim() != "```yaml")
+        .skip(1)
+        .take_while(|l| l.trim() != "```")
+        .collect();
+    block.join("\n")
+}
+
+/// Whether a request to route `orders` of `t` is copied, and to which track.
+fn copied_to(t: &RoutingTable, method: &Method, path: &str, headers: &[(&'static str, &str)]) -> Option<String> {
+    let mut h = HeaderMap::new();
+    for (name, value) in headers {
+        h.insert(*name, value.parse().unwrap());
+    }
+    let view = RequestView {
+        method,
+        host: "shop.example.com",
+        path,
+        query: "",
+        headers: &h,
+        random: 0,
+    };
+    t.decide(&view)
+        .and_then(|d| d.shadow)
+        .map(|s| s.track.name().to_string())
+}
+
+#[test]
+fn the_shadow_examples_with_a_match_and_a_body_bound_mean_what_they_say() {
+    // docs/config.md: 25% of POSTs and GETs of /api/orders or marked x-shadow, bodies to 64 KiB.
+    let text = block_after("docs/config.md", "## Shadow traffic", 0);
+    let t = load_config(&text, Format::Yaml, 1)
+        .unwrap_or_else(|e| panic!("docs/config.md block:\n{text}\n{e}"))
+        .table;
+    let orders = t.route("orders").unwrap();
+    assert_eq!(orders.mirror_max_body(), Some(65_536));
+    assert_eq!(
+        orders.mirror().map(|(track, max)| (track.name().as_str(), max)),
+        Some(("canary", 100))
+    );
+    let share = |method: &Method, path: &str, headers: &[(&'static str, &str)]| {
+        let h: HeaderMap = headers
+            .iter()
+            .map(|(n, v)| (http::HeaderName::from_static(n), v.parse().unwrap()))
+            .collect();
+        (0..20_000u64)
+            .filter(|i| {
+                let view = RequestView {
+                    method,
+                    host: "x",
+                    path,
+                    query: "",
+                    headers: &h,
+                    random: i.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ (i << 7),
+                };
+                t.decide(&view).and_then(|d| d.shadow).is_some()
+            })
+            .count() as f64
+            / 20_000.0
+    };
+    let post = share(&Method::POST, "/api/orders/7", &[]);
+    assert!((post - 0.25).abs() < 0.02, "{post}");
+    assert_eq!(share(&Method::GET, "/static/app.js", &[]), 0.0, "no condition holds");
+    assert!(share(&Method::GET, "/static/app.js", &[("x-shadow", "yes")]) > 0.2);
+    assert_eq!(share(&Method::PUT, "/api/orders/7", &[]), 0.0, "PUT is not listed");
+
+    // README: every POST and PUT of /api/orders, bodies to 64 KiB (the section's second block).
+    let second = block_after("README.md", "## Shadow traffic", 1);
+    let t = load_config(&second, Format::Yaml, 1)
+        .unwrap_or_else(|e| panic!("README block:\n{second}\n{e}"))
+        .table;
+    assert_eq!(t.route("orders").unwrap().mirror_max_body(), Some(65_536));
+    for method in [Method::POST, Method::PUT] {
+        assert_eq!(
+            copied_to(&t, &method, "/api/orders", &[]).as_deref(),
+            Some("canary"),
+            "{method}"
+        );
+    }
+    assert_eq!(copied_to(&t, &Method::POST, "/api/users", &[]), None);
+    assert_eq!(copied_to(&t, &Method::GET, "/api/orders", &[]), None);
+}

@@ -1078,7 +1078,10 @@ fn the_shadow_example_mirrors_judges_the_shadow_then_goes_on() {
     };
     assert_eq!(
         canary.steps[0],
-        Step::SetMirrorRoute(rollout::MirrorStep { percent: 100.0 })
+        Step::SetMirrorRoute(rollout::MirrorStep {
+            percent: 100.0,
+            matches: Vec::new()
+        })
     );
     let Step::Analysis(a) = &canary.steps[1] else {
         panic!("an analysis step")
@@ -1086,7 +1089,10 @@ fn the_shadow_example_mirrors_judges_the_shadow_then_goes_on() {
     assert_eq!((a.series, a.count), (rollout::StatsSeries::Shadow, Some(10)));
     assert_eq!(
         canary.steps[2],
-        Step::SetMirrorRoute(rollout::MirrorStep { percent: 0.0 })
+        Step::SetMirrorRoute(rollout::MirrorStep {
+            percent: 0.0,
+            matches: Vec::new()
+        })
     );
     assert_eq!(spec.analysis.as_ref().unwrap().series, rollout::StatsSeries::Primary);
     assert_round_trip("rollout-shadow.yaml", &spec);
@@ -1109,6 +1115,50 @@ fn mirror_steps_and_shadow_analyses_are_checked() {
             "canary.steps[0].analysis.series: no request is copied to the candidate at this step; put a setMirrorRoute step with a percent above 0 before it",
             "canary.steps[6].analysis.series: no request is copied to the candidate at this step; put a setMirrorRoute step with a percent above 0 before it",
             "analysis.series: the rollout's analysis judges the candidate's own requests; judge the shadow in an analysis step after a setMirrorRoute step",
+        ]
+    );
+}
+
+#[test]
+fn a_mirror_step_may_restrict_its_copies_with_a_match() {
+    let spec: RolloutSpec = load_rollout(
+        &format!(
+            "{HEAD}canary: {{steps: [{{setMirrorRoute: {{percent: 50, match: [{{pathPrefix: /api, method: [GET, POST]}}, {{headers: [{{name: x-shadow, present: true}}]}}]}}}}]}}"
+        ),
+        Format::Yaml,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rollout::Strategy::Canary(canary) = &spec.strategy else {
+        panic!("a canary")
+    };
+    let Step::SetMirrorRoute(m) = &canary.steps[0] else {
+        panic!("a mirror step")
+    };
+    assert_eq!(m.percent, 50.0);
+    assert_eq!(m.matches.len(), 2);
+    assert_eq!(m.matches[0].path_prefix.as_deref(), Some("/api"));
+    assert_eq!(m.matches[0].method, ["GET", "POST"]);
+    assert_eq!(m.matches[1].headers[0].name, "x-shadow");
+    // Written and read again, the same step.
+    let text = serde_json::to_string(&spec).unwrap();
+    assert!(
+        text.contains(r#"{"setMirrorRoute":{"percent":50.0,"match":[{"pathPrefix":"/api""#),
+        "{text}"
+    );
+    assert_eq!(load_rollout(&text, Format::Json).unwrap(), spec);
+
+    assert_eq!(
+        errors(&format!(
+            "{HEAD}canary: {{steps: [{{setMirrorRoute: {{percent: 5, match: []}}}}, \
+             {{setMirrorRoute: {{percent: 5, match: [{{}}, {{method: get}}, {{pathRegex: '('}}]}}}}, \
+             {{setMirrorRoute: {{percent: 5, match: {{path: /}}}}}}]}}"
+        )),
+        [
+            "canary.steps[0].setMirrorRoute.match: list at least one match, or leave match out to copy any request",
+            "canary.steps[1].setMirrorRoute.match[0]: give at least one condition: an empty match takes every request",
+            "canary.steps[1].setMirrorRoute.match[1].method[0]: methods are case-sensitive: write \"GET\"",
+            "canary.steps[1].setMirrorRoute.match[2].pathRegex: invalid regex \"(\": error: unclosed group",
+            "canary.steps[2].setMirrorRoute.match: expected a list, found a mapping",
         ]
     );
 }

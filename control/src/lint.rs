@@ -58,7 +58,8 @@ fn check(file: &Path, table: Option<&[RouteSpec]>) -> Result<RolloutSpec, String
     let (text, format) = read(file)?;
     let spec = load_rollout(&text, format).map_err(|errors| format!("{name}: {errors}\n"))?;
     if let Some(routes) = table {
-        let problems = crate::controller::table_problems(&spec, routes);
+        let mut problems = crate::controller::table_problems(&spec, routes);
+        problems.extend(mirror_problems(&spec, routes));
         if !problems.is_empty() {
             let errors = ConfigErrors(
                 problems
@@ -72,6 +73,39 @@ fn check(file: &Path, table: Option<&[RouteSpec]>) -> Result<RolloutSpec, String
         }
     }
     Ok(spec)
+}
+
+/// What a `setMirrorRoute` step would do to `routes` that its spec cannot show: replace a mirror
+/// the route has to another track (the rollout's end then leaves the route with none). A
+/// candidate the route lacks is [`crate::controller::table_problems`]'s to report.
+fn mirror_problems(spec: &RolloutSpec, routes: &[RouteSpec]) -> Vec<(String, String)> {
+    let Strategy::Canary(canary) = &spec.strategy else {
+        return Vec::new();
+    };
+    let Some(route) = routes.iter().find(|r| r.name == spec.route) else {
+        return Vec::new();
+    };
+    let Some(other) = route.mirror.as_ref().filter(|m| m.track != spec.candidate) else {
+        return Vec::new();
+    };
+    canary
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, step)| matches!(step, Step::SetMirrorRoute(m) if m.percent > 0.0))
+        .map(|(i, _)| {
+            (
+                format!("canary.steps[{i}].setMirrorRoute"),
+                format!(
+                    "route {:?} already mirrors to track {:?}; this step would replace that mirror with one to {:?}, \
+                     and the rollout's end would leave the route with none: remove the route's mirror or this step",
+                    spec.route.as_str(),
+                    other.track.as_str(),
+                    spec.candidate.as_str()
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The routes of a proxy config or of a routes document (`routes: [...]`, as `PUT /routes`

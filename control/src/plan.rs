@@ -18,6 +18,10 @@ pub struct Traffic {
     /// percent; 0: none. Absent from rollouts stored before it (then 0).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub mirror_percent: f64,
+    /// The `setMirrorRoute` step in force, whose `match` restricts the copies; `None` when no
+    /// request is copied. Absent from rollouts stored before it (then every request is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirror_step: Option<usize>,
 }
 
 fn is_zero(percent: &f64) -> bool {
@@ -36,6 +40,15 @@ impl Traffic {
             candidate_weight: 100.0,
             header_steps: Vec::new(),
             mirror_percent: 0.0,
+            mirror_step: None,
+        }
+    }
+
+    /// The conditions of the copies in force, from the rollout's steps: empty, every request.
+    pub fn mirror_matches(&self, spec: &RolloutSpec) -> Vec<RequestMatch> {
+        match self.mirror_step.and_then(|i| steps(spec).into_iter().nth(i)) {
+            Some(Step::SetMirrorRoute(m)) => m.matches,
+            _ => Vec::new(),
         }
     }
 
@@ -136,8 +149,9 @@ pub enum PlanError {
 /// The table `routes` with the rollout's route set to `traffic`: the baseline and candidate
 /// weights split 100, every rule that sent requests to the candidate removed, and the header
 /// routes put first; the route mirrors `traffic.mirror_percent` of its requests to the
-/// candidate (with the default bound and methods), and a mirror to the candidate is removed
-/// when that is 0 (one to another track is left alone). Other routes and tracks are untouched.
+/// candidate, those its step's `match` takes (with the default bound and methods; when every
+/// condition names its methods, those methods), and a mirror to the candidate is removed when
+/// that is 0 (one to another track is left alone). Other routes and tracks are untouched.
 pub fn apply(routes: &[RouteSpec], spec: &RolloutSpec, traffic: &Traffic) -> Result<Vec<RouteSpec>, PlanError> {
     let mut routes = routes.to_vec();
     let route = routes
@@ -168,7 +182,20 @@ pub fn apply(routes: &[RouteSpec], spec: &RolloutSpec, traffic: &Traffic) -> Res
     route.rules = added.chain(std::mem::take(&mut route.rules)).collect();
     let percent = traffic.mirror_percent.clamp(0.0, 100.0);
     if percent > 0.0 {
-        route.mirror = Some(MirrorSpec::new(spec.candidate.clone(), percent));
+        let mut mirror = MirrorSpec::new(spec.candidate.clone(), percent);
+        mirror.matches = traffic.mirror_matches(spec);
+        // A condition that names its methods (`method: POST`) is to be copied: the mirror's own
+        // list is theirs then, and each condition still holds its methods to itself.
+        if !mirror.matches.is_empty() && mirror.matches.iter().all(|m| !m.method.is_empty()) {
+            let mut methods: Vec<String> = Vec::new();
+            for method in mirror.matches.iter().flat_map(|m| &m.method) {
+                if !methods.contains(method) {
+                    methods.push(method.clone());
+                }
+            }
+            mirror.methods = methods;
+        }
+        route.mirror = Some(mirror);
     } else if route.mirror.as_ref().is_some_and(|m| m.track == spec.candidate) {
         route.mirror = None;
     }
@@ -226,6 +253,7 @@ routes:
             candidate_weight: 25.0,
             header_steps: vec![0],
             mirror_percent: 0.0,
+            mirror_step: None,
         };
         let next = apply(&routes(), &spec(), &traffic).unwrap();
         let checkout = &next[1];
@@ -283,6 +311,50 @@ routes:
         other[1].mirror = Some(MirrorSpec::new("debug".into(), 5.0));
         let kept = apply(&other, &spec(), &Traffic::candidate()).unwrap();
         assert_eq!(kept[1].mirror.as_ref().map(|m| m.track.as_str()), Some("debug"));
+    }
+
+    #[test]
+    fn a_mirror_steps_match_is_published_with_the_methods_it_names() {
+        let spec = switchyard_config::load_rollout(
+            "name: r\nroute: checkout\nproxies: ['http://127.0.0.1:9901']\nbaseline: stable\ncandidate: canary\n\
+             canary: { steps: [{ setMirrorRoute: { percent: 20, match: [{ pathPrefix: /api, method: [GET, POST] }] } },\
+             { setMirrorRoute: { percent: 5, match: [{ pathPrefix: /api, method: POST }, { headers: [{ name: x-shadow }] }] } },\
+             { setMirrorRoute: { percent: 5 } }] }\n",
+            Format::Yaml,
+        )
+        .unwrap();
+        let mirror = |step| {
+            let traffic = Traffic {
+                mirror_percent: 20.0,
+                mirror_step: Some(step),
+                ..Traffic::baseline()
+            };
+            let next = apply(&routes(), &spec, &traffic).unwrap();
+            switchyard_config::RoutingTable::compile(&next, 2).expect("the planned table is valid");
+            next[1].mirror.clone().unwrap()
+        };
+        let first = mirror(0);
+        assert_eq!(first.matches[0].path_prefix.as_deref(), Some("/api"));
+        assert_eq!(first.methods, ["GET", "POST"]);
+        // A condition without methods: the default methods, which the other still narrows.
+        let second = mirror(1);
+        assert_eq!(second.matches.len(), 2);
+        assert_eq!(second.methods, ["GET", "HEAD", "OPTIONS"]);
+        let third = mirror(2);
+        assert!(third.matches.is_empty());
+        // A rollout stored before steps were recorded copies every request.
+        let old = Traffic {
+            mirror_percent: 20.0,
+            ..Traffic::baseline()
+        };
+        assert!(
+            apply(&routes(), &spec, &old).unwrap()[1]
+                .mirror
+                .as_ref()
+                .unwrap()
+                .matches
+                .is_empty()
+        );
     }
 
     #[test]

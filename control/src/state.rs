@@ -356,6 +356,7 @@ impl RolloutState {
                 Step::SetMirrorRoute(m) => {
                     let mut t = self.traffic.clone();
                     t.mirror_percent = m.percent;
+                    t.mirror_step = (m.percent > 0.0).then_some(n);
                     self.set_traffic(t);
                     self.message = if m.percent > 0.0 {
                         format!("step {shown}: {}% of requests copied to the candidate", m.percent)
@@ -614,6 +615,7 @@ impl RolloutState {
             candidate_weight: first,
             header_steps: Vec::new(),
             mirror_percent: 0.0,
+            mirror_step: None,
         };
         self.abort_to(traffic, now, reason, measurements, detected_at);
         self.rollback = Some(Rollback {
@@ -693,6 +695,7 @@ impl RolloutState {
             candidate_weight: next,
             header_steps: Vec::new(),
             mirror_percent: 0.0,
+            mirror_step: None,
         });
         self.message = format!("aborted; rolling back: candidate weight {next}%");
         self.event(now, EventKind::Step, format!("rollback: candidate weight {next}%"));

@@ -321,6 +321,60 @@ fn lint_checks_specs_offline_as_the_readme_shows() {
     assert!(o.stdout.is_empty(), "{}", text(&o));
 }
 
+#[test]
+fn lint_flags_a_mirror_step_with_no_candidate_to_copy_to_and_one_that_would_replace_a_mirror() {
+    let scratch = Scratch::new("lint-mirror");
+    let routes = |tracks: &str, mirror: &str| {
+        let file = scratch.join(&format!("routes-{}.yaml", tracks.len() + mirror.len()));
+        std::fs::write(
+            &file,
+            format!("routes:\n  - name: checkout\n    tracks: [{tracks}]\n{mirror}"),
+        )
+        .unwrap();
+        file.display().to_string()
+    };
+    let spec = scratch.join("rollout-shadow-match.yaml");
+    std::fs::write(
+        &spec,
+        "name: shadow\nroute: checkout\nproxies: [\"http://127.0.0.1:9901\"]\nbaseline: stable\ncandidate: canary\n\
+         canary: { steps: [{ setMirrorRoute: { percent: 10, match: [{ pathPrefix: /api }] } }, { setMirrorRoute: { percent: 0 } }] }\n",
+    )
+    .unwrap();
+    let spec = spec.display().to_string();
+    let stable = "{ name: stable, weight: 1, endpoints: [\"127.0.0.1:1\"] }";
+    let canary = "{ name: canary, weight: 0, endpoints: [\"127.0.0.1:2\"] }";
+    let debug = "{ name: debug, weight: 0, endpoints: [\"127.0.0.1:3\"] }";
+
+    let o = lint(&[&spec, "--routes", &routes(&format!("{stable}, {canary}"), "")]);
+    assert!(o.status.success(), "{}", text(&o));
+    // No candidate track to copy to.
+    let o = lint(&[&spec, "--routes", &routes(stable, "")]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o).contains(
+            "candidate: route \"checkout\" has no track \"canary\" (its tracks are stable) in the routes file"
+        ),
+        "{}",
+        text(&o)
+    );
+    // A mirror of the route to another track, which the step would replace.
+    let o = lint(&[
+        &spec,
+        "--routes",
+        &routes(
+            &format!("{stable}, {canary}, {debug}"),
+            "    mirror: { track: debug, percent: 5 }\n",
+        ),
+    ]);
+    assert!(!o.status.success());
+    let out = text(&o);
+    assert!(
+        out.contains("canary.steps[0].setMirrorRoute: route \"checkout\" already mirrors to track \"debug\"; this step would replace that mirror with one to \"canary\""),
+        "{out}"
+    );
+    assert!(!out.contains("steps[1]"), "a step of percent 0 copies nothing: {out}");
+}
+
 /// A server over TLS, with a certificate for 127.0.0.1 from a fresh authority, answering every
 /// request `[]`; its URL and the authority's certificate (PEM).
 async fn https_listing() -> (String, String) {

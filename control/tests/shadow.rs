@@ -12,7 +12,7 @@ use serde_json::Value;
 use switchyard_config::{Format, load_config};
 use switchyard_control::controller::{Controller, Status};
 use switchyard_control::http::Http;
-use switchyard_control::state::Phase;
+use switchyard_control::state::{Command, Phase};
 use switchyard_control::store::Store;
 use switchyard_proxy::{Options, Running, start};
 use switchyard_testkit::{Client, MockUpstream, Scratch, Table, assert_eventually};
@@ -210,4 +210,65 @@ async fn a_sound_shadowed_candidate_passes_and_goes_on_to_real_traffic() {
     let history = controller.history("checkout-shadow").await.unwrap();
     let analysis_passed = history.iter().any(|e| e.message.contains("step 2: analysis passed"));
     assert!(analysis_passed, "{history:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_steps_match_is_published_and_only_what_it_takes_is_copied() {
+    let stable = MockUpstream::start("stable").await;
+    let canary = MockUpstream::start("canary").await;
+    let p = proxy(&stable, &canary).await;
+    let scratch = Scratch::new("shadow-match");
+    let controller = Controller::start(
+        Store::open(&scratch.join("state")).unwrap(),
+        Http::new(Duration::from_secs(5)),
+    );
+    let spec = format!(
+        r#"
+name: checkout-shadow
+route: checkout
+proxies: ["http://{}"]
+baseline: stable
+candidate: canary
+canary:
+  steps:
+    - setMirrorRoute: {{ percent: 100, match: [{{ pathPrefix: /api, method: [GET, POST] }}] }}
+    - pause: {{}}
+    - setWeight: 100
+"#,
+        p.admin
+    );
+    controller.apply(&spec, Format::Yaml).await.expect("the spec applies");
+    wait(&controller, "paused with the mirror confirmed", |s| {
+        s.phase == Phase::Paused && s.proxies.iter().all(|p| p.version.is_some())
+    })
+    .await;
+    let routes = admin(&p, "/routes").await;
+    let mirror = &routes["routes"][0]["mirror"];
+    assert_eq!(mirror["track"], "canary", "{routes}");
+    assert_eq!(
+        mirror["match"],
+        serde_json::json!([{ "pathPrefix": "/api", "method": ["GET", "POST"] }]),
+        "{routes}"
+    );
+    assert_eq!(mirror["methods"], serde_json::json!(["GET", "POST"]), "{routes}");
+
+    let client = Client::http1();
+    for path in ["/api/items", "/static/app.js", "/api"] {
+        let r = client.get(&format!("http://{}{path}", p.listen[0]), &[]).await.unwrap();
+        assert_eq!(r.body, "stable", "{path}");
+    }
+    assert_eventually!(
+        admin(&p, "/stats?window=300s").await["routes"]["checkout"]["shadow"]["canary"]["requests"] == 2
+    );
+    let copied: Vec<String> = canary.seen().iter().map(|s| s.uri.path().to_owned()).collect();
+    assert_eq!(copied, ["/api/items", "/api"]);
+
+    // Promoted past the pause, the last step removes the mirror with its match.
+    controller
+        .command("checkout-shadow", Command::Promote { full: false })
+        .await
+        .expect("promote");
+    wait(&controller, "completed", |s| s.phase == Phase::Completed).await;
+    let routes = admin(&p, "/routes").await;
+    assert!(routes["routes"][0].get("mirror").is_none(), "{routes}");
 }

@@ -39,7 +39,9 @@ use crate::dns::Names;
 use crate::forward::Forwarder;
 use crate::health;
 use crate::publish::{NewRoutes, PublishError, Publisher};
-use crate::record::{Since, dns_families, endpoint_families, metric_families, route_counters, shadow_metric_families};
+use crate::record::{
+    ShadowDropped, Since, dns_families, endpoint_families, metric_families, route_counters, shadow_metric_families,
+};
 
 /// Largest `PUT /routes` body, bytes (a 1,000-route table is about 300 KiB of YAML).
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
@@ -337,7 +339,13 @@ fn get_metrics(state: &AdminState) -> AdminResponse {
         let slots: Vec<_> = shadows.iter().map(|(r, t, s, _)| (r.clone(), t.clone(), *s)).collect();
         let dropped: Vec<_> = shadows
             .iter()
-            .map(|(r, t, _, g)| (r.as_str(), t.as_str(), g.dropped()))
+            .map(|(r, t, _, g)| {
+                let dropped = ShadowDropped {
+                    max_in_flight: g.dropped(),
+                    body_too_large: g.body_too_large(),
+                };
+                (r.as_str(), t.as_str(), dropped)
+            })
             .collect();
         families.extend(shadow_metric_families(
             &state.publisher.recorder().totals(&slots),

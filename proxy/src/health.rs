@@ -30,6 +30,7 @@ use http::uri::Authority;
 use switchyard_config::health::OutlierDetectionSpec;
 use switchyard_config::schema::{HealthCheckSpec, UpstreamProtocol};
 use switchyard_config::stats::{EndpointState, EndpointStatsDoc, StatsDocument};
+use switchyard_config::table::{EndpointDraw, Track};
 use switchyard_config::{Decision, RouteName, RoutingTable, TrackName};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -105,24 +106,49 @@ pub struct TrackHealth {
 /// arrived.
 #[inline]
 pub fn pick(health: Option<&Arc<TrackHealth>>, d: &Decision<'_>, now: Instant) -> (usize, Option<Passive>) {
-    let decided = d.endpoint.index();
     let Some(h) = health else {
-        return (decided, None);
+        return (d.endpoint.index(), None);
     };
-    let at = h.ms(now);
-    let endpoint = if h.usable(decided, at) {
-        decided
-    } else {
-        // Panic mode: with every endpoint out, the decided one serves.
-        d.track
-            .fallback(d.draw, |i| h.usable(i, at))
-            .map_or(decided, |e| e.index())
-    };
+    let endpoint = serving(health, d.track, d.endpoint.index(), d.draw, now);
     let passive = h.outlier.is_some().then(|| Passive {
         track: Arc::clone(h),
         endpoint,
     });
     (endpoint, passive)
+}
+
+/// The endpoint of `track` that takes a request at `now`: `decided` (by `draw`) unless it is
+/// out, else another by the same draw. With every endpoint out (panic mode) the decided one
+/// serves: failing every request would be worse. `health` is the track's plan's.
+#[inline]
+pub fn serving(
+    health: Option<&Arc<TrackHealth>>,
+    track: &Track,
+    decided: usize,
+    draw: EndpointDraw,
+    now: Instant,
+) -> usize {
+    let Some(h) = health else {
+        return decided;
+    };
+    let at = h.ms(now);
+    if h.usable(decided, at) {
+        return decided;
+    }
+    track.fallback(draw, |i| h.usable(i, at)).map_or(decided, |e| e.index())
+}
+
+/// The endpoint of `track` a retry goes to at `now`, after its attempt to `failed` failed: see
+/// [`Track::retry_endpoint`], with `random` and the endpoints `health` has serving (all, for a
+/// track with neither feature).
+pub fn retry_to(health: Option<&Arc<TrackHealth>>, track: &Track, failed: usize, random: u64, now: Instant) -> usize {
+    match health {
+        None => track.retry_endpoint(failed, random, |_| true).index(),
+        Some(h) => {
+            let at = h.ms(now);
+            track.retry_endpoint(failed, random, |i| h.usable(i, at)).index()
+        }
+    }
 }
 
 /// Where a request's outcome goes, for a track with `outlierDetection`: consumed by the one

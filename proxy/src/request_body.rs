@@ -13,6 +13,10 @@
 //! time the proxy waits for the client, never the time the upstream takes to read. And a body
 //! whose response is already whole is abandoned ([`BodyState::abandon`]): a slow client then
 //! holds no upstream connection for the rest of its upload.
+//!
+//! A body whose request is copied to a shadow also feeds the copy's body
+//! ([`crate::forward::BodyCopy`]) as it passes, which costs the primary a copy of each piece
+//! and nothing else: the shadow is sent when the body has ended, never waited on.
 
 use std::error::Error as _;
 use std::io;
@@ -28,6 +32,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use crate::forward::BodyCopy;
 use crate::record::ClientError;
 
 /// A downstream request body, as the upstream client sends it.
@@ -39,6 +44,8 @@ pub struct RequestBody {
     state: Option<Arc<BodyState>>,
     /// How long the client may take.
     pace: Pace,
+    /// The shadow copy the body also goes to, while it fits its bound.
+    copy: Option<Box<BodyCopy>>,
 }
 
 /// How long a request body may take to arrive: `timeouts.requestBodyIdle` between its pieces,
@@ -214,6 +221,7 @@ impl RequestBody {
             inner: Some(inner),
             state: state.clone(),
             pace: Pace::new(limits),
+            copy: None,
         };
         (body, state)
     }
@@ -225,6 +233,29 @@ impl RequestBody {
             inner: None,
             state: None,
             pace: Pace::new(limits),
+            copy: None,
+        }
+    }
+
+    /// Has the body also kept for `copy`, which is sent when the body ends within its bound.
+    pub(crate) fn copy_to(&mut self, copy: BodyCopy) {
+        self.copy = Some(Box::new(copy));
+    }
+
+    /// Passes `frame` to the copy, if there is one and it still fits; sends the copy when the
+    /// body has `ended`.
+    fn feed_copy(&mut self, frame: Option<&Frame<Bytes>>, ended: bool) {
+        let Some(copy) = self.copy.as_mut() else {
+            return;
+        };
+        if let Some(data) = frame.and_then(Frame::data_ref)
+            && !copy.keep(data)
+        {
+            self.copy = None;
+            return;
+        }
+        if ended && let Some(copy) = self.copy.take() {
+            copy.ended();
         }
     }
 
@@ -264,17 +295,22 @@ impl Body for RequestBody {
                 if let Some(state) = &this.state {
                     state.received.store(this.pace.bytes, Ordering::Relaxed);
                 }
-                if inner.is_end_stream() {
+                let ended = inner.is_end_stream();
+                if ended {
                     this.end();
                 }
+                this.feed_copy(Some(&frame), ended);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
                 this.end();
+                this.feed_copy(None, true);
                 Poll::Ready(None)
             }
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(error = %e, "downstream request body failed");
+                // A body that failed is not copied.
+                this.copy = None;
                 this.fail(fault_of(&e))
             }
             Poll::Pending => {

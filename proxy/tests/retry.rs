@@ -5,7 +5,7 @@ mod common;
 
 use common::{admin_json, metrics, start_yaml, track_stats, url};
 use http::Method;
-use switchyard_testkit::{Behaviour, Client, MockUpstream, free_port};
+use switchyard_testkit::{Behaviour, Client, MockUpstream, assert_eventually, free_port};
 
 /// A proxy on free ports with route `web` retrying as `retry` says, over track `canary`.
 async fn proxy(retry: &str, endpoints: &[String], protocol: &str) -> switchyard_proxy::Running {
@@ -175,4 +175,45 @@ async fn an_h2c_retry_names_its_new_endpoint() {
     }
     let stats = track_stats(&p, "web", "canary").await;
     assert!(count(&stats["upstreamErrors"]["connect"]) > 0, "{stats}");
+}
+
+#[tokio::test]
+async fn a_retry_goes_to_a_serving_endpoint_other_than_the_one_that_failed() {
+    // `failing` answers 503 and passes its checks; `unhealthy` would answer 200, but fails its
+    // checks; `healthy` does both. Retries from `failing` may only go to `healthy`.
+    let failing = MockUpstream::start("failing").await;
+    failing.set_status(503);
+    failing.set_path_status("/healthz", 200);
+    let unhealthy = MockUpstream::start("unhealthy").await;
+    unhealthy.set_path_status("/healthz", 503);
+    let healthy = MockUpstream::start("healthy").await;
+    healthy.set_path_status("/healthz", 200);
+    let p = start_yaml(&format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nroutes:\n  - name: web\n    retry: {{ attempts: 1, codes: [503], backoff: 1ms }}\n    tracks:\n      - name: canary\n        weight: 1\n        endpoints: [{:?}, {:?}, {:?}]\n        healthCheck: {{ path: /healthz, interval: 50ms, timeout: 50ms, unhealthyThreshold: 1 }}\n",
+        failing.addr(),
+        unhealthy.addr(),
+        healthy.addr()
+    ))
+    .await;
+    assert_eventually!(
+        admin_json(&p, "/stats").await["routes"]["web"]["tracks"]["canary"]["endpoints"][1]["state"] == "unhealthy"
+    );
+    let c = Client::http1();
+    for i in 0..60 {
+        let r = c.get(&url(&p, "/"), &[]).await.unwrap();
+        assert_eq!((r.status.as_u16(), r.body.as_str()), (200, "healthy"), "request {i}");
+    }
+    let retried = failing.requests_besides("/healthz");
+    assert!(
+        retried > 0,
+        "60 requests, none of which went first to the failing endpoint"
+    );
+    assert_eq!(
+        unhealthy.requests_besides("/healthz"),
+        0,
+        "no retry to an endpoint that is out"
+    );
+    assert_eq!(healthy.requests_besides("/healthz"), 60);
+    let stats = track_stats(&p, "web", "canary").await;
+    assert_eq!(count(&stats["requests"]), 60 + retried as u64, "{stats}");
 }

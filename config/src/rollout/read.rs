@@ -322,8 +322,24 @@ impl FromTree for MirrorStep {
                 format!("percent must be from 0 to 100 (the share of the route's requests copied), found {percent}"),
             );
         }
+        let at = f.path_of("match");
+        let matches: Vec<(usize, RequestMatch)> = match f.raw("match") {
+            None => Vec::new(),
+            Some(list) => non_empty_list(
+                list,
+                &at,
+                "list at least one match, or leave match out to copy any request",
+                p,
+            ),
+        };
+        for (i, m) in &matches {
+            check::request_match(m, &format!("{at}[{i}]"), p);
+        }
         f.finish(p);
-        Some(Self { percent: percent? })
+        Some(Self {
+            percent: percent?,
+            matches: matches.into_iter().map(|(_, m)| m).collect(),
+        })
     }
 }
 

@@ -3,10 +3,11 @@
 
 use http::Method;
 
-use super::matcher::method;
+use super::matcher::{Matcher, method};
 use super::split::mix;
-use super::{Endpoint, Track};
+use super::{Endpoint, EndpointDraw, Track};
 use crate::error::Problems;
+use crate::request::RequestView;
 use crate::schema::{MirrorSpec, RouteSpec};
 
 /// Where a copy of a request goes: a track of the route, and one of its endpoints.
@@ -16,6 +17,8 @@ pub struct Shadow<'t> {
     pub track: &'t Track,
     /// The endpoint of the mirror track that gets the copy.
     pub endpoint: &'t Endpoint,
+    /// The draw that chose the endpoint, for [`Track::fallback`] when it is out.
+    pub draw: EndpointDraw,
 }
 
 /// A compiled `mirror:`.
@@ -29,6 +32,10 @@ pub(super) struct Mirror {
     /// Copies in flight at most (at least 1).
     pub(super) max_in_flight: u32,
     methods: Box<[Method]>,
+    /// A request must meet one of these; empty: every request.
+    matchers: Box<[Matcher]>,
+    /// The longest body copied, bytes; `None`: requests with a body are not copied.
+    pub(super) max_body: Option<u64>,
 }
 
 /// Decorrelates the mirror's draw from the track's and the endpoint's, which use the same
@@ -88,7 +95,21 @@ impl Mirror {
                 None => methods_ok = false,
             }
         }
-        if !(percent_ok && spec.max_in_flight > 0 && !methods.is_empty() && methods_ok) {
+        let matchers_ok = Self::check_matches(spec, path, p);
+        let matchers = spec
+            .matches
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Matcher::compile(m, &format!("{path}.match[{i}]"), true, p).0)
+            .collect();
+        let body_ok = spec.body.is_none_or(|b| b.max_bytes > 0);
+        if !body_ok {
+            p.push(
+                format!("{path}.body.maxBytes"),
+                "maxBytes must be at least 1; remove body to copy only requests without one",
+            );
+        }
+        if !(percent_ok && spec.max_in_flight > 0 && !methods.is_empty() && methods_ok && matchers_ok && body_ok) {
             return None;
         }
         Some(Self {
@@ -96,32 +117,61 @@ impl Mirror {
             share: spec.percent / 100.0,
             max_in_flight: spec.max_in_flight,
             methods: methods.into_boxed_slice(),
+            matchers,
+            max_body: spec.body.map(|b| b.max_bytes),
         })
     }
 
-    /// Where a copy of a request goes, if it is copied: its method is one of the mirror's, the
+    /// Checks what compiling cannot see in `match`: a list written empty, and an entry without
+    /// a condition, each of which would copy every request while reading as a restriction.
+    fn check_matches(spec: &MirrorSpec, path: &str, p: &mut Problems) -> bool {
+        let mut ok = true;
+        for (i, m) in spec.matches.iter().enumerate() {
+            if m.is_empty() {
+                p.push(
+                    format!("{path}.match[{i}]"),
+                    "give at least one condition: an empty match takes every request; leave match out to copy every request",
+                );
+                ok = false;
+            }
+        }
+        ok
+    }
+
+    /// Where a copy of `req` goes, if it is copied: its method is one of the mirror's, the
     /// track it was decided to (`decided`) is not the mirror track (which has the request
-    /// already), and its draw from `random` falls within the share. Pure and allocation-free.
+    /// already), its draw from its random number falls within the share, and it meets one of
+    /// the mirror's matches, if it has any (`host` normalized, as the route index saw it).
+    /// Whether its body is copied is the proxy's to tell, as the body comes. Pure and
+    /// allocation-free.
     #[inline]
     pub(super) fn pick<'t>(
         &self,
         tracks: &'t [Track],
         decided: usize,
-        method: &Method,
-        random: u64,
+        req: &RequestView<'_>,
+        host: &[u8],
     ) -> Option<Shadow<'t>> {
-        if decided == self.track || !self.methods.contains(method) {
+        if decided == self.track || !self.methods.contains(req.method) {
             return None;
         }
-        let draw = (mix(random ^ MIRROR_DRAW) >> 11) as f64 / (1u64 << 53) as f64;
+        let draw = (mix(req.random ^ MIRROR_DRAW) >> 11) as f64 / (1u64 << 53) as f64;
         if draw >= self.share {
             return None;
         }
+        if !self.matchers.is_empty() && !self.matchers.iter().any(|m| m.matches(req, host)) {
+            return None;
+        }
         let track = &tracks[self.track];
-        let endpoint = track.split.by_random(mix(random ^ MIRROR_ENDPOINT_DRAW));
+        let draw = EndpointDraw {
+            bits: mix(req.random ^ MIRROR_ENDPOINT_DRAW),
+            keyed: false,
+        };
+        let endpoint = track.split.by_random(draw.bits);
         Some(Shadow {
             track,
             endpoint: &track.endpoints[endpoint],
+            draw,
         })
     }
 }

@@ -254,6 +254,12 @@ impl Route {
         self.mirror.as_ref().map(|m| (&self.tracks[m.track], m.max_in_flight))
     }
 
+    /// The longest request body the route's mirror copies, bytes; `None` when it copies only
+    /// requests without a body (or the route does not mirror).
+    pub fn mirror_max_body(&self) -> Option<u64> {
+        self.mirror.as_ref().and_then(|m| m.max_body)
+    }
+
     #[inline]
     fn decide<'t>(&'t self, req: &RequestView<'_>, host: &[u8]) -> Decision<'t> {
         let key = self.sticky.as_ref().and_then(|s| s.key(req)).map(hash);
@@ -266,7 +272,7 @@ impl Route {
         };
         let shadow = match &self.mirror {
             None => None,
-            Some(mirror) => mirror.pick(&self.tracks, track, req.method, req.random),
+            Some(mirror) => mirror.pick(&self.tracks, track, req, host),
         };
         let track = &self.tracks[track];
         let draw = match key {
@@ -346,6 +352,21 @@ impl Track {
             self.split.by_random_among(draw.bits, usable)
         };
         index.map(|i| &self.endpoints[i])
+    }
+
+    /// The endpoint a request is sent again to after its attempt to endpoint `failed` failed:
+    /// by weight with `random`, among the endpoints `usable` accepts other than `failed`; else
+    /// `failed` itself if it is usable (the only one that is); else, with every endpoint out
+    /// (panic mode, as for the first attempt), another one if the track has one, else `failed`.
+    /// Pure: the caller knows which endpoints are out.
+    pub fn retry_endpoint(&self, failed: usize, random: u64, usable: impl Fn(usize) -> bool) -> &Endpoint {
+        let index = self
+            .split
+            .by_random_among(random, |i| i != failed && usable(i))
+            .or_else(|| usable(failed).then_some(failed))
+            .or_else(|| self.split.by_random_among(random, |i| i != failed))
+            .unwrap_or(failed);
+        &self.endpoints[index]
     }
 }
 

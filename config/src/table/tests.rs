@@ -230,3 +230,39 @@ fn compile_keeps_the_spec_to_serve_back() {
     assert_eq!(shop.tracks()[0].weight(), 95.0);
     assert!(t.route("nope").is_none());
 }
+
+#[test]
+fn a_retry_goes_to_another_usable_endpoint_by_weight_and_to_the_failed_one_last() {
+    let t = table(
+        r#"
+routes:
+  - name: app
+    tracks:
+      - name: stable
+        weight: 1
+        endpoints: ["127.0.0.1:1", { address: "127.0.0.1:2", weight: 3 }, "127.0.0.1:3"]
+"#,
+    );
+    let track = &t.routes()[0].tracks()[0];
+    let retry = |failed, random, usable: &dyn Fn(usize) -> bool| track.retry_endpoint(failed, random, usable).index();
+    let randoms = || (0..4_000u64).map(|i| mix(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    // Every endpoint usable: never the one that failed, the others by their weights (1 and 3).
+    let mut counts = [0u32; 3];
+    for r in randoms() {
+        counts[retry(0, r, &|_| true)] += 1;
+    }
+    assert_eq!(counts[0], 0, "{counts:?}");
+    assert!((2_800..=3_200).contains(&counts[1]), "{counts:?}");
+    // One other endpoint out: the one left, whatever the draw.
+    assert!(randoms().all(|r| retry(0, r, &|i| i != 1) == 2));
+    // Only the failed endpoint usable: it again, rather than one that is out.
+    assert!(randoms().all(|r| retry(0, r, &|i| i == 0) == 0));
+    // Every endpoint out (panic mode): another one still.
+    assert!(randoms().all(|r| retry(2, r, &|_| false) != 2));
+
+    // A track of one endpoint retries to it.
+    let t = table("routes: [{ name: one, tracks: [{ name: s, weight: 1, endpoints: [\"127.0.0.1:1\"] }] }]");
+    let track = &t.routes()[0].tracks()[0];
+    assert_eq!(track.retry_endpoint(0, 7, |_| true).index(), 0);
+    assert_eq!(track.retry_endpoint(0, 7, |_| false).index(), 0);
+}

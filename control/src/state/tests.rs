@@ -420,6 +420,7 @@ fn a_stepped_rollback_holds_each_weight_its_interval_once_confirmed_and_ends_at_
             candidate_weight: 25.0,
             header_steps: Vec::new(),
             mirror_percent: 0.0,
+            mirror_step: None,
         }
     );
     assert!(

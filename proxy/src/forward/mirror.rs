@@ -12,16 +12,25 @@
 //! naming the mirror track, and `x-switchyard-shadow: 1`, by which an upstream can tell a copy
 //! from a real request (and skip side effects). Envoy marks copies by appending `-shadow` to the
 //! `Host` instead; that breaks upstreams that route by host, so Switchyard leaves it alone.
-//! Requests with a body are not copied.
+//!
+//! A request with a body is copied only under `mirror.body.maxBytes`: as the body streams to the
+//! primary, its bytes are also kept on the side ([`BodyCopy`], polled by the primary's upload,
+//! never waited on by it), and the copy is sent, with its `Content-Length`, once the body has
+//! ended within the bound. A body longer than the bound (by its `Content-Length`, or once that
+//! much has come) is not copied and counts as `bodyTooLarge`; one that fails, or that the
+//! primary stops taking (it answered first, or could not be reached), is not copied either. A
+//! copy being buffered holds its place under `maxInFlight`, so buffers take at most
+//! `maxInFlight × maxBytes` per mirror. Trailers are not copied.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Uri};
-use http_body_util::{BodyExt as _, Empty};
+use http_body::Body;
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -30,7 +39,7 @@ use switchyard_config::table::{Route, Track};
 use tokio::time::Instant;
 
 use super::Forwarder;
-use crate::record::{Gauge, Outcome, Recorder, SlotId};
+use crate::record::{Gauge, InFlight, Outcome, Recorder, SlotId};
 use crate::upstream::Failure;
 
 /// The header that marks a copy: `x-switchyard-shadow: 1`.
@@ -47,6 +56,8 @@ pub struct MirrorPlan {
     /// Copies in flight and dropped, shared by every table that mirrors to this track.
     gauge: Arc<Gauge>,
     max_in_flight: u32,
+    /// The longest body copied, bytes; `None`: requests with a body are not copied.
+    max_body: Option<u64>,
     /// The mirror track's name, for the track header.
     header: HeaderValue,
     protocol: UpstreamProtocol,
@@ -63,6 +74,7 @@ impl MirrorPlan {
             slot,
             gauge,
             max_in_flight,
+            max_body: route.mirror_max_body(),
             header: HeaderValue::from_str(track.name().as_str())
                 .expect("track names are validated to header-safe characters"),
             protocol: track.protocol(),
@@ -88,8 +100,8 @@ impl MirrorPlan {
 /// The clients copies are sent with: pooled, apart from the primary requests' connections.
 #[derive(Debug, Clone)]
 pub struct Mirrors {
-    http1: Client<HttpConnector, Empty<Bytes>>,
-    h2c: Client<HttpConnector, Empty<Bytes>>,
+    http1: Client<HttpConnector, Full<Bytes>>,
+    h2c: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Mirrors {
@@ -131,18 +143,24 @@ impl ShadowCopy {
         }
     }
 
-    /// Sends a copy of `req`'s head (as rewritten for the upstream, its body left alone) on a
-    /// task of its own, to be answered within `timeout` (headers and body; past it the copy
-    /// counts as a timeout), unless the request has a body or `maxInFlight` copies are in
-    /// flight (then it is counted as dropped). Returns at once.
-    pub(super) fn send<B: http_body::Body>(self, req: &Request<B>, timeout: Duration, forwarder: &Forwarder) {
-        if !req.body().is_end_stream() {
-            return;
-        }
+    /// Sends a copy of `req` (its head as rewritten for the upstream) on a task of its own, to
+    /// be answered within `timeout` (headers and body; past it the copy counts as a timeout),
+    /// unless `maxInFlight` copies are in flight (then it is counted as dropped). Returns at
+    /// once. A request with a body is copied only when the mirror copies bodies: then, unless
+    /// its `Content-Length` is over the bound (counted), the returned [`BodyCopy`] is to see
+    /// the body on its way to the primary, and sends the copy when the body has ended.
+    pub(super) fn send<B: Body>(self, req: &Request<B>, timeout: Duration, forwarder: &Forwarder) -> Option<BodyCopy> {
         let plan = self.plan;
-        let Some(place) = plan.gauge.enter(plan.max_in_flight) else {
-            return;
+        let bodyless = req.body().is_end_stream();
+        let max_body = match plan.max_body {
+            None if !bodyless => return None,
+            Some(max) if !bodyless && req.body().size_hint().lower() > max => {
+                plan.gauge.count_body_too_large();
+                return None;
+            }
+            max => max,
         };
+        let place = plan.gauge.enter(plan.max_in_flight)?;
         let mut uri = http::uri::Parts::default();
         uri.scheme = Some(Scheme::HTTP);
         uri.authority = Some(plan.endpoints[self.endpoint].clone());
@@ -152,24 +170,76 @@ impl ShadowCopy {
                 .cloned()
                 .unwrap_or_else(|| PathAndQuery::from_static("/")),
         );
-        let Ok(uri) = Uri::from_parts(uri) else {
-            return;
-        };
-        let mut copy = Request::new(Empty::new());
-        *copy.method_mut() = req.method().clone();
-        *copy.uri_mut() = uri;
-        *copy.headers_mut() = req.headers().clone();
-        let headers = copy.headers_mut();
+        let uri = Uri::from_parts(uri).ok()?;
+        let mut head = Request::new(());
+        *head.method_mut() = req.method().clone();
+        *head.uri_mut() = uri;
+        *head.headers_mut() = req.headers().clone();
+        let headers = head.headers_mut();
         if let Some(name) = &forwarder.track_header {
             headers.insert(name.clone(), plan.header.clone());
         }
         headers.insert(SHADOW_HEADER, HeaderValue::from_static("1"));
+        // The copy's body is whole when it is sent: its length is set with it.
         headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::TRANSFER_ENCODING);
         let client = match plan.protocol {
             UpstreamProtocol::Http1 => forwarder.mirrors.http1.clone(),
             UpstreamProtocol::H2c => forwarder.mirrors.h2c.clone(),
         };
-        let recorder = Arc::clone(forwarder.publisher.recorder());
+        let pending = Pending {
+            head,
+            client,
+            recorder: Arc::clone(forwarder.publisher.recorder()),
+            plan,
+            place,
+            timeout,
+        };
+        match max_body {
+            Some(max) if !bodyless => Some(BodyCopy {
+                pending,
+                max,
+                buffer: BytesMut::new(),
+            }),
+            _ => {
+                pending.send(Bytes::new());
+                None
+            }
+        }
+    }
+}
+
+/// A copy waiting for its body: its head, and what sending it takes.
+#[derive(Debug)]
+struct Pending {
+    head: Request<()>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    recorder: Arc<Recorder>,
+    plan: Arc<MirrorPlan>,
+    /// Its place under the mirror's `maxInFlight`, from the first byte kept to the answer.
+    place: InFlight,
+    timeout: Duration,
+}
+
+impl Pending {
+    /// Sends the copy with `body`, on a task of its own; records its outcome on the mirror
+    /// track's shadow series.
+    fn send(self, body: Bytes) {
+        let Self {
+            head,
+            client,
+            recorder,
+            plan,
+            place,
+            timeout,
+        } = self;
+        let (mut parts, ()) = head.into_parts();
+        if !body.is_empty() {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        }
+        let copy = Request::from_parts(parts, Full::new(body));
         tokio::spawn(async move {
             let start = Instant::now();
             let exchange = async {
@@ -200,5 +270,33 @@ impl ShadowCopy {
             recorder.record(plan.slot, &outcome, Instant::now());
             drop(place);
         });
+    }
+}
+
+/// The copy of a request body on its way to the primary, kept up to the mirror's bound; the
+/// copy is sent when the body ends within it ([`BodyCopy::ended`]). Dropped before then (the
+/// body failed, or the primary stopped taking it), it sends nothing and gives its place back.
+#[derive(Debug)]
+pub(crate) struct BodyCopy {
+    pending: Pending,
+    max: u64,
+    buffer: BytesMut,
+}
+
+impl BodyCopy {
+    /// Keeps `data`, the next piece of the body; `false` when the body is now over the bound
+    /// (counted): the copy is to be dropped.
+    pub(crate) fn keep(&mut self, data: &[u8]) -> bool {
+        if (self.buffer.len() + data.len()) as u64 > self.max {
+            self.pending.plan.gauge.count_body_too_large();
+            return false;
+        }
+        self.buffer.extend_from_slice(data);
+        true
+    }
+
+    /// The body ended, all of it kept: the copy goes.
+    pub(crate) fn ended(self) {
+        self.pending.send(self.buffer.freeze());
     }
 }

@@ -20,6 +20,7 @@ mod tests;
 
 pub use body::{Pending, ProxyBody, ResponseBodyError};
 pub use exchange::{Exchange, Forwarding, Sent};
+pub(crate) use mirror::BodyCopy;
 pub use mirror::{MirrorPlan, SHADOW_HEADER};
 pub use respond::local;
 pub use retry::{Budget, Budgets};
@@ -283,11 +284,20 @@ impl Forwarder {
             let retry = d.route.retry().and_then(|policy| {
                 let budget = snapshot.budget(d.route.index())?;
                 budget.request(policy.budget(), start);
-                Some((Arc::clone(policy), Arc::clone(budget), Arc::clone(&plan.endpoints)))
+                let decided = (Arc::clone(&snapshot), d.route.index(), d.track.index());
+                Some((Arc::clone(policy), Arc::clone(budget), decided))
             });
             let mirror = match snapshot.mirror(d.route.index()) {
                 None => (false, None),
-                Some(m) => (true, d.shadow.map(|s| mirror::ShadowCopy::new(m, s.endpoint.index()))),
+                Some(m) => (
+                    true,
+                    d.shadow.map(|s| {
+                        // The copy, too, goes to an endpoint of its track that is serving.
+                        let health = snapshot.plan(d.route.index(), s.track.index()).health.as_ref();
+                        let endpoint = health::serving(health, s.track, s.endpoint.index(), s.draw, start);
+                        mirror::ShadowCopy::new(m, endpoint)
+                    }),
+                ),
             };
             (
                 plan.slot,
@@ -343,11 +353,10 @@ impl Forwarder {
             // Only copies carry the mark: a client's cannot make a real request pass for one.
             headers.remove(SHADOW_HEADER);
         }
-        if let Some(copy) = copy
-            && offer.is_none()
-        {
-            copy.send(&req, timeout, this);
-        }
+        let body_copy = match copy {
+            Some(copy) if offer.is_none() => copy.send(&req, timeout, this),
+            _ => None,
+        };
         let path_and_query = |uri: &Uri| {
             uri.path_and_query()
                 .cloned()
@@ -356,7 +365,10 @@ impl Forwarder {
 
         let mut body = None;
         let mut req = req.map(|incoming| {
-            let (wrapped, state) = RequestBody::new(incoming, start, this.body_limits);
+            let (mut wrapped, state) = RequestBody::new(incoming, start, this.body_limits);
+            if let Some(copy) = body_copy {
+                wrapped.copy_to(copy);
+            }
             body = state;
             wrapped
         });
@@ -381,12 +393,12 @@ impl Forwarder {
         let retry = retry
             .filter(|_| body.is_none() && offer.is_none())
             .map(|(parts, endpoint)| {
-                let (policy, budget, endpoints) = parts;
+                let (policy, budget, decided) = parts;
                 Retry::new(
                     policy,
                     budget,
                     &req,
-                    endpoints,
+                    decided,
                     endpoint,
                     protocol,
                     this.body_limits,

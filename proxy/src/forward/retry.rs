@@ -1,5 +1,8 @@
-//! Retries: a request of a route with `retry:` whose attempt failed is sent again, to the next
-//! endpoint of the same track, after a backoff, while the route's budget allows.
+//! Retries: a request of a route with `retry:` whose attempt failed is sent again, to another
+//! endpoint of the same track, after a backoff, while the route's budget allows. The endpoint is
+//! drawn by weight among the track's serving ones (not ejected, not failing its health checks)
+//! other than the one that just failed ([`switchyard_config::table::Track::retry_endpoint`]),
+//! on the snapshot the request was decided on.
 //!
 //! What is retried: a request without a body (one with a body has sent it upstream already
 //! and cannot be replayed); not an upgrade. A connection that could not be made is retried
@@ -23,8 +26,11 @@ use http::{HeaderMap, Method, Request, Uri, Version};
 use switchyard_config::RouteName;
 use switchyard_config::retry::{BudgetSpec, RetryPolicy};
 use switchyard_config::schema::UpstreamProtocol;
+use switchyard_config::table::Track;
 use tokio::time::Instant;
 
+use crate::health;
+use crate::publish::Snapshot;
 use crate::request_body::{BodyLimits, RequestBody};
 use crate::upstream::{EndpointKey, Failure};
 
@@ -38,8 +44,12 @@ pub(super) struct Retry {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
-    /// The track's endpoints, and the one the current attempt went to.
-    endpoints: Arc<[(Authority, EndpointKey)]>,
+    /// The snapshot the request was decided on, and its route's and track's positions in it:
+    /// every attempt goes to an endpoint of that table's track.
+    snapshot: Arc<Snapshot>,
+    route: usize,
+    track: usize,
+    /// The endpoint the current attempt went to.
     endpoint: usize,
     pub(super) protocol: UpstreamProtocol,
     body_limits: BodyLimits,
@@ -51,13 +61,14 @@ pub(super) struct Retry {
 
 impl Retry {
     /// The retry state of `req`, a request without a body whose head is rewritten for the
-    /// upstream, sent first to `endpoints[endpoint]` of its track at `start`.
+    /// upstream, decided on `snapshot` to track `track` of route `route` (positions) and sent
+    /// first to its endpoint `endpoint` at `start`.
     #[allow(clippy::too_many_arguments)] // one per part of the request's first attempt
     pub(super) fn new(
         policy: Arc<RetryPolicy>,
         budget: Arc<Budget>,
         req: &Request<RequestBody>,
-        endpoints: Arc<[(Authority, EndpointKey)]>,
+        (snapshot, route, track): (Arc<Snapshot>, usize, usize),
         endpoint: usize,
         protocol: UpstreamProtocol,
         body_limits: BodyLimits,
@@ -70,7 +81,9 @@ impl Retry {
             uri: req.uri().clone(),
             version: req.version(),
             headers: req.headers().clone(),
-            endpoints,
+            snapshot,
+            route,
+            track,
             endpoint,
             protocol,
             body_limits,
@@ -117,14 +130,13 @@ impl Retry {
         let base = self.policy.backoff(self.retries);
         let wait = base.saturating_sub(base.mul_f64((super::random() >> 11) as f64 / (1u64 << 53) as f64 / 2.0));
         self.attempt_start = now + wait;
-        self.endpoint = (self.endpoint + 1) % self.endpoints.len();
+        let health = self.snapshot.plan(self.route, self.track).health.as_ref();
+        self.endpoint = health::retry_to(health, self.track(), self.endpoint, super::random(), now);
         let mut request = Request::new(RequestBody::empty(self.body_limits));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = match (self.protocol, self.uri.path_and_query()) {
             // h2c names its endpoint in the URI.
-            (UpstreamProtocol::H2c, Some(path)) => {
-                super::rewrite::h2c_uri(&self.endpoints[self.endpoint].0, path.clone())
-            }
+            (UpstreamProtocol::H2c, Some(path)) => super::rewrite::h2c_uri(&self.endpoint().0, path.clone()),
             _ => self.uri.clone(),
         };
         *request.version_mut() = self.version;
@@ -139,7 +151,12 @@ impl Retry {
 
     /// The endpoint the next attempt goes to.
     pub(super) fn endpoint(&self) -> &(Authority, EndpointKey) {
-        &self.endpoints[self.endpoint]
+        &self.snapshot.plan(self.route, self.track).endpoints[self.endpoint]
+    }
+
+    /// The track every attempt goes to, as compiled in the request's snapshot.
+    fn track(&self) -> &Track {
+        &self.snapshot.table.routes()[self.route].tracks()[self.track]
     }
 }
 

@@ -100,7 +100,7 @@ impl TrackStats {
 impl WindowStats {
     /// Adds this window of shadow series to `doc` (written by [`Self::to_document`] from the
     /// same window's primary series): each route's `shadow`, per mirror track, with its
-    /// lifetime `totals` and its `gauge` (copies dropped and in flight). A route not in `doc`
+    /// lifetime `totals` and its `gauge` (copies dropped, not made and in flight). A route not in `doc`
     /// is left out.
     pub fn add_shadow_to(
         &self,
@@ -118,6 +118,7 @@ impl WindowStats {
                 let shadow = ShadowStatsDoc {
                     stats: window.to_document(lifetime.and_then(|l| l.get(track))),
                     dropped: gauge.as_ref().map_or(0, |g| g.dropped()),
+                    body_too_large: gauge.as_ref().map_or(0, |g| g.body_too_large()),
                     in_flight: gauge.as_ref().map_or(0, |g| u64::from(g.in_flight())),
                 };
                 stats.shadow.insert(track.clone(), shadow);

@@ -256,9 +256,11 @@ pub fn endpoint_families(rows: &[EndpointHealthRow<'_>]) -> Vec<MetricFamily> {
 /// that no query on the primary ones changes, named as those with `shadow_` after
 /// `switchyard_` and with the same labels: `switchyard_shadow_requests_total`,
 /// `switchyard_shadow_request_duration_seconds`, `switchyard_shadow_upstream_errors_total`;
-/// and `switchyard_shadow_dropped_total{route, track}`, counter, the copies not sent past
-/// `maxInFlight` (`dropped`: route, track, count). Empty when `totals` has no tracks.
-pub fn shadow_metric_families(totals: &WindowStats, dropped: &[(&str, &str, u64)]) -> Vec<MetricFamily> {
+/// and `switchyard_shadow_dropped_total{reason, route, track}`, counter, the copies not sent:
+/// `reason="max_in_flight"` past `maxInFlight`, `reason="body_too_large"` for a request whose
+/// body was over `mirror.body.maxBytes` (`dropped`: route, track, and the two counts). Empty
+/// when `totals` has no tracks.
+pub fn shadow_metric_families(totals: &WindowStats, dropped: &[(&str, &str, ShadowDropped)]) -> Vec<MetricFamily> {
     let mut families: Vec<MetricFamily> = metric_families(totals)
         .into_iter()
         .filter(|f| f.name() != "switchyard_client_errors_total")
@@ -273,16 +275,33 @@ pub fn shadow_metric_families(totals: &WindowStats, dropped: &[(&str, &str, u64)
     if !dropped.is_empty() {
         let metrics = dropped
             .iter()
-            .map(|(route, track, n)| counter(vec![label("route", route), label("track", track)], *n))
+            .flat_map(|(route, track, n)| {
+                [("max_in_flight", n.max_in_flight), ("body_too_large", n.body_too_large)].map(|(reason, count)| {
+                    counter(
+                        vec![label("reason", reason), label("route", route), label("track", track)],
+                        count,
+                    )
+                })
+            })
             .collect();
         families.push(family(
             "switchyard_shadow_dropped_total",
-            "Copies a route's mirror did not send because maxInFlight were in flight, by route and track.",
+            "Copies a route's mirror did not send, by reason (max_in_flight: that many were in flight; \
+             body_too_large: the request's body was over mirror.body.maxBytes), route and track.",
             MetricType::COUNTER,
             metrics,
         ));
     }
     families
+}
+
+/// The copies of one (route, track) a mirror did not send, by reason, since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowDropped {
+    /// Past `maxInFlight`.
+    pub max_in_flight: u64,
+    /// Their request's body was over `mirror.body.maxBytes`.
+    pub body_too_large: u64,
 }
 
 fn label(name: &str, value: &str) -> LabelPair {

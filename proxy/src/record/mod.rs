@@ -55,7 +55,8 @@ use switchyard_config::{RouteName, TrackName};
 use tokio::time::Instant;
 
 pub use metrics::{
-    EndpointHealthRow, dns_families, endpoint_families, metric_families, route_counters, shadow_metric_families,
+    EndpointHealthRow, ShadowDropped, dns_families, endpoint_families, metric_families, route_counters,
+    shadow_metric_families,
 };
 pub use shadow::{Gauge, InFlight};
 pub use window::Since;

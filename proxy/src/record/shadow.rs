@@ -1,4 +1,5 @@
-//! The bound on a shadow series' copies in flight, and the count of copies dropped past it.
+//! The bound on a shadow series' copies in flight, and the counts of copies not sent: dropped
+//! past the bound, or not made because the request's body was over `mirror.body.maxBytes`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -6,11 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use switchyard_config::{RouteName, TrackName};
 
-/// Copies of one (route, track) in flight, and those dropped since the proxy started.
+/// Copies of one (route, track) in flight, and those not sent since the proxy started.
 #[derive(Debug, Default)]
 pub struct Gauge {
     in_flight: AtomicU32,
     dropped: AtomicU64,
+    body_too_large: AtomicU64,
 }
 
 /// One copy's place under its gauge's bound, given back when dropped.
@@ -41,6 +43,16 @@ impl Gauge {
     /// Copies dropped past the bound since the proxy started.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts a copy not made because its request's body was over the mirror's bound.
+    pub fn count_body_too_large(&self) {
+        self.body_too_large.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Copies not made since the proxy started because their body was over the bound.
+    pub fn body_too_large(&self) -> u64 {
+        self.body_too_large.load(Ordering::Relaxed)
     }
 }
 

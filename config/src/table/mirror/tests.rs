@@ -31,10 +31,21 @@ routes:
 
 /// The shadow's track and endpoint for a request of `method` with `random`, if it is copied.
 fn shadow(t: &RoutingTable, method: &Method, headers: &HeaderMap, random: u64) -> Option<(String, String)> {
+    shadow_of(t, method, "/", headers, random)
+}
+
+/// The same for a request to `path`.
+fn shadow_of(
+    t: &RoutingTable,
+    method: &Method,
+    path: &str,
+    headers: &HeaderMap,
+    random: u64,
+) -> Option<(String, String)> {
     let view = RequestView {
         method,
         host: "shop.example.com",
-        path: "/",
+        path,
         query: "",
         headers,
         random,
@@ -150,6 +161,91 @@ fn a_mirror_reads_back_as_written() {
     let json = serde_json::json!({ "routes": t.spec() }).to_string();
     assert!(
         json.contains(r#""mirror":{"maxInFlight":100,"methods":["GET"],"percent":12.5,"track":"canary"}"#),
+        "{json}"
+    );
+    let again = load_routes(&json, Format::Json, 2).unwrap();
+    assert_eq!(again.spec(), t.spec());
+}
+
+#[test]
+fn a_match_restricts_the_copies_to_the_requests_that_meet_one_of_its_conditions() {
+    let t = table(
+        "{ track: canary, percent: 100, match: [{ pathPrefix: /api }, { path: /cart, headers: [{ name: x-shadow, value: 'yes' }] }] }",
+    );
+    let none = HeaderMap::new();
+    let mut marked = HeaderMap::new();
+    marked.insert("x-shadow", "yes".parse().unwrap());
+    for r in randoms(50) {
+        assert!(shadow_of(&t, &Method::GET, "/api/items", &none, r).is_some());
+        assert_eq!(
+            shadow_of(&t, &Method::GET, "/apix", &none, r),
+            None,
+            "prefixes end on segments"
+        );
+        assert_eq!(
+            shadow_of(&t, &Method::GET, "/cart", &none, r),
+            None,
+            "both conditions must hold"
+        );
+        assert!(shadow_of(&t, &Method::GET, "/cart", &marked, r).is_some());
+        assert_eq!(
+            shadow_of(&t, &Method::POST, "/api/items", &none, r),
+            None,
+            "methods still apply"
+        );
+    }
+    // The share applies to the matching requests.
+    let t = table("{ track: canary, percent: 25, match: [{ pathPrefix: /api }] }");
+    let copied = randoms(10_000)
+        .filter(|r| shadow_of(&t, &Method::GET, "/api", &none, *r).is_some())
+        .count();
+    assert!((2_300..=2_700).contains(&copied), "{copied}");
+}
+
+#[test]
+fn bodies_are_copied_only_under_a_bound_that_is_written() {
+    let t = table("{ track: canary, percent: 100, methods: [POST] }");
+    assert_eq!(t.routes()[0].mirror_max_body(), None, "off by default");
+    let t = table("{ track: canary, percent: 100, methods: [POST, PUT], body: { maxBytes: 65536 } }");
+    assert_eq!(t.routes()[0].mirror_max_body(), Some(65_536));
+    assert!(shadow(&t, &Method::POST, &HeaderMap::new(), 1).is_some());
+}
+
+#[test]
+fn bad_matches_and_bounds_are_named_by_field_path() {
+    assert_eq!(
+        errors("{ track: canary, percent: 5, match: [] }"),
+        ["routes[0].mirror.match: list at least one match, or leave match out to copy every request"]
+    );
+    assert_eq!(
+        errors(
+            "{ track: canary, percent: 5, match: [{}, { pathRegex: '(' }, { method: get }], body: { maxBytes: 0 } }"
+        ),
+        [
+            "routes[0].mirror.match[0]: give at least one condition: an empty match takes every request; leave match out to copy every request",
+            "routes[0].mirror.match[1].pathRegex: invalid regex \"(\": error: unclosed group",
+            "routes[0].mirror.match[2].method[0]: methods are case-sensitive: write \"GET\"",
+            "routes[0].mirror.body.maxBytes: maxBytes must be at least 1; remove body to copy only requests without one",
+        ]
+    );
+    assert_eq!(
+        errors("{ track: canary, percent: 5, body: { maxbytes: 10 }, match: { path: / } }"),
+        [
+            "routes[0].mirror.match: expected a list, found a mapping",
+            "routes[0].mirror.body.maxBytes: required field is missing",
+            "routes[0].mirror.body.maxbytes: unknown field `maxbytes`; did you mean `maxBytes`?",
+        ]
+    );
+}
+
+#[test]
+fn a_match_and_a_body_bound_read_back_as_written() {
+    let t = table(
+        "{ track: canary, percent: 10, methods: [POST], match: [{ pathPrefix: /api }], body: { maxBytes: 1024 } }",
+    );
+    let json = serde_json::json!({ "routes": t.spec() }).to_string();
+    assert!(
+        json.contains(r#""body":{"maxBytes":1024},"match":[{"pathPrefix":"/api"}]"#),
         "{json}"
     );
     let again = load_routes(&json, Format::Json, 2).unwrap();
