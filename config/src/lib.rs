@@ -24,6 +24,7 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod etcd_access;
 pub mod fleet;
 pub mod health;
 mod instance;

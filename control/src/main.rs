@@ -97,6 +97,8 @@ struct FleetArgs {
     /// The leader's lease: a leader that stops renewing it is replaced after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     lease_ttl: Duration,
+    #[command(flatten)]
+    access: switchyard_config::etcd_access::EtcdAccess,
 }
 
 fn main() -> std::process::ExitCode {
@@ -216,6 +218,10 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard, pro
 
     let keys = switchyard_config::fleet::FleetKeys::new(&args.etcd_prefix)
         .map_err(|e| anyhow::anyhow!("--etcd-prefix: {}", e.message))?;
+    let credentials = args
+        .access
+        .load(&args.etcd)
+        .map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot bind {listen}"))?;
@@ -223,7 +229,7 @@ async fn serve_replicated(listen: SocketAddr, args: FleetArgs, guard: Guard, pro
     let advertise = args.advertise.unwrap_or_else(|| format!("http://{bound}"));
     let endpoints = args.etcd.join(",");
     let fleet = loop {
-        match Fleet::connect(args.etcd.clone(), keys.clone()).await {
+        match Fleet::connect_with(args.etcd.clone(), keys.clone(), &credentials).await {
             Ok(fleet) => break Arc::new(fleet),
             Err(e) => {
                 tracing::warn!("cannot reach etcd at {endpoints} ({e}); retrying");

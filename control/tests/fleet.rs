@@ -954,3 +954,111 @@ async fn a_leader_stopped_by_sigterm_hands_over_at_once_not_after_its_lease() {
         WITHIN
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_reaches_an_etcd_that_demands_tls_a_client_certificate_and_a_user() {
+    let etcd = EtcdCluster::start_tls("tls-auth", 1).await;
+    let tls = etcd.tls().expect("a TLS cluster").clone();
+    let scratch = Scratch::new("fleet-tls-auth");
+    let urls = etcd.client_urls().join(",");
+    assert!(urls.starts_with("https://"), "{urls}");
+
+    // etcd's users on: root, with a password the components read from a file.
+    let options = etcd_client::ConnectOptions::new().with_tls(
+        etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(std::fs::read(&tls.ca).unwrap()))
+            .identity(etcd_client::Identity::from_pem(
+                std::fs::read(&tls.cert).unwrap(),
+                std::fs::read(&tls.key).unwrap(),
+            )),
+    );
+    let mut admin = Etcd::connect(etcd.client_urls(), Some(options.clone()))
+        .await
+        .expect("etcd over TLS");
+    admin.user_add("root", "pässword 1", None).await.expect("a user");
+    admin.user_grant_role("root", "root").await.expect("the root role");
+    admin.auth_enable().await.expect("auth on");
+    let password = scratch.join("password");
+    std::fs::write(&password, "pässword 1\n").unwrap();
+    let access = |flags: &mut Command| {
+        flags
+            .args(["--etcd", &urls])
+            .arg("--etcd-ca")
+            .arg(&tls.ca)
+            .arg("--etcd-cert")
+            .arg(&tls.cert)
+            .arg("--etcd-key")
+            .arg(&tls.key)
+            .args(["--etcd-user", "root", "--etcd-password-file"])
+            .arg(&password);
+    };
+
+    let stable = MockUpstream::start("stable").await;
+    let (traffic, admin_port, port) = (free_port(), free_port(), free_port());
+    let config = scratch.join("proxy.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:{traffic}\nadmin:\n  listen: 127.0.0.1:{admin_port}\nroutes:\n  - name: app\n    tracks:\n      \
+             - {{ name: stable, endpoints: [\"{}\"], weight: 100 }}\n",
+            stable.addr()
+        ),
+    )
+    .unwrap();
+    let mut proxy = Command::new(proxy_binary());
+    proxy.arg("--config").arg(&config).args(["--group", GROUP]);
+    access(&mut proxy);
+    let proxy = Process::spawn(&mut proxy, scratch.join("proxy.log"));
+    let mut replica = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    replica.args(["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    access(&mut replica);
+    let replica = Process::spawn(&mut replica, scratch.join("replica.log"));
+
+    // The replica leads (its election is in etcd), and sees the proxy registered in the group.
+    let url = format!("http://127.0.0.1:{port}");
+    let logs = || format!("--- proxy\n{}\n--- replica\n{}", proxy.log(), replica.log());
+    assert_eventually!(
+        get(&format!("{url}/replica"))
+            .await
+            .is_some_and(|r| r["role"] == "leader"),
+        WITHIN
+    );
+    let admin_url = format!("http://127.0.0.1:{admin_port}");
+    let registered = async || {
+        get(&format!("{url}/fleet/{GROUP}")).await.is_some_and(|g| {
+            g["proxies"]
+                .as_array()
+                .is_some_and(|ps| ps.iter().any(|p| p["adminUrl"] == admin_url.as_str()))
+        })
+    };
+    let deadline = std::time::Instant::now() + WITHIN;
+    while !registered().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the proxy never registered\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Without the CA, https:// endpoints are refused at start, by flag, before anything runs.
+    for binary in [proxy_binary(), PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))] {
+        let mut command = Command::new(&binary);
+        if binary.ends_with("switchyard") {
+            command.args(["serve", "--listen", "127.0.0.1:0"]);
+        } else {
+            command.arg("--config").arg(&config).args(["--group", GROUP]);
+        }
+        let out = command
+            .args(["--etcd", &urls, "--etcd-user", "root"])
+            .output()
+            .expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}: {stderr}", binary.display());
+        assert!(
+            stderr.contains("--etcd-ca: the etcd endpoints are https://"),
+            "{stderr}"
+        );
+        assert!(stderr.contains("--etcd-password-file: --etcd-user needs"), "{stderr}");
+    }
+}

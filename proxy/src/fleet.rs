@@ -16,9 +16,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, Identity, KeyValue, PutOptions, TlsOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
 };
+use switchyard_config::etcd_access::EtcdCredentials;
 use switchyard_config::fleet::{FleetKeys, GroupName, Refusal, Registration};
 use switchyard_config::{Format, InstanceId, RoutesDocument, load_routes};
 use tokio::sync::watch as signal;
@@ -34,7 +35,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// How a proxy joins a group (`--etcd`, `--group`, `--advertise`, `--etcd-prefix`).
+/// How a proxy joins a group (`--etcd`, `--group`, `--advertise`, `--etcd-prefix`, and the
+/// etcd access flags).
 #[derive(Debug, Clone)]
 pub struct FleetOptions {
     /// etcd client URLs (`http://HOST:PORT`).
@@ -47,6 +49,8 @@ pub struct FleetOptions {
     pub advertise: Option<String>,
     /// The registration's lease TTL (whole seconds; at least 1 s).
     pub lease_ttl: Duration,
+    /// TLS and an etcd user, when the cluster asks for them (`--etcd-ca` and the rest).
+    pub credentials: EtcdCredentials,
 }
 
 impl FleetOptions {
@@ -58,6 +62,7 @@ impl FleetOptions {
             keys: FleetKeys::default(),
             advertise: None,
             lease_ttl: DEFAULT_LEASE_TTL,
+            credentials: EtcdCredentials::default(),
         }
     }
 }
@@ -159,10 +164,25 @@ impl Member {
     /// One connection's life: register, read or resume, then follow the table until something
     /// fails. `joined` turns true once registered.
     async fn session(&mut self, joined: &mut bool) -> Result<Infallible, SessionError> {
-        let options = ConnectOptions::new()
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        let credentials = &self.options.credentials;
+        if let Some(ca) = &credentials.ca {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = &credentials.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &credentials.user {
+            // etcd's tokens expire (5 min by default): a call whose token did is sent again
+            // with a new one.
+            options = options
+                .with_user(user.as_str(), password.as_str())
+                .with_auto_token_refresh(true);
+        }
         let mut client = timed(Client::connect(&self.options.endpoints, Some(options))).await?;
         // etcd counts whole seconds; less than 1 s is taken as 1 s.
         let ttl_secs = self.options.lease_ttl.as_secs().max(1);

@@ -78,6 +78,8 @@ struct FleetArgs {
     /// after this long.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     lease_ttl: std::time::Duration,
+    #[command(flatten)]
+    access: switchyard_config::etcd_access::EtcdAccess,
 }
 
 #[derive(Subcommand)]
@@ -208,8 +210,13 @@ fn fleet_options(args: FleetArgs) -> anyhow::Result<Option<switchyard_proxy::fle
         .context("--etcd needs --group NAME: the group of proxies to join")?;
     let group = GroupName::new(&group).map_err(|e| anyhow::anyhow!("--group: {}", e.message))?;
     let keys = FleetKeys::new(&args.etcd_prefix).map_err(|e| anyhow::anyhow!("--etcd-prefix: {}", e.message))?;
+    let credentials = args
+        .access
+        .load(&endpoints)
+        .map_err(|problems| anyhow::anyhow!("{}", problems.join("\n")))?;
     let mut options = switchyard_proxy::fleet::FleetOptions::new(endpoints, group);
     options.keys = keys;
+    options.credentials = credentials;
     options.advertise = args.advertise;
     anyhow::ensure!(
         args.lease_ttl >= std::time::Duration::from_secs(1),

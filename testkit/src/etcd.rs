@@ -15,6 +15,8 @@ struct Member {
     name: String,
     client: HeldPort,
     peer: HeldPort,
+    /// `/health` over plain HTTP, for a cluster whose clients speak TLS.
+    metrics: HeldPort,
     data: PathBuf,
     log: PathBuf,
     process: Option<Child>,
@@ -24,9 +26,57 @@ struct Member {
 #[derive(Debug)]
 pub struct EtcdCluster {
     members: Vec<Member>,
+    tls: Option<EtcdTls>,
     initial_cluster: String,
     token: String,
     _scratch: Scratch,
+}
+
+/// The files of a cluster reached over TLS, in PEM: the CA that signed the members' and the
+/// client's certificates, and the client's certificate and key (members demand one).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    /// A client certificate signed by that CA.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+}
+
+impl EtcdTls {
+    /// A CA, a certificate for 127.0.0.1 signed by it for the members, and a client's.
+    fn create(scratch: &Scratch) -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("a key");
+        let mut params = rcgen::CertificateParams::new(Vec::new()).expect("CA parameters");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = params.self_signed(&ca_key).expect("the CA certificate");
+        let issuer = rcgen::Issuer::new(params, ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = rcgen::KeyPair::generate().expect("a key");
+            let cert = rcgen::CertificateParams::new(names)
+                .expect("certificate parameters")
+                .signed_by(&key, &issuer)
+                .expect("a certificate");
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]);
+        let (client_cert, client_key) = leaf(vec!["switchyard".to_owned()]);
+        let write = |name: &str, text: &str| {
+            let path = scratch.join(name);
+            std::fs::write(&path, text).expect("write a certificate file");
+            path
+        };
+        Self {
+            ca: write("ca.pem", &ca.pem()),
+            cert: write("client.pem", &client_cert),
+            key: write("client-key.pem", &client_key),
+            server_cert: write("server.pem", &server_cert),
+            server_key: write("server-key.pem", &server_key),
+        }
+    }
 }
 
 /// Whether the `etcd` binary is installed (`scripts/test` installs it as root when it is not).
@@ -38,6 +88,22 @@ impl EtcdCluster {
     /// Starts `members` members named after `test` and waits until every one is healthy.
     /// Panics with what to install when `etcd` is missing.
     pub async fn start(test: &str, members: usize) -> Self {
+        Self::launch(test, members, false).await
+    }
+
+    /// Starts a cluster as [`Self::start`] does whose members serve clients over TLS only
+    /// (`https://` client URLs) and demand a client certificate signed by its CA
+    /// (`--client-cert-auth`); [`Self::tls`] gives the files a client needs.
+    pub async fn start_tls(test: &str, members: usize) -> Self {
+        Self::launch(test, members, true).await
+    }
+
+    /// The TLS files of a cluster started by [`Self::start_tls`].
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    async fn launch(test: &str, members: usize, tls: bool) -> Self {
         assert!(
             etcd_installed(),
             "etcd is not installed: run ./scripts/test as root (it installs Debian's etcd-server), \
@@ -49,6 +115,7 @@ impl EtcdCluster {
                 name: format!("m{i}"),
                 client: held_port(),
                 peer: held_port(),
+                metrics: held_port(),
                 data: scratch.join(&format!("m{i}.etcd")),
                 log: scratch.join(&format!("m{i}.log")),
                 process: None,
@@ -59,8 +126,10 @@ impl EtcdCluster {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer.port()))
             .collect::<Vec<_>>()
             .join(",");
+        let tls = tls.then(|| EtcdTls::create(&scratch));
         let mut cluster = Self {
             members,
+            tls,
             initial_cluster,
             token: format!("switchyard-{}-{test}", std::process::id()),
             _scratch: scratch,
@@ -77,13 +146,27 @@ impl EtcdCluster {
     fn spawn(&mut self, i: usize) {
         let m = &mut self.members[i];
         let log = std::fs::File::create(&m.log).expect("create the member's log");
-        let client = format!("http://127.0.0.1:{}", m.client.port());
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{}", m.client.port());
         let peer = format!("http://127.0.0.1:{}", m.peer.port());
-        let child = Command::new("etcd")
+        let metrics = format!("http://127.0.0.1:{}", m.metrics.port());
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server_cert)
+                .arg("--key-file")
+                .arg(&tls.server_key)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &m.name, "--data-dir"])
             .arg(&m.data)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--listen-metrics-urls", &metrics])
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", "new", "--initial-cluster-token", &self.token])
             // Elections in a tenth of a second on loopback, so that a test's outage is short.
@@ -99,7 +182,10 @@ impl EtcdCluster {
     pub fn client_urls(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client.port()))
+            .map(|m| {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://127.0.0.1:{}", m.client.port())
+            })
             .collect()
     }
 
@@ -141,7 +227,7 @@ impl EtcdCluster {
 
     /// Whether member `i` answers `GET /health` with `"health":"true"` (it has a leader).
     pub async fn healthy(&self, i: usize) -> bool {
-        let url = format!("http://127.0.0.1:{}/health", self.members[i].client.port());
+        let url = format!("http://127.0.0.1:{}/health", self.members[i].metrics.port());
         match tokio::time::timeout(Duration::from_secs(2), Client::http1().get(&url, &[])).await {
             Ok(Ok(reply)) => reply.status == 200 && reply.body.contains("\"true\""),
             _ => false,

@@ -6,9 +6,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity, KeyValue, TlsOptions,
+    Txn, TxnOp, TxnOpResponse, TxnResponse, WatchOptions,
 };
+use switchyard_config::etcd_access::EtcdCredentials;
 use switchyard_config::fleet::{FleetKeys, GroupName, Registration};
 use switchyard_config::{Format, InstanceId, RouteSpec, RoutesDocument, load_routes};
 use tokio::sync::watch;
@@ -69,11 +70,35 @@ impl std::fmt::Debug for Fleet {
 impl Fleet {
     /// Connects to etcd at `endpoints` (`http://HOST:PORT`), keys under `keys`.
     pub async fn connect(endpoints: Vec<String>, keys: FleetKeys) -> Result<Self, FleetError> {
-        let options = ConnectOptions::new()
+        Self::connect_with(endpoints, keys, &EtcdCredentials::default()).await
+    }
+
+    /// Connects as [`Self::connect`] does, over TLS and as an etcd user when `credentials` say
+    /// so (`--etcd-ca`, `--etcd-cert`, `--etcd-key`, `--etcd-user`, `--etcd-password-file`).
+    pub async fn connect_with(
+        endpoints: Vec<String>,
+        keys: FleetKeys,
+        credentials: &EtcdCredentials,
+    ) -> Result<Self, FleetError> {
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(CALL_TIMEOUT)
             .with_timeout(CALL_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), CALL_TIMEOUT)
             .with_keep_alive_while_idle(true);
+        if let Some(ca) = &credentials.ca {
+            let mut tls = TlsOptions::new().ca_certificate(Certificate::from_pem(ca));
+            if let Some((cert, key)) = &credentials.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            options = options.with_tls(tls);
+        }
+        if let Some((user, password)) = &credentials.user {
+            // etcd's tokens expire (5 min by default): each call whose token did is sent again
+            // with a new one.
+            options = options
+                .with_user(user.as_str(), password.as_str())
+                .with_auto_token_refresh(true);
+        }
         let client = timed(Client::connect(&endpoints, Some(options))).await?;
         Ok(Self {
             client,
