@@ -23,7 +23,7 @@ use serde::Serialize;
 use serde_yaml_ng::Value;
 
 use crate::error::Problems;
-use crate::read::{Fields, FromTree};
+use crate::read::{Fields, FromTree, expected};
 use crate::schema::human;
 
 /// `outlierDetection`: passive ejection of a track's endpoints by the outcomes of its requests.
@@ -144,8 +144,8 @@ impl FromTree for OutlierDetectionSpec {
 /// `healthCheck`: an active HTTP check of each of the track's endpoints.
 ///
 /// Every `interval` the proxy sends `GET path` to each endpoint on a connection of its own (in
-/// the track's protocol, `Host` the endpoint's address); an answer from 200 to 399 within
-/// `timeout` passes, anything else (another status, a refused or broken connection, no answer in
+/// the track's protocol, `Host` the endpoint's address); an answer whose status is one of
+/// `expectedStatuses` (default 200 to 399) within `timeout` passes, anything else (another status, a refused or broken connection, no answer in
 /// time) fails. An endpoint starts healthy, turns unhealthy after `unhealthyThreshold` failures
 /// in a row and healthy again after `healthyThreshold` passes in a row. An unhealthy endpoint
 /// takes none of the track's requests, unless every endpoint of the track is out.
@@ -164,7 +164,81 @@ pub struct HealthCheckSpec {
     pub healthy_threshold: u32,
     /// Failures in a row that make a healthy endpoint unhealthy. Default 3.
     pub unhealthy_threshold: u32,
+    /// The statuses that pass: single codes and ranges (`[200, "300-308"]`). Default
+    /// `["200-399"]`, as Kubernetes' HTTP probes have it.
+    pub expected_statuses: Vec<StatusRange>,
 }
+
+/// A status code or an inclusive range of them, written `204` or `"200-299"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    /// The lowest status in the range.
+    pub from: u16,
+    /// The highest.
+    pub to: u16,
+}
+
+impl StatusRange {
+    /// Whether `status` is in the range.
+    pub fn contains(&self, status: u16) -> bool {
+        (self.from..=self.to).contains(&status)
+    }
+}
+
+impl std::fmt::Display for StatusRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.from == self.to {
+            write!(f, "{}", self.from)
+        } else {
+            write!(f, "{}-{}", self.from, self.to)
+        }
+    }
+}
+
+impl Serialize for StatusRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.from == self.to {
+            s.serialize_u16(self.from)
+        } else {
+            s.collect_str(self)
+        }
+    }
+}
+
+impl FromTree for StatusRange {
+    fn from_tree(v: &Value, path: &str, p: &mut Problems) -> Option<Self> {
+        let text = match v {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.trim().to_owned(),
+            _ => return expected(p, path, "a status such as 200, or a range such as \"200-299\"", v),
+        };
+        let status = |t: &str| t.trim().parse::<u16>().ok().filter(|s| (100..=599).contains(s));
+        let range = match text.split_once('-') {
+            Some((from, to)) => status(from).zip(status(to)),
+            None => status(&text).map(|s| (s, s)),
+        };
+        match range {
+            Some((from, to)) if from <= to => Some(Self { from, to }),
+            Some((from, to)) => {
+                p.push(
+                    path,
+                    format!("the range {from}-{to} is empty; write the lower status first, as {to}-{from}"),
+                );
+                None
+            }
+            None => {
+                p.push(
+                    path,
+                    format!("{text:?} is not a status from 100 to 599 or a range of them such as \"200-299\""),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The default `healthCheck.expectedStatuses`: 200 to 399.
+pub const DEFAULT_EXPECTED_STATUSES: StatusRange = StatusRange { from: 200, to: 399 };
 
 /// The default `healthCheck.interval`.
 pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
@@ -172,9 +246,9 @@ pub const DEFAULT_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 pub const DEFAULT_HEALTH_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 impl HealthCheckSpec {
-    /// Whether an answer with `status` passes the check (200 to 399).
-    pub fn passes(status: u16) -> bool {
-        (200..400).contains(&status)
+    /// Whether an answer with `status` passes the check: it is one of `expectedStatuses`.
+    pub fn passes(&self, status: u16) -> bool {
+        self.expected_statuses.iter().any(|r| r.contains(status))
     }
 
     /// Reports what the types cannot express, under `path` (`routes[0].tracks[1].healthCheck`).
@@ -211,6 +285,12 @@ impl HealthCheckSpec {
                 p.push(format!("{path}.{field}"), "the threshold must be at least 1");
             }
         }
+        if self.expected_statuses.is_empty() {
+            p.push(
+                format!("{path}.expectedStatuses"),
+                "no status would pass, so every endpoint would turn unhealthy; list at least one, such as 200-399",
+            );
+        }
     }
 }
 
@@ -222,6 +302,7 @@ impl FromTree for HealthCheckSpec {
         let timeout = f.or("timeout", DEFAULT_HEALTH_CHECK_TIMEOUT, p);
         let healthy_threshold = f.or("healthyThreshold", 2, p);
         let unhealthy_threshold = f.or("unhealthyThreshold", 3, p);
+        let expected_statuses = f.or("expectedStatuses", vec![DEFAULT_EXPECTED_STATUSES], p);
         f.finish(p);
         Some(Self {
             path: check_path?,
@@ -229,6 +310,7 @@ impl FromTree for HealthCheckSpec {
             timeout,
             healthy_threshold,
             unhealthy_threshold,
+            expected_statuses,
         })
     }
 }
@@ -261,8 +343,28 @@ mod tests {
         assert_eq!(secs(u32::MAX), 300);
     }
 
+    fn read(yaml: &str) -> (Option<HealthCheckSpec>, Vec<String>) {
+        let v: Value = serde_yaml_ng::from_str(yaml).unwrap();
+        let mut p = Problems::default();
+        let spec = HealthCheckSpec::from_tree(&v, "healthCheck", &mut p);
+        if let Some(spec) = &spec {
+            spec.check("healthCheck", &mut p);
+        }
+        let problems = match p.into_result(()) {
+            Ok(()) => Vec::new(),
+            Err(e) => e
+                .errors()
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect(),
+        };
+        (spec, problems)
+    }
+
     #[test]
-    fn checks_pass_on_200_to_399() {
+    fn checks_pass_on_200_to_399_unless_told_otherwise() {
+        let (spec, _) = read("{path: /healthz}");
+        let spec = spec.unwrap();
         for (status, passes) in [
             (199, false),
             (200, true),
@@ -271,7 +373,44 @@ mod tests {
             (400, false),
             (503, false),
         ] {
-            assert_eq!(HealthCheckSpec::passes(status), passes, "{status}");
+            assert_eq!(spec.passes(status), passes, "{status}");
         }
+        let (spec, problems) = read("{path: /healthz, expectedStatuses: [204, \"300-308\", 418]}");
+        assert!(problems.is_empty(), "{problems:?}");
+        let spec = spec.unwrap();
+        let passing: Vec<u16> = (100..600).filter(|s| spec.passes(*s)).collect();
+        assert_eq!(passing, [204, 300, 301, 302, 303, 304, 305, 306, 307, 308, 418]);
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap()["expectedStatuses"],
+            serde_json::json!([204, "300-308", 418])
+        );
+    }
+
+    #[test]
+    fn bad_expected_statuses_are_named_by_their_path() {
+        let (_, problems) = read("{path: /healthz, expectedStatuses: [\"299-200\", 700, ok, [1]]}");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("healthCheck.expectedStatuses[0]: the range 299-200 is empty"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].starts_with("healthCheck.expectedStatuses[1]: \"700\" is not a status"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[2].starts_with("healthCheck.expectedStatuses[2]: \"ok\" is not a status"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[3].starts_with("healthCheck.expectedStatuses[3]: expected a status"),
+            "{problems:#?}"
+        );
+        let (_, problems) = read("{path: /healthz, expectedStatuses: []}");
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("healthCheck.expectedStatuses: no status would pass"),
+            "{problems:#?}"
+        );
     }
 }

@@ -62,7 +62,7 @@ pub(crate) fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn expected<T>(p: &mut Problems, path: &str, what: &str, v: &Value) -> Option<T> {
+pub(crate) fn expected<T>(p: &mut Problems, path: &str, what: &str, v: &Value) -> Option<T> {
     p.push(path, format!("expected {what}, found {}", kind(v)));
     None
 }

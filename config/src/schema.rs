@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize, Serializer};
 use serde_yaml_ng::Value;
 
 use crate::error::Problems;
-pub use crate::health::{HealthCheckSpec, OutlierDetectionSpec};
+pub use crate::health::{DEFAULT_EXPECTED_STATUSES, HealthCheckSpec, OutlierDetectionSpec, StatusRange};
 use crate::path::{EscapedSlashes, PathOptions};
 use crate::read::{Fields, FromTree, describe, lenient_list};
 use crate::retry::RetrySpec;

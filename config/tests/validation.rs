@@ -317,7 +317,7 @@ fn access_log_and_request_ids_are_read_checked_and_served_back() {
 
 #[test]
 fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_is_named() {
-    use switchyard_config::schema::{HealthCheckSpec, OutlierDetectionSpec};
+    use switchyard_config::schema::{DEFAULT_EXPECTED_STATUSES, HealthCheckSpec, OutlierDetectionSpec};
     let track = |extra: &str| {
         format!(
             "routes: [{{ name: app, tracks: [{{ name: stable, endpoints: ['127.0.0.1:9001', '127.0.0.1:9002'], weight: 1{extra} }}] }}]"
@@ -383,6 +383,7 @@ fn outlier_detection_and_health_checks_are_off_unless_written_and_every_problem_
             timeout: Duration::from_millis(500),
             healthy_threshold: 1,
             unhealthy_threshold: 4,
+            expected_statuses: vec![DEFAULT_EXPECTED_STATUSES],
         })
     );
     // What is served back (`GET /routes`, the state file) reads in again unchanged.

@@ -177,6 +177,29 @@ async fn an_endpoint_failing_its_health_check_gets_no_request_until_it_passes_ag
 }
 
 #[tokio::test]
+async fn expected_statuses_say_which_answers_pass() {
+    // A check endpoint that answers 401 to anyone without credentials, as many do: listed, it
+    // passes; a 302, out of the list, fails.
+    let locked = MockUpstream::start("locked").await;
+    let moved = MockUpstream::start("moved").await;
+    locked.set_path_status("/healthz", 401);
+    moved.set_path_status("/healthz", 302);
+    let p = start_proxy(Table::new().route("app").track_with(
+        "stable",
+        &[locked.addr(), moved.addr()],
+        1.0,
+        "healthCheck: { path: /healthz, interval: 50ms, timeout: 50ms, healthyThreshold: 1, unhealthyThreshold: 1, \
+         expectedStatuses: [200, \"400-401\"] }",
+    ))
+    .await;
+    assert_eventually!(state(&p, 1).await == "unhealthy");
+    assert_eventually!(locked.seen().iter().filter(|s| s.uri.path() == "/healthz").count() >= 3);
+    assert_eq!(state(&p, 0).await, "serving");
+    assert_eq!(stable(&p).await["endpoints"][0]["healthCheckFailures"], 0);
+    p.shutdown().await;
+}
+
+#[tokio::test]
 async fn an_h2c_track_is_checked_over_http2_and_a_table_without_checks_lets_its_endpoints_serve() {
     let a = MockUpstream::start("a").await;
     let b = MockUpstream::start("b").await;

@@ -81,7 +81,7 @@ pub(crate) async fn run(endpoint: Arc<EndpointHealth>, target: Target) {
     loop {
         ticks.tick().await;
         let passed = match tokio::time::timeout(target.spec.timeout, probe(&target)).await {
-            Ok(Ok(status)) if HealthCheckSpec::passes(status.as_u16()) => true,
+            Ok(Ok(status)) if target.spec.passes(status.as_u16()) => true,
             Ok(Ok(status)) => {
                 tracing::debug!(route = %target.route, track = %target.track, endpoint = %target.authority, %status, "health check failed");
                 false

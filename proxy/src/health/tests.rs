@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method};
-use switchyard_config::schema::HealthCheckSpec;
+use switchyard_config::schema::{DEFAULT_EXPECTED_STATUSES, HealthCheckSpec};
 use switchyard_config::stats::EndpointState;
 use switchyard_config::{Format, RequestView, RoutingTable, load_config};
 use tokio::time::Instant;
@@ -304,6 +304,7 @@ fn health_thresholds_turn_an_endpoint_unhealthy_and_healthy_again() {
         timeout: Duration::from_secs(1),
         healthy_threshold: 2,
         unhealthy_threshold: 3,
+        expected_statuses: vec![DEFAULT_EXPECTED_STATUSES],
     };
     let mut streak = Streak::default();
     let mut healthy = true;
