@@ -12,6 +12,9 @@
 #   loadtest/scenarios/instructions.sh --floor          # `switchyard-loadtest passthrough`,
 #                                                       # hyper alone with the same 95/5 split
 #
+# UPSTREAM_HEADERS and BODY choose the upstreams' answer, as in proxy-cpu.sh; KEEP=FILE keeps the
+# profile of the second run (callgrind_annotate FILE); SKIP_BUILD=1 uses target/release as it is.
+#
 # Installs valgrind and nghttp2-client (h2load) when missing. Counts instructions, not time:
 # cache misses and system calls are not in it.
 set -euo pipefail
@@ -24,7 +27,7 @@ UP_STABLE=$((BASE + 1)) UP_CANARY=$((BASE + 2)) SY=$((BASE + 80)) SY_ADMIN=$((BA
 
 . loadtest/scenarios/lib.sh
 need valgrind:valgrind h2load:nghttp2-client
-cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
+[ -n "${SKIP_BUILD:-}" ] || cargo build --release -q -p switchyard-proxy -p switchyard-loadtest
 PROXY=${1:-target/release/switchyard-proxy}
 if [ "$PROXY" = --floor ]; then
   PROXY=target/release/switchyard-loadtest
@@ -61,4 +64,6 @@ count() {
 
 a=$(count "$N1")
 b=$(count "$N2")
+# KEEP=FILE keeps the second run's callgrind profile, for callgrind_annotate.
+[ -n "${KEEP:-}" ] && cp "$work"/callgrind.out.* "$KEEP"
 echo "$NAME: $(((b - a) / (N2 - N1))) instructions per request ($N2 - $N1 requests through h2load --h1 -c 64)"

@@ -92,17 +92,26 @@ PY
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 
 # Starts the two benchmark upstreams (stable on $1, canary on $2) from target/release; the
-# stable one's pid goes to UPSTREAM_PID.
+# stable one's pid goes to UPSTREAM_PID. UPSTREAM_HEADERS (minimal, nginx or 12) and BODY (bytes)
+# choose their answer; unset, it is `ok\n` with x-upstream, date and content-length.
 start_upstreams() {
-  target/release/switchyard-loadtest upstream --listen "127.0.0.1:$1" --name stable &
+  local answer=()
+  case ${UPSTREAM_HEADERS:-minimal} in
+    minimal | nginx) answer+=(--headers "${UPSTREAM_HEADERS:-minimal}") ;;
+    12 | twelve) answer+=(--headers twelve) ;;
+    *) echo "UPSTREAM_HEADERS=$UPSTREAM_HEADERS: expected minimal, nginx or 12" >&2; exit 1 ;;
+  esac
+  [ -n "${BODY:-}" ] && answer+=(--body-size "$BODY")
+  target/release/switchyard-loadtest upstream --listen "127.0.0.1:$1" --name stable "${answer[@]}" &
   pids+=($!)
   UPSTREAM_PID=$!
-  target/release/switchyard-loadtest upstream --listen "127.0.0.1:$2" --name canary &
+  target/release/switchyard-loadtest upstream --listen "127.0.0.1:$2" --name canary "${answer[@]}" &
   pids+=($!)
 }
 
 # The CPU benchmarks' table, listening on $1 with its admin API on $2, in front of the stable
-# ($3) and canary ($4) upstreams: a sticky key, two header rules and a 95/5 split.
+# ($3) and canary ($4) upstreams: a sticky key, two header rules and a 95/5 split. STICKY=0
+# leaves the sticky key out (each request is split on its own).
 bench_table() {
   cat <<EOF
 listen: 127.0.0.1:$1
@@ -118,6 +127,6 @@ routes:
         track: canary
       - match: { headers: [{ name: x-environment, value: stable }] }
         track: stable
-    sticky: { header: x-user-id }
 EOF
+  [ "${STICKY:-1}" = 0 ] || echo "    sticky: { header: x-user-id }"
 }

@@ -20,10 +20,17 @@
 # profile-guided build and its row out (no five-to-eight-minute build). SKIP_BUILD=1 uses
 # target/release as it is, without `cargo build`.
 #
+# The answer and the table, for loadtest/results/proxy-cpu-matrix.md (unset: as above):
+# UPSTREAM_HEADERS=nginx answers the five headers nginx sends for a static file and
+# UPSTREAM_HEADERS=12 twelve (`switchyard-loadtest upstream --headers`); BODY=N a body of N
+# bytes (`--body-size`); STICKY=0 takes the sticky key out of both proxies (Switchyard's
+# `sticky`; nginx's `split_clients` on x-user-id becomes a weighted upstream), wrk still
+# sending x-user-id.
+#
 # CPU time is read from /proc (user and system) of the proxy's processes before and after each
 # wrk run and divided by the requests wrk completed; the table gives the sum and both parts
 # (medians of the runs each; /proc counts in 10 ms ticks). RSS is read idle and with 1,000 open
-# keep-alive connections. Results go to stdout and loadtest/results/proxy-cpu.md.
+# keep-alive connections. Results go to stdout and loadtest/results/proxy-cpu.md (RESULT=FILE: there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -83,6 +90,15 @@ fi
 FLOOR_PID=$!
 pids+=($FLOOR_PID)
 
+nginx_split() {
+  if [ "${STICKY:-1}" = 0 ]; then
+    echo "  upstream split { server 127.0.0.1:$UP_STABLE weight=95; server 127.0.0.1:$UP_CANARY weight=5; keepalive 64; }"
+    echo '  map $http_x_canary $pick { "true" canary; default split; }'
+  else
+    echo '  split_clients "${http_x_user_id}" $split { 95% stable; * canary; }'
+    echo '  map $http_x_canary $pick { "true" canary; default $split; }'
+  fi
+}
 mkdir -p "$work/nginx"
 cat >"$work/nginx.conf" <<EOF
 worker_processes 1;
@@ -98,9 +114,9 @@ http {
   scgi_temp_path $work/nginx;
   upstream stable { server 127.0.0.1:$UP_STABLE; keepalive 64; }
   upstream canary { server 127.0.0.1:$UP_CANARY; keepalive 64; }
-  # The same decisions: a header rule first, then a 95/5 split keyed by the user.
-  split_clients "\${http_x_user_id}" \$split { 95% stable; * canary; }
-  map \$http_x_canary \$pick { "true" canary; default \$split; }
+  # The same decisions: a header rule first, then a 95/5 split keyed by the user (STICKY=0:
+  # weighted round robin).
+$(nginx_split)
   server {
     listen 127.0.0.1:$NG;
     keepalive_requests 1000000;
@@ -196,7 +212,7 @@ mkdir -p loadtest/results
       "${busy:+$((busy / 1024)) MiB}"
   done
   echo
-  echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread)."
+  echo "wrk -t1 -c$CONNS -d${DURATION}s, x-user-id from 1,000 users; one worker per proxy; upstream: switchyard-loadtest upstream (one thread), headers ${UPSTREAM_HEADERS:-minimal}, body ${BODY:-3} bytes; sticky key ${STICKY:-1}."
   [ -n "$SY_PID" ] && echo "switchyard: the profile-guided release build (scripts/build-release), as shipped; switchyard-plain: cargo build --release, no profile."
   [ -z "$SY_PID" ] && echo "switchyard-plain: cargo build --release, no profile (the profile-guided build was skipped: SKIP_PGO=1)."
   if [ -n "$BEFORE_PID" ]; then
@@ -208,4 +224,4 @@ mkdir -p loadtest/results
   fi
   echo "hyper: switchyard-loadtest passthrough, hyper's HTTP/1.1 server and client alone with the same 95/5 split and allocator (no routing table, measurement, header rewriting or timeouts): the floor for a proxy built on hyper."
   echo "Machine: $(nproc) cores, $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo), Linux $(uname -r), $(date -u +%Y-%m-%d)."
-} | tee loadtest/results/proxy-cpu.md
+} | tee "${RESULT:-loadtest/results/proxy-cpu.md}"

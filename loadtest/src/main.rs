@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 use switchyard_loadtest::generate::Options;
-use switchyard_loadtest::upstream::Faults;
+use switchyard_loadtest::upstream::{Answer, Faults, HeaderSet};
 
 /// Switchyard's load-test tools.
 #[derive(Parser)]
@@ -35,6 +35,13 @@ enum Command {
         /// The response body.
         #[arg(long, default_value = "ok\n")]
         body: String,
+        /// A body of this many bytes instead of --body (`x`s and a newline).
+        #[arg(long, conflicts_with = "body")]
+        body_size: Option<usize>,
+        /// The response headers: minimal (x-upstream), nginx (server, date, content-type,
+        /// content-length, connection: keep-alive) or twelve (nginx's and seven more).
+        #[arg(long, value_enum, default_value_t)]
+        headers: HeaderSet,
         /// Share of requests answered 500 (0 to 1).
         #[arg(long, default_value_t = 0.0)]
         error_rate: f64,
@@ -178,9 +185,19 @@ fn main() -> std::process::ExitCode {
             listen,
             name,
             body,
+            body_size,
+            headers,
             error_rate,
             latency,
-        } => switchyard_loadtest::upstream::run(listen, name, body, Faults { error_rate, latency }),
+        } => {
+            // The name lives as long as the process; leaking it lets every answer borrow it.
+            let answer = Answer {
+                name: name.leak(),
+                body: body_size.map_or_else(|| body.into(), Answer::sized_body),
+                headers,
+            };
+            switchyard_loadtest::upstream::run(listen, answer, Faults { error_rate, latency })
+        }
         Command::Passthrough {
             listen,
             upstreams,

@@ -255,15 +255,16 @@ async fn connection<I>(
         // The header-read timeout is the watchdog's (see `supervise`): hyper's own arms a
         // timer for every request head, and also cuts off keep-alive connections that are
         // merely idle.
-        // Flattened writes: a response head and its body chunks go out in one buffer and one
-        // `write`. Against `writev` of the queued chunks this measured about 3% less CPU per
-        // request for small responses, and costs a copy of larger bodies into the buffer, which
-        // `max_buf_size` bounds.
+        // hyper's default write strategy: over a transport with vectored writes (TCP; the
+        // wrappers forward it) the head and the body's chunks go out in one `writev`, the body
+        // not copied. Flattening them into one buffer (`.writev(false)`) once measured 3% less
+        // CPU for small answers, but copies every body: with 16 KiB bodies it cost 1.18x the
+        // CPU of `.writev(true)` (user time 18.3 against 11.9 µs), and 100 B answers measured
+        // 1.03x, within the noise (loadtest/results/proxy-cpu-matrix.md).
         let mut builder = http1::Builder::new();
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(None)
-            .writev(false)
             .max_headers(settings.limits.max_headers)
             .max_header_size(settings.limits.max_header_bytes)
             .max_buf_size(settings.limits.max_header_bytes.max(8192) + 8192);
