@@ -187,8 +187,11 @@ impl Member {
         // etcd counts whole seconds; less than 1 s is taken as 1 s.
         let ttl_secs = self.options.lease_ttl.as_secs().max(1);
         let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
-        let lease = timed(client.lease_grant(ttl, None)).await?.id();
-        let (mut keeper, mut keepalives) = timed(client.lease_keep_alive(lease)).await?;
+        let lease = unary(&client, |mut c| async move { c.lease_grant(ttl, None).await })
+            .await?
+            .id();
+        let (mut keeper, mut keepalives) =
+            unary(&client, |mut c| async move { c.lease_keep_alive(lease).await }).await?;
 
         let table_key = self.options.keys.table(&self.options.group);
         let from = match self.seen {
@@ -200,8 +203,11 @@ impl Member {
             }
         };
         self.register(&mut client, lease).await?;
-        let mut watch =
-            timed(client.watch(table_key.as_str(), Some(WatchOptions::new().with_start_revision(from)))).await?;
+        let (key, options) = (&table_key, &WatchOptions::new().with_start_revision(from));
+        let mut watch = unary(&client, |mut c| async move {
+            c.watch(key.as_str(), Some(options.clone())).await
+        })
+        .await?;
         if !*joined {
             tracing::info!(
                 group = %self.options.group,
@@ -218,8 +224,17 @@ impl Member {
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    timed(keeper.keep_alive()).await?;
-                    let answer = timed(keepalives.message()).await?.ok_or(SessionError::Closed("lease keep-alive"))?;
+                    let answer = match renew(&mut keeper, &mut keepalives).await {
+                        Ok(answer) => answer,
+                        // The stream was on a member that went away: one on the members that
+                        // remain, and the renewal sent again, before the session is given up.
+                        Err(e) => {
+                            tracing::debug!("renewing the registration's lease on another stream: {e}");
+                            (keeper, keepalives) =
+                                unary(&client, |mut c| async move { c.lease_keep_alive(lease).await }).await?;
+                            renew(&mut keeper, &mut keepalives).await?
+                        }
+                    };
                     if answer.ttl() <= 0 {
                         return Err(SessionError::LeaseExpired);
                     }
@@ -276,7 +291,8 @@ impl Member {
             .when([Compare::version(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, text, None), TxnOp::get(key, None)])
             .or_else([TxnOp::get(key, None)]);
-        let answer = timed(client.txn(txn)).await?;
+        let txn = &txn;
+        let answer = unary(client, |mut c| async move { c.txn(txn.clone()).await }).await?;
         if answer.succeeded() {
             tracing::info!(group = %self.options.group, "the group had no table: created it from this proxy's routes");
         }
@@ -340,7 +356,12 @@ impl Member {
         self.registration.version = self.publisher.load().table.version();
         let key = self.options.keys.proxy(&self.options.group, &self.registration.id);
         let value = serde_json::to_string(&self.registration).expect("a registration serializes");
-        timed(client.put(key, value, Some(PutOptions::new().with_lease(lease)))).await?;
+        let (key, value) = (&key, &value);
+        unary(client, |mut c| async move {
+            c.put(key.as_str(), value.as_str(), Some(PutOptions::new().with_lease(lease)))
+                .await
+        })
+        .await?;
         Ok(())
     }
 }
@@ -364,6 +385,54 @@ fn sentence(e: &etcd_client::Error) -> String {
 }
 
 /// An etcd call bounded by [`CALL_TIMEOUT`].
+/// Sends one keep-alive on the stream and reads its answer.
+async fn renew(
+    keeper: &mut etcd_client::LeaseKeeper,
+    answers: &mut etcd_client::LeaseKeepAliveStream,
+) -> Result<etcd_client::LeaseKeepAliveResponse, SessionError> {
+    timed(keeper.keep_alive()).await?;
+    timed(answers.message())
+        .await?
+        .ok_or(SessionError::Closed("lease keep-alive"))
+}
+
+/// How many times [`unary`] sends a call again that reached no member.
+const UNREACHED_RETRIES: u32 = 4;
+
+/// An etcd call, bounded by [`CALL_TIMEOUT`] per attempt and sent again (up to
+/// [`UNREACHED_RETRIES`] times, 25 ms apart and doubling) when it reached no member: the
+/// client balances calls over every endpoint and keeps handing some to a member that is down
+/// while the others answer, and a session given up for each of those would keep a proxy out of
+/// its group for as long as one member is down. Every call sent this way is safe to send again:
+/// a lease grant (an extra lease expires unused), the same put, a guarded transaction, a new
+/// stream.
+async fn unary<T, Fut>(client: &Client, mut call: impl FnMut(Client) -> Fut) -> Result<T, SessionError>
+where
+    Fut: Future<Output = Result<T, etcd_client::Error>>,
+{
+    let mut delay = Duration::from_millis(25);
+    for _ in 0..UNREACHED_RETRIES {
+        match tokio::time::timeout(CALL_TIMEOUT, call(client.clone())).await {
+            Ok(Err(e)) if unreached(&e) => {}
+            Ok(answer) => return Ok(answer?),
+            Err(_) => return Err(SessionError::Timeout),
+        }
+        tokio::time::sleep(delay).await;
+        delay *= 2;
+    }
+    timed(call(client.clone())).await
+}
+
+/// Whether a call failed before any member took it (a refused connection, a member without a
+/// leader), so that another member may well answer it.
+fn unreached(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
+    }
+}
+
 async fn timed<T>(call: impl Future<Output = Result<T, etcd_client::Error>>) -> Result<T, SessionError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(answer) => Ok(answer?),
